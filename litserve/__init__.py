@@ -1,0 +1,37 @@
+"""litserve: serve any model over HTTP from a notebook cell, a script or a pytest fixture.
+
+Layout: `api` (the LitAPI users write), `server` (the LitServer facade and lifecycle), `engine/`
+(queues, batching, worker threads, the thread-to-loop bridge), `web/` (the Quart app and routes),
+`runtime/` (the HTTP thread and sockets), `status` (counters and snapshots), `exceptions` (errors
+and the one status-code table), `testing` (the pytest plugin).
+
+Importing this package has no side effects: no logging setup, no environment reads, no torch.
+"""
+
+from __future__ import annotations
+
+from litserve.api import LitAPI as LitAPI
+from litserve.exceptions import HTTPException as HTTPException
+from litserve.exceptions import LitServeError as LitServeError
+from litserve.exceptions import PortInUseError as PortInUseError
+from litserve.exceptions import ServerStartError as ServerStartError
+from litserve.exceptions import ServerStateError as ServerStateError
+from litserve.exceptions import WorkerSetupError as WorkerSetupError
+from litserve.server import LitServer as LitServer
+from litserve.status import ServerState as ServerState
+from litserve.status import ServerStatus as ServerStatus
+
+__all__ = [
+    "HTTPException",
+    "LitAPI",
+    "LitServeError",
+    "LitServer",
+    "PortInUseError",
+    "ServerStartError",
+    "ServerState",
+    "ServerStateError",
+    "ServerStatus",
+    "WorkerSetupError",
+]
+
+__version__ = "0.1.0.dev0"

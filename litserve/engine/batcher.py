@@ -1,0 +1,72 @@
+"""The batching policy: one pure function, driven by a clock it is given.
+
+A worker blocks for the first request, then gathers more until it has `max_batch_size` or
+`batch_timeout_s` has passed since the first arrived. It never polls: every wait is a blocking get
+with the real remaining time, and `batch_timeout_s=0` takes only what is already waiting.
+Requests that were cancelled or are past their deadline are set aside, never batched.
+"""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from litserve.engine.messages import DropReason, InferenceRequest
+
+__all__ = ["Batch", "RequestSource", "collect_batch"]
+
+
+class RequestSource(Protocol):
+    """What the batcher reads from (a RequestQueue, or a fake in tests)."""
+
+    def get(self, timeout_s: float | None = None) -> InferenceRequest | None: ...
+
+    def get_nowait(self) -> InferenceRequest | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Requests to run together, and those dropped while collecting them (with why)."""
+
+    requests: tuple[InferenceRequest, ...]
+    dropped: tuple[tuple[InferenceRequest, DropReason], ...] = ()
+
+
+def collect_batch(
+    source: RequestSource,
+    max_batch_size: int,
+    batch_timeout_s: float,
+    clock: Callable[[], float],
+) -> Batch | None:
+    """Block until at least one live request is collected; None once the source is closed.
+
+    The returned batch may also carry dropped requests; it is never empty of both.
+    """
+    live: list[InferenceRequest] = []
+    dropped: list[tuple[InferenceRequest, DropReason]] = []
+    first_arrival_s: float | None = None
+    while len(live) < max_batch_size:
+        try:
+            if first_arrival_s is None:
+                # Block only while there is nothing to report; drops alone are returned at once.
+                item = source.get_nowait() if dropped else source.get(None)
+            else:
+                remaining_s = first_arrival_s + batch_timeout_s - clock()
+                item = source.get(remaining_s) if remaining_s > 0 else source.get_nowait()
+        except queue.Empty:
+            break
+        if item is None:  # closed: hand over what we have; the next call returns None
+            break
+        now_s = clock()
+        reason = item.drop_reason(now_s)
+        if reason is not None:
+            dropped.append((item, reason))
+            continue
+        if first_arrival_s is None:
+            first_arrival_s = now_s
+        live.append(item)
+    if not live and not dropped:
+        return None
+    return Batch(tuple(live), tuple(dropped))

@@ -1,0 +1,68 @@
+"""The one doorway from worker threads (and other threads) into the HTTP thread's event loop.
+
+Only this module calls `call_soon_threadsafe`. Worker threads never touch asyncio objects: they hold
+a `Reply` and pass it back here. A future is resolved only if it is still pending, so a late result
+for a request that timed out or whose client left is dropped on the loop, silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Reply", "call_in_loop", "deliver", "deliver_all"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Generic[T]):
+    """Where a result for one request goes: a future owned by `loop`."""
+
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+
+
+def deliver(reply: Reply[T], value: T) -> None:
+    """Called on any thread: hand `value` to the request awaiting `reply`."""
+    try:
+        reply.loop.call_soon_threadsafe(_set_if_pending, reply.future, value)
+    except RuntimeError:
+        # The loop is closed: the server stopped and the request is gone with it.
+        pass
+
+
+def deliver_all(results: Iterable[tuple[Reply[T], T]]) -> None:
+    """Hand several results back with one wake-up of each loop (a batch costs one crossing)."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[T], T]]] = {}
+    for reply, value in results:
+        by_loop.setdefault(reply.loop, []).append((reply.future, value))
+    for loop, pairs in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_set_all_pending, pairs)
+        except RuntimeError:
+            pass
+
+
+def call_in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> bool:
+    """Schedule `callback(*args)` on `loop` from another thread; False if the loop is already closed."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _set_if_pending(future: asyncio.Future[T], value: T) -> None:
+    # Runs on the loop. If the request timed out or its client left while predict ran,
+    # the future is already done and the late result is dropped here.
+    if not future.done():
+        future.set_result(value)
+
+
+def _set_all_pending(pairs: list[tuple[asyncio.Future[T], T]]) -> None:
+    for future, value in pairs:
+        if not future.done():
+            future.set_result(value)

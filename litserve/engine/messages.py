@@ -1,0 +1,77 @@
+"""Values that cross between the HTTP loop and the worker threads."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Any, final
+
+from litserve.codec import error_body
+from litserve.engine.bridge import Reply
+from litserve.exceptions import ErrorResponse
+
+__all__ = ["Cancellation", "DropReason", "InferenceRequest", "Outcome"]
+
+
+class DropReason(enum.Enum):
+    """Why a request was answered without running, or why its late result is thrown away."""
+
+    DISCONNECTED = "disconnected"  # the client went away
+    TIMED_OUT = "timed_out"  # its deadline passed
+
+
+@final
+class Cancellation:
+    """A one-way flag the loop sets and workers read; the only mutable part of a request.
+
+    Written on the loop thread, read on worker threads: a single attribute store or load is atomic in
+    CPython, and a worker that reads a stale `None` only runs work whose result will be dropped.
+    """
+
+    __slots__ = ("reason",)
+
+    def __init__(self) -> None:
+        self.reason: DropReason | None = None
+
+    def cancel(self, reason: DropReason) -> None:
+        if self.reason is None:
+            self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """A finished request as the client will see it: status, encoded body and content type."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 100 <= self.status <= 599:
+            raise ValueError(f"not an HTTP status: {self.status}")
+
+    @classmethod
+    def failure(cls, answer: ErrorResponse) -> Outcome:
+        """The outcome for an error answer from the status-code table (or `error_response`)."""
+        return cls(answer.status, error_body(answer.detail), headers=answer.headers)
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceRequest:
+    """One request waiting for a worker.
+
+    `deadline_s` is a `time.monotonic()` value, or None when the server has no timeout.
+    """
+
+    payload: Any
+    reply: Reply[Outcome]
+    deadline_s: float | None
+    cancellation: Cancellation
+
+    def drop_reason(self, now_s: float) -> DropReason | None:
+        """Why this request must not run now, or None when it should."""
+        reason = self.cancellation.reason
+        if reason is None and self.deadline_s is not None and now_s >= self.deadline_s:
+            return DropReason.TIMED_OUT
+        return reason

@@ -1,0 +1,99 @@
+"""Endpoints and their workers: devices x workers_per_device threads per endpoint."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import copy
+import logging
+import time
+from collections.abc import Sequence
+from typing import final
+
+from litserve.api import LitAPI
+from litserve.engine.messages import InferenceRequest
+from litserve.engine.request_queue import RequestQueue
+from litserve.engine.worker import Worker
+from litserve.exceptions import WorkerSetupError
+from litserve.status import EndpointCounters, ErrorLog
+
+__all__ = ["Endpoint", "WorkerPool"]
+
+logger = logging.getLogger(__name__)
+
+
+@final
+class Endpoint:
+    """One LitAPI served on its own path, with its own queue, counters and workers."""
+
+    def __init__(self, api: LitAPI, max_queue_size: int | None) -> None:
+        self.api = api
+        self.path = api.api_path
+        self.queue: RequestQueue[InferenceRequest] = RequestQueue(max_queue_size)
+        self.counters = EndpointCounters()
+        self.workers: list[Worker] = []
+
+
+def _copy_api(api: LitAPI) -> LitAPI:
+    try:
+        return copy.deepcopy(api)
+    except Exception as exc:
+        raise TypeError(
+            f"each worker needs its own copy of {type(api).__name__}, but it cannot be copied ({exc}); "
+            "create models, locks and connections in setup(), not in __init__"
+        ) from exc
+
+
+def _worker_label(device: str) -> str:
+    return device.replace(":", "")
+
+
+@final
+class WorkerPool:
+    """Creates, starts and stops every worker thread of a server."""
+
+    def __init__(
+        self, endpoints: Sequence[Endpoint], devices: Sequence[str], workers_per_device: int, errors: ErrorLog
+    ) -> None:
+        self._endpoints = list(endpoints)
+        number = 0
+        for endpoint in self._endpoints:
+            for device in devices:
+                for _ in range(workers_per_device):
+                    name = f"litserve-worker-{_worker_label(device)}-{number}"
+                    worker = Worker(name, _copy_api(endpoint.api), device, endpoint.queue, errors)
+                    endpoint.workers.append(worker)
+                    number += 1
+
+    @property
+    def workers(self) -> list[Worker]:
+        return [w for e in self._endpoints for w in e.workers]
+
+    def start(self) -> None:
+        for worker in self.workers:
+            worker.start()
+
+    def wait_ready(self) -> None:
+        """Block until every worker finished setup(); raise WorkerSetupError on the first failure."""
+        pending = {w.ready: w for w in self.workers}
+        while pending:
+            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_EXCEPTION)
+            for future in done:
+                worker = pending.pop(future)
+                exc = future.exception()
+                if exc is not None:
+                    raise WorkerSetupError(
+                        f"setup() failed in {worker.name} on {worker.device}: {type(exc).__name__}: {exc}"
+                    ) from exc
+
+    def stop(self, timeout_s: float) -> list[str]:
+        """Close the queues (workers finish what is queued, then leave) and join every worker.
+
+        Returns the names of workers still running after `timeout_s` (stuck in a hook).
+        """
+        for endpoint in self._endpoints:
+            endpoint.queue.close()
+        deadline_s = time.monotonic() + timeout_s
+        stuck = [w.name for w in self.workers if not w.join(max(0.0, deadline_s - time.monotonic()))]
+        if stuck:
+            logger.warning("workers %s are still inside a LitAPI hook; they will end when it returns", stuck)
+        return stuck

@@ -1,0 +1,145 @@
+"""Named errors and the one table that turns an error into an HTTP answer.
+
+Hierarchy::
+
+    Exception
+    ├── HTTPException                 raised by user hooks: "answer this request with status + detail"
+    └── LitServeError                 base of every error litserve raises itself
+        ├── ServerStateError          a lifecycle call made in the wrong state (e.g. start() after a failure)
+        ├── ServerStartError          start() could not bring the server up
+        │   ├── PortInUseError        the address is taken by another program (also an OSError)
+        │   └── WorkerSetupError      a worker's LitAPI.setup() raised; the user's error is the __cause__
+        ├── QueueFullError            an endpoint's request queue is at max_queue_size
+        └── QueueClosedError          the queue no longer takes requests (server stopping)
+
+Request-time failures reach HTTP only through `error_response`, which never leaks internals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+__all__ = [
+    "HTTPException",
+    "LitServeError",
+    "PortInUseError",
+    "QueueClosedError",
+    "QueueFullError",
+    "ServerStartError",
+    "ServerStateError",
+    "WorkerSetupError",
+]
+
+
+class HTTPException(Exception):
+    """Raise from any LitAPI hook to answer the request with `status_code` and `{"detail": detail}`.
+
+    Example:
+        >>> def decode_request(self, request):
+        ...     if "input" not in request:
+        ...         raise HTTPException(400, "missing 'input'")
+    """
+
+    def __init__(self, status_code: int, detail: Any = None) -> None:
+        if detail is None:
+            detail = _reason(status_code)
+        super().__init__(status_code, detail)
+        self.status_code = status_code
+        self.detail = detail
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status_code={self.status_code!r}, detail={self.detail!r})"
+
+    def __str__(self) -> str:
+        return f"{self.status_code}: {self.detail}"
+
+
+class LitServeError(Exception):
+    """Base of every error litserve raises itself."""
+
+
+class ServerStateError(LitServeError):
+    """A lifecycle method was called in a state that does not allow it."""
+
+
+class ServerStartError(LitServeError):
+    """start() could not bring the server up; nothing it started is left running."""
+
+
+class PortInUseError(ServerStartError, OSError):
+    """The host and port are held by another program (a LitServer of this process is replaced instead)."""
+
+
+class WorkerSetupError(ServerStartError):
+    """A worker's `LitAPI.setup(device)` raised; the original exception is chained as `__cause__`."""
+
+
+class QueueFullError(LitServeError):
+    """The endpoint's request queue holds `max_queue_size` requests already."""
+
+
+class QueueClosedError(LitServeError):
+    """The request queue was closed because the server is stopping."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorResponse:
+    """What the client sees for a failed request: a status and a JSON-able detail."""
+
+    status: int
+    detail: Any
+    headers: tuple[tuple[str, str], ...] = ()
+
+    def __post_init__(self) -> None:
+        if not 400 <= self.status <= 599:
+            raise ValueError(f"an error response needs a 4xx or 5xx status, got {self.status}")
+
+
+# The one status-code table. Every request-time failure the server itself decides is named here.
+INVALID_JSON = ErrorResponse(400, "Request body is not valid JSON")
+INVALID_API_KEY = ErrorResponse(
+    401, "Invalid API Key. Check that you are passing a correct 'X-API-Key' in your header."
+)
+NOT_FOUND = ErrorResponse(404, "Not Found")
+METHOD_NOT_ALLOWED = ErrorResponse(405, "Method Not Allowed")
+PAYLOAD_TOO_LARGE = ErrorResponse(413, "Payload too large")
+INTERNAL_ERROR = ErrorResponse(500, "Internal server error")
+BATCH_SIZE_MISMATCH = ErrorResponse(500, "Batch size mismatch")
+SERVER_OVERLOADED = ErrorResponse(503, "Server is overloaded", (("Retry-After", "1"),))
+SHUTTING_DOWN = ErrorResponse(503, "Server is shutting down")
+NOT_READY = ErrorResponse(503, "not ready")
+REQUEST_TIMED_OUT = ErrorResponse(504, "Request timed out")
+
+
+def error_response(exc: BaseException) -> ErrorResponse:
+    """Map an exception raised while serving a request to what the client sees.
+
+    Our `HTTPException` and any exception that carries `status_code` and `detail` (FastAPI and
+    Starlette's) or Werkzeug's `code` and `description` keep their status and detail. Every other
+    exception is a 500 whose body says nothing about the cause; the caller logs the traceback.
+    """
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int) and hasattr(exc, "detail"):
+        detail = exc.detail
+    else:
+        status = getattr(exc, "code", None)
+        detail = getattr(exc, "description", None)
+        if not (isinstance(status, int) and hasattr(exc, "description")):
+            return INTERNAL_ERROR
+    if not 400 <= status <= 599:
+        return INTERNAL_ERROR
+    return ErrorResponse(status, detail if detail is not None else _reason(status))
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def is_client_error(exc: BaseException) -> bool:
+    """True when `exc` was raised on purpose to answer the request (so it is not logged as a crash)."""
+    return error_response(exc) is not INTERNAL_ERROR

@@ -1,0 +1,112 @@
+"""The `litserve-http` thread: a private asyncio loop serving a Quart app with Hypercorn.
+
+The thread hands its loop back through a `concurrent.futures.Future` once Hypercorn has finished
+lifespan startup on the already-listening socket, and carries any startup error back the same way.
+It is stopped through Hypercorn's shutdown trigger, which closes the listener, lets in-flight
+requests finish for up to `graceful_timeout_s`, then cancels what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import socket
+import threading
+from typing import Any, final
+
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config, Sockets
+from hypercorn.utils import wrap_app
+from quart import Quart
+
+from litserve.engine import bridge
+
+__all__ = ["HttpThread"]
+
+logger = logging.getLogger(__name__)
+
+
+def _hypercorn_config(graceful_timeout_s: float) -> Config:
+    config = Config()
+    config.graceful_timeout = graceful_timeout_s
+    # Hypercorn's own lines go to our logger; the library never installs handlers.
+    config.errorlog = logging.getLogger("litserve.hypercorn")
+    config.accesslog = None
+    return config
+
+
+@final
+class HttpThread:
+    """Runs `app` on `sock` in a thread named `litserve-http` until `stop()`."""
+
+    def __init__(self, app: Quart, sock: socket.socket, graceful_timeout_s: float) -> None:
+        self._app = app
+        self._sock = sock
+        self._config = _hypercorn_config(graceful_timeout_s)
+        self._ready: concurrent.futures.Future[asyncio.AbstractEventLoop] = concurrent.futures.Future()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._shutdown: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._main, name="litserve-http", daemon=True)
+
+    def start(self, timeout_s: float) -> asyncio.AbstractEventLoop:
+        """Start serving; return the loop once requests are accepted, or raise what stopped it."""
+        self._thread.start()
+        return self._ready.result(timeout_s)
+
+    def stop(self, timeout_s: float) -> bool:
+        """Trigger a graceful shutdown and join the thread; True if it ended within `timeout_s`."""
+        if self._thread.ident is None:
+            self._sock.close()
+            return True
+        loop, shutdown = self._loop, self._shutdown
+        if loop is not None and shutdown is not None:
+            bridge.call_in_loop(loop, shutdown.set)
+        self._thread.join(timeout_s)
+        if self._thread.is_alive():
+            logger.warning("the litserve-http thread did not stop within %.1f s", timeout_s)
+            return False
+        return True
+
+    def _main(self) -> None:
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._serve(loop))
+        except BaseException as exc:
+            if not self._ready.done():
+                self._ready.set_exception(exc)
+            else:
+                logger.exception("the HTTP server stopped with an error")
+        finally:
+            try:
+                _cancel_leftover_tasks(loop)
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            finally:
+                loop.close()
+                self._sock.close()
+            if not self._ready.done():
+                self._ready.set_exception(RuntimeError("the HTTP server stopped before it was ready"))
+
+    async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._shutdown = asyncio.Event()
+        self._loop = loop
+
+        async def mark_ready() -> None:
+            self._ready.set_result(loop)
+
+        self._app.before_serving(mark_ready)
+        sockets = Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])
+        await worker_serve(
+            wrap_app(self._app, self._config.wsgi_max_body_size, "asgi"),
+            self._config,
+            sockets=sockets,
+            shutdown_trigger=self._shutdown.wait,
+        )
+
+
+def _cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:
+    tasks: set[asyncio.Task[Any]] = asyncio.all_tasks(loop)
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))

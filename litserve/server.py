@@ -1,0 +1,431 @@
+"""LitServer: the facade that wires settings, engine, web app and HTTP thread, and owns the lifecycle."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import signal
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from types import FrameType, TracebackType
+from typing import Any
+
+from litserve.api import LitAPI, validate_api_settings
+from litserve.client_file import write_client_file
+from litserve.config import ServerSettings, normalize_timeout
+from litserve.engine.devices import resolve_devices
+from litserve.engine.pool import Endpoint, WorkerPool
+from litserve.exceptions import ServerStateError
+from litserve.runtime.sockets import bind_listening_socket, is_loopback
+from litserve.runtime.thread import HttpThread
+from litserve.status import EndpointStatus, ErrorLog, ServerState, ServerStatus, WorkerStatus
+from litserve.web.app import create_app
+from litserve.web.context import Gate, WebContext
+
+__all__ = ["LitServer"]
+
+logger = logging.getLogger("litserve")
+
+_HTTP_START_TIMEOUT_S = 30.0
+_WORKER_JOIN_TIMEOUT_S = 5.0
+
+# Servers of this process by port: starting on a port another LitServer holds stops that one first,
+# so re-running a notebook cell replaces the old server instead of failing with "address in use".
+_registry_lock = threading.Lock()
+_running_by_port: dict[int, LitServer] = {}
+_atexit_registered = False
+
+
+def _stop_all_at_exit() -> None:
+    with _registry_lock:
+        servers = list(_running_by_port.values())
+    for server in servers:
+        server.stop()
+
+
+class _Running:
+    """What exists only while the server runs; dropped as a whole at stop()."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        endpoints: list[Endpoint],
+        pool: WorkerPool,
+        http: HttpThread,
+        gate: Gate,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.endpoints = endpoints
+        self.pool = pool
+        self.http = http
+        self.gate = gate
+        self.started_s = time.monotonic()
+
+
+class _StopRequested(BaseException):
+    """Raised in run()'s thread by SIGTERM, so it unwinds like Ctrl+C."""
+
+
+class LitServer:
+    """Serve one or more LitAPIs over HTTP from a notebook cell, a script or a test.
+
+    Example:
+        >>> server = LitServer(SimpleLitAPI(), accelerator="cpu").start(port=8000)
+        >>> requests.post("http://127.0.0.1:8000/predict", json={"input": 4.0}).json()
+        {'output': 16.0}
+        >>> server.stop()
+
+    Args:
+        lit_api: a LitAPI, or a list of them each on its own `api_path`.
+        accelerator: "auto", "cpu", "cuda", "gpu" or "mps".
+        devices: "auto", a number of devices, or a list of GPU ids.
+        workers_per_device: worker threads per device; each has its own LitAPI copy.
+        timeout: seconds a request may take from arrival, queued or running (504 after);
+            False, None or -1 for no limit.
+        max_queue_size: requests that may wait per endpoint before new ones get 503 (None: no bound).
+        shutdown_timeout: seconds stop() lets in-flight requests finish.
+        model_metadata: any JSON-able value shown as "model" by GET /info.
+        max_batch_size, batch_timeout, stream, api_path: deprecated here; pass them to LitAPI.
+
+    Stability: the constructor arguments are LitServe's; start/stop/status are beta.
+    """
+
+    def __init__(
+        self,
+        lit_api: LitAPI | Sequence[LitAPI],
+        accelerator: str = "auto",
+        devices: int | str | Sequence[int] = "auto",
+        workers_per_device: int = 1,
+        timeout: float | bool | None = 30,
+        *,
+        max_queue_size: int | None = None,
+        shutdown_timeout: float = 3.0,
+        model_metadata: Any = None,
+        max_batch_size: int | None = None,
+        batch_timeout: float | None = None,
+        stream: bool | None = None,
+        api_path: str | None = None,
+    ) -> None:
+        apis = list(lit_api) if isinstance(lit_api, Sequence) else [lit_api]
+        if not apis:
+            raise ValueError("LitServer needs at least one LitAPI")
+        for api in apis:
+            if not isinstance(api, LitAPI):
+                raise TypeError(
+                    f"lit_api must be a LitAPI instance (or a list of them), got {type(api).__name__}; "
+                    "subclass litserve.LitAPI and pass an instance, e.g. LitServer(MyAPI())"
+                )
+        self._apply_deprecated(
+            apis, max_batch_size=max_batch_size, batch_timeout=batch_timeout, stream=stream, api_path=api_path
+        )
+        paths: set[str] = set()
+        for api in apis:
+            validate_api_settings(api)
+            if api.api_path in paths:
+                raise ValueError(f"two LitAPIs use api_path {api.api_path!r}; give each its own path")
+            paths.add(api.api_path)
+        self._apis = apis
+        self._settings = ServerSettings(
+            devices=tuple(resolve_devices(accelerator, devices)),
+            workers_per_device=workers_per_device,
+            timeout_s=normalize_timeout(timeout),
+            max_queue_size=max_queue_size,
+            graceful_timeout_s=float(shutdown_timeout),
+            model_metadata=model_metadata,
+        )
+        self._lock = threading.RLock()
+        self._state = ServerState.CREATED
+        self._running: _Running | None = None
+        self._stopped = threading.Event()
+        self._errors = ErrorLog()
+
+    @staticmethod
+    def _apply_deprecated(apis: list[LitAPI], **values: Any) -> None:
+        for name, value in values.items():
+            if value is None:
+                continue
+            warnings.warn(
+                f"LitServer({name}=...) is deprecated; pass it to the LitAPI instead: MyAPI({name}={value!r})",
+                DeprecationWarning,
+                stacklevel=3,
+            )
+            for api in apis:
+                setattr(api, name, value)
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def start(self, host: str = "127.0.0.1", port: int = 8000, *, generate_client_file: bool = False) -> LitServer:
+        """Start serving in the background and return once every worker finished `setup()`.
+
+        Binds the port first (a taken port raises `PortInUseError`), starts the workers and the HTTP
+        thread, and waits for every `setup()` (a failure raises `WorkerSetupError` with the user's
+        exception as its cause). Whatever failed to start is stopped again before raising. Calling
+        start() on a running server returns it unchanged. A LitServer of this process already on
+        `port` is stopped first.
+
+        Returns:
+            The server itself, so `server = LitServer(api).start()` works.
+
+        Raises:
+            PortInUseError, WorkerSetupError, ServerStateError.
+        """
+        with self._lock:
+            if self._state is ServerState.RUNNING:
+                running = self._running
+                assert running is not None
+                if port not in (0, running.port) or host != running.host:
+                    raise ServerStateError(
+                        f"this server is already running on {self.url}; call stop() before starting it on {host}:{port}"
+                    )
+                return self
+            if self._state in (ServerState.STARTING, ServerState.STOPPING):
+                raise ServerStateError(f"the server is {self._state.value}; wait for it to finish first")
+            self._state = ServerState.STARTING
+            self._stopped.clear()
+        try:
+            running = self._start(host, port)
+        except BaseException:
+            with self._lock:
+                self._state = ServerState.FAILED
+                self._stopped.set()
+            raise
+        with self._lock:
+            self._running = running
+            self._state = ServerState.RUNNING
+        self._register(running.port)
+        if not is_loopback(host):
+            logger.warning("litserve is listening on %s, reachable from other machines, without an API key", host)
+        logger.info("litserve running on %s", self.url)
+        logger.info("Application startup complete.")
+        if generate_client_file:
+            write_client_file(self.url + self._apis[0].api_path)
+        return self
+
+    def _start(self, host: str, port: int) -> _Running:
+        _stop_server_on_port(port, self)
+        with contextlib.ExitStack() as undo:
+            sock = bind_listening_socket(host, port)
+            undo.callback(sock.close)
+            bound_port = int(sock.getsockname()[1])
+            endpoints = [Endpoint(api, self._settings.max_queue_size) for api in self._apis]
+            pool = WorkerPool(endpoints, self._settings.devices, self._settings.workers_per_device, self._errors)
+            undo.callback(pool.stop, _WORKER_JOIN_TIMEOUT_S)
+            pool.start()
+            gate = Gate()
+            context = WebContext(
+                endpoints=endpoints,
+                timeout_s=self._settings.timeout_s,
+                gate=gate,
+                is_ready=lambda: self.status.is_ready,
+                info=self._info,
+            )
+            http = HttpThread(create_app(context), sock, self._settings.graceful_timeout_s)
+            running = _Running(host, bound_port, endpoints, pool, http, gate)
+            with self._lock:
+                # Visible to status (and so /health) while setup() runs; state stays STARTING.
+                self._running = running
+            undo.callback(self._forget_running)
+            undo.callback(http.stop, self._settings.graceful_timeout_s + _WORKER_JOIN_TIMEOUT_S)
+            http.start(_HTTP_START_TIMEOUT_S)
+            pool.wait_ready()
+            undo.pop_all()
+        return running
+
+    def _forget_running(self) -> None:
+        with self._lock:
+            self._running = None
+
+    def stop(self) -> None:
+        """Stop serving: refuse new requests, let in-flight ones finish, join every thread, free the port.
+
+        Idempotent and bounded by `shutdown_timeout` plus a few seconds for workers. A worker stuck
+        inside a hook is left to finish on its own (it is a daemon thread) and logged.
+        """
+        with self._lock:
+            if self._state is not ServerState.RUNNING:
+                return
+            running = self._running
+            assert running is not None
+            self._state = ServerState.STOPPING
+        running.gate.close()
+        running.http.stop(self._settings.graceful_timeout_s + _WORKER_JOIN_TIMEOUT_S)
+        running.pool.stop(_WORKER_JOIN_TIMEOUT_S)
+        self._unregister(running.port)
+        with self._lock:
+            self._state = ServerState.STOPPED
+        self._stopped.set()
+        logger.info("litserve stopped (was on http://%s:%d)", running.host, running.port)
+
+    def run(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        generate_client_file: bool = True,
+        log_level: str = "info",
+    ) -> None:
+        """Start, then block until Ctrl+C, SIGTERM or `stop()` from another thread; always stops.
+
+        Logs the URL and `Application startup complete.` to stderr, and writes `client.py` into the
+        working directory unless it exists or `generate_client_file=False`. Works in Jupyter too: it
+        does not use the calling thread's event loop.
+        """
+        _show_logs(log_level)
+        with _stop_signals():
+            try:
+                self.start(host, port, generate_client_file=generate_client_file)
+                while not self._stopped.wait():
+                    pass  # pragma: no cover - wait() without a timeout returns only when set
+            except (KeyboardInterrupt, _StopRequested):
+                logger.info("stopping on request")
+            finally:
+                self.stop()
+
+    def __enter__(self) -> LitServer:
+        return self.start() if self._state is not ServerState.RUNNING else self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    # --- what the server looks like ----------------------------------------------------------------
+
+    @property
+    def state(self) -> ServerState:
+        return self._state
+
+    @property
+    def port(self) -> int | None:
+        """The bound port while running (the real one when started with port=0)."""
+        running = self._running
+        return None if running is None else running.port
+
+    @property
+    def url(self) -> str:
+        """`http://host:port` while running; raises ServerStateError otherwise."""
+        running = self._running
+        if running is None:
+            raise ServerStateError(f"the server is {self._state.value}; it has a URL only once start() is called")
+        host = running.host
+        if host in ("0.0.0.0", ""):
+            host = "127.0.0.1"
+        elif ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{running.port}"
+
+    @property
+    def status(self) -> ServerStatus:
+        """A frozen snapshot: state, URL, per-endpoint counts and queue depth, workers, last error."""
+        with self._lock:
+            state, running = self._state, self._running
+        if running is None:
+            return ServerStatus(state=state, url=None, uptime_s=0.0, last_error=self._errors.last)
+        endpoints = tuple(_endpoint_status(e) for e in running.endpoints)
+        return ServerStatus(
+            state=state,
+            url=self.url,
+            uptime_s=time.monotonic() - running.started_s,
+            endpoints=endpoints,
+            last_error=self._errors.last,
+        )
+
+    def _info(self) -> dict[str, Any]:
+        settings = self._settings
+        devices = list(settings.devices)
+        return {
+            "model": settings.model_metadata,
+            "server": {
+                "devices": devices,
+                "workers_per_device": settings.workers_per_device,
+                "timeout": settings.timeout_s,
+                "max_queue_size": settings.max_queue_size,
+                "stream": {api.api_path: api.stream for api in self._apis},
+                "max_batch_size": {api.api_path: api.max_batch_size for api in self._apis},
+                "batch_timeout": {api.api_path: api.batch_timeout for api in self._apis},
+            },
+        }
+
+    def __repr__(self) -> str:
+        where = f" on {self.url}" if self._running is not None else ""
+        return f"<LitServer {self._state.value}{where} apis={[type(a).__name__ for a in self._apis]}>"
+
+    # --- one server per port in this process ------------------------------------------------------
+
+    def _register(self, port: int) -> None:
+        global _atexit_registered
+        with _registry_lock:
+            _running_by_port[port] = self
+            if not _atexit_registered:
+                atexit.register(_stop_all_at_exit)
+                _atexit_registered = True
+
+    @staticmethod
+    def _unregister(port: int) -> None:
+        with _registry_lock:
+            _running_by_port.pop(port, None)
+
+
+def _stop_server_on_port(port: int, newcomer: LitServer) -> None:
+    if port == 0:
+        return
+    with _registry_lock:
+        previous = _running_by_port.get(port)
+    if previous is not None and previous is not newcomer:
+        logger.info("stopping the LitServer already on port %d to start the new one", port)
+        previous.stop()
+
+
+def _endpoint_status(endpoint: Endpoint) -> EndpointStatus:
+    counters = endpoint.counters
+    workers = tuple(
+        WorkerStatus(w.name, w.device, w.counters.state, w.counters.served, w.counters.errors) for w in endpoint.workers
+    )
+    return EndpointStatus(
+        path=endpoint.path,
+        queue_depth=endpoint.queue.qsize(),
+        in_flight=counters.in_flight,
+        ok=counters.ok,
+        client_errors=counters.client_errors,
+        server_errors=counters.server_errors,
+        timed_out=counters.timed_out,
+        cancelled=counters.cancelled,
+        dropped_timed_out=sum(w.counters.dropped_timed_out for w in endpoint.workers),
+        dropped_cancelled=sum(w.counters.dropped_cancelled for w in endpoint.workers),
+        workers=workers,
+    )
+
+
+def _show_logs(level: str) -> None:
+    """run() only: send litserve's log lines to stderr unless the user configured logging already."""
+    root = logging.getLogger()
+    if logger.handlers or root.handlers:
+        logger.setLevel(level.upper())
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level.upper())
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """Turn SIGTERM into `_StopRequested` while run() blocks; only the main thread may set handlers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
+        raise _StopRequested()
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

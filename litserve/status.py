@@ -1,0 +1,168 @@
+"""Live counters on the request path, and the frozen snapshot every view reads.
+
+Each counter has exactly one writer thread: endpoint counters are written on the HTTP loop, worker
+counters by their own worker. Reads from other threads see a value that is at most a moment old,
+which is what a status panel needs; no lock is held on the request path.
+"""
+
+from __future__ import annotations
+
+import enum
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import final
+
+__all__ = [
+    "EndpointCounters",
+    "EndpointStatus",
+    "ErrorLog",
+    "ErrorRecord",
+    "ServerState",
+    "ServerStatus",
+    "WorkerCounters",
+    "WorkerState",
+    "WorkerStatus",
+]
+
+
+class ServerState(enum.Enum):
+    """Lifecycle of a LitServer: CREATED -> STARTING -> RUNNING -> STOPPING -> STOPPED (or FAILED)."""
+
+    CREATED = "created"  # constructed, never started
+    STARTING = "starting"  # binding the port, running setup() in the workers
+    RUNNING = "running"  # serving requests
+    STOPPING = "stopping"  # refusing new requests, finishing in-flight ones
+    STOPPED = "stopped"  # every thread joined, port free; start() may be called again
+    FAILED = "failed"  # start() raised; everything it started is stopped; start() may be retried
+
+
+class WorkerState(enum.Enum):
+    """Lifecycle of one worker thread."""
+
+    STARTING = "starting"  # thread created, setup() not finished
+    IDLE = "idle"  # waiting for requests
+    BUSY = "busy"  # running hooks for a batch
+    STOPPED = "stopped"  # left its loop
+    FAILED = "failed"  # setup() raised
+
+
+@final
+class EndpointCounters:
+    """Requests of one endpoint by outcome. Written only on the HTTP loop thread."""
+
+    __slots__ = ("cancelled", "client_errors", "in_flight", "ok", "server_errors", "timed_out")
+
+    def __init__(self) -> None:
+        self.ok = 0
+        self.client_errors = 0
+        self.server_errors = 0
+        self.timed_out = 0
+        self.cancelled = 0
+        self.in_flight = 0
+
+    def count_status(self, status: int) -> None:
+        if status < 400:
+            self.ok += 1
+        elif status == 504:
+            self.timed_out += 1
+        elif status < 500:
+            self.client_errors += 1
+        else:
+            self.server_errors += 1
+
+
+@final
+class WorkerCounters:
+    """One worker's state and counts. Written only by that worker's thread."""
+
+    __slots__ = ("dropped_cancelled", "dropped_timed_out", "errors", "served", "state")
+
+    def __init__(self) -> None:
+        self.state = WorkerState.STARTING
+        self.served = 0
+        self.errors = 0
+        self.dropped_cancelled = 0
+        self.dropped_timed_out = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRecord:
+    """The last unexpected error: where it happened, its one-line summary and full traceback."""
+
+    where: str
+    summary: str
+    traceback: str
+    at_s: float  # time.time()
+
+
+@final
+class ErrorLog:
+    """Keeps the last unexpected error for the status; written rarely, from any thread."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last: ErrorRecord | None = None
+        self._count = 0
+
+    def record(self, where: str, exc: BaseException) -> None:
+        text = "".join(traceback.format_exception(exc))
+        summary = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._last = ErrorRecord(where, summary, text, time.time())
+            self._count += 1
+
+    @property
+    def last(self) -> ErrorRecord | None:
+        with self._lock:
+            return self._last
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerStatus:
+    name: str
+    device: str
+    state: WorkerState
+    served: int
+    errors: int
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStatus:
+    path: str
+    queue_depth: int
+    in_flight: int
+    ok: int
+    client_errors: int
+    server_errors: int
+    timed_out: int
+    cancelled: int
+    dropped_timed_out: int
+    dropped_cancelled: int
+    workers: tuple[WorkerStatus, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerStatus:
+    """A snapshot of the whole server, cheap to build; `server.status` returns a new one each time."""
+
+    state: ServerState
+    url: str | None
+    uptime_s: float
+    endpoints: tuple[EndpointStatus, ...] = field(default=())
+    last_error: ErrorRecord | None = None
+
+    @property
+    def workers(self) -> tuple[WorkerStatus, ...]:
+        return tuple(w for e in self.endpoints for w in e.workers)
+
+    @property
+    def is_ready(self) -> bool:
+        """Running, with at least one worker and every worker past setup()."""
+        workers = self.workers
+        return (
+            self.state is ServerState.RUNNING
+            and bool(workers)
+            and all(w.state in (WorkerState.IDLE, WorkerState.BUSY) for w in workers)
+        )
