@@ -8,8 +8,7 @@ and the one status-code table), `testing` (the pytest plugin).
 Importing this package has no side effects: no logging setup, no environment reads, no torch.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: it would export the name `annotations`.
 from litserve.api import LitAPI as LitAPI
 from litserve.exceptions import HTTPException as HTTPException
 from litserve.exceptions import LitServeError as LitServeError

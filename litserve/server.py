@@ -160,7 +160,9 @@ class LitServer:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    def start(self, host: str = "127.0.0.1", port: int = 8000, *, generate_client_file: bool = False) -> LitServer:
+    def start(
+        self, host: str | None = None, port: int | None = None, *, generate_client_file: bool = False
+    ) -> LitServer:
         """Start serving in the background and return once every worker finished `setup()`.
 
         Binds the port first (a taken port raises `PortInUseError`), starts the workers and the HTTP
@@ -168,6 +170,11 @@ class LitServer:
         exception as its cause). Whatever failed to start is stopped again before raising. Calling
         start() on a running server returns it unchanged. A LitServer of this process already on
         `port` is stopped first.
+
+        Args:
+            host: address to bind; default "127.0.0.1" (use "0.0.0.0" to be reachable from other machines).
+            port: port to bind; default 8000; 0 picks a free port (read it from `server.port`).
+            generate_client_file: also write `client.py` into the working directory.
 
         Returns:
             The server itself, so `server = LitServer(api).start()` works.
@@ -179,7 +186,7 @@ class LitServer:
             if self._state is ServerState.RUNNING:
                 running = self._running
                 assert running is not None
-                if port not in (0, running.port) or host != running.host:
+                if (port is not None and port not in (0, running.port)) or (host is not None and host != running.host):
                     raise ServerStateError(
                         f"this server is already running on {self.url}; call stop() before starting it on {host}:{port}"
                     )
@@ -188,6 +195,8 @@ class LitServer:
                 raise ServerStateError(f"the server is {self._state.value}; wait for it to finish first")
             self._state = ServerState.STARTING
             self._stopped.clear()
+        host = "127.0.0.1" if host is None else host
+        port = 8000 if port is None else port
         try:
             running = self._start(host, port)
         except BaseException:

@@ -1,0 +1,133 @@
+"""The batching policy, driven by a fake clock and a fake source: no real waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import queue
+from collections import deque
+
+import pytest
+
+from litserve.engine.batcher import collect_batch
+from litserve.engine.bridge import Reply
+from litserve.engine.messages import Cancellation, DropReason, InferenceRequest, Outcome
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now_s = 100.0
+
+    def __call__(self) -> float:
+        return self.now_s
+
+
+class ScriptedSource:
+    """Each get() returns the next scripted arrival; an arrival may come after a delay on the fake clock."""
+
+    def __init__(self, clock: FakeClock, arrivals: list[tuple[float, InferenceRequest | None]]) -> None:
+        self.clock = clock
+        self.arrivals = deque(arrivals)
+        self.waits: list[float | None] = []
+
+    def get(self, timeout_s: float | None = None) -> InferenceRequest | None:
+        self.waits.append(timeout_s)
+        if not self.arrivals:
+            if timeout_s is None:
+                raise AssertionError("the batcher would block forever")
+            self.clock.now_s += timeout_s
+            raise queue.Empty
+        delay_s, item = self.arrivals[0]
+        if timeout_s is not None and delay_s > timeout_s:
+            self.clock.now_s += timeout_s
+            self.arrivals[0] = (delay_s - timeout_s, item)
+            raise queue.Empty
+        self.arrivals.popleft()
+        self.clock.now_s += delay_s
+        return item
+
+    def get_nowait(self) -> InferenceRequest | None:
+        self.waits.append(0.0)
+        if not self.arrivals or self.arrivals[0][0] > 0:
+            raise queue.Empty
+        return self.arrivals.popleft()[1]
+
+
+@pytest.fixture
+def loop() -> asyncio.AbstractEventLoop:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def make_request(loop: asyncio.AbstractEventLoop, deadline_s: float | None = None) -> InferenceRequest:
+    future: asyncio.Future[Outcome] = loop.create_future()
+    return InferenceRequest({"input": 1}, Reply(loop, future), deadline_s, Cancellation())
+
+
+def test_a_lone_request_waits_for_batch_timeout_then_goes(loop: asyncio.AbstractEventLoop) -> None:
+    clock = FakeClock()
+    first = make_request(loop)
+    source = ScriptedSource(clock, [(0.0, first)])
+    batch = collect_batch(source, max_batch_size=4, batch_timeout_s=0.05, clock=clock)
+    assert batch is not None and batch.requests == (first,)
+    assert source.waits == [None, pytest.approx(0.05)]
+    assert clock.now_s == pytest.approx(100.05)
+
+
+def test_requests_arriving_within_the_timeout_join_the_batch(loop: asyncio.AbstractEventLoop) -> None:
+    clock = FakeClock()
+    items = [make_request(loop) for _ in range(3)]
+    source = ScriptedSource(clock, [(5.0, items[0]), (0.01, items[1]), (0.02, items[2])])
+    batch = collect_batch(source, max_batch_size=8, batch_timeout_s=0.05, clock=clock)
+    assert batch is not None and batch.requests == tuple(items)
+    # Every wait is the real remaining time since the first arrival: no polling interval anywhere.
+    assert source.waits == [None, pytest.approx(0.05), pytest.approx(0.04), pytest.approx(0.02)]
+
+
+def test_a_full_batch_goes_without_waiting(loop: asyncio.AbstractEventLoop) -> None:
+    clock = FakeClock()
+    items = [make_request(loop) for _ in range(3)]
+    source = ScriptedSource(clock, [(0.0, item) for item in items])
+    batch = collect_batch(source, max_batch_size=2, batch_timeout_s=10.0, clock=clock)
+    assert batch is not None and batch.requests == tuple(items[:2])
+    assert clock.now_s == 100.0
+
+
+def test_zero_batch_timeout_takes_only_what_is_waiting(loop: asyncio.AbstractEventLoop) -> None:
+    clock = FakeClock()
+    items = [make_request(loop) for _ in range(3)]
+    source = ScriptedSource(clock, [(0.0, items[0]), (0.0, items[1]), (0.5, items[2])])
+    batch = collect_batch(source, max_batch_size=8, batch_timeout_s=0.0, clock=clock)
+    assert batch is not None and batch.requests == tuple(items[:2])
+    assert source.waits == [None, 0.0, 0.0]
+
+
+def test_expired_and_cancelled_requests_never_enter_a_batch(loop: asyncio.AbstractEventLoop) -> None:
+    clock = FakeClock()
+    expired = make_request(loop, deadline_s=99.0)
+    gone = make_request(loop)
+    gone.cancellation.cancel(DropReason.DISCONNECTED)
+    live = make_request(loop, deadline_s=200.0)
+    source = ScriptedSource(clock, [(0.0, expired), (0.0, gone), (0.0, live)])
+    batch = collect_batch(source, max_batch_size=4, batch_timeout_s=0.0, clock=clock)
+    assert batch is not None
+    assert batch.requests == (live,)
+    assert batch.dropped == ((expired, DropReason.TIMED_OUT), (gone, DropReason.DISCONNECTED))
+
+
+def test_drops_alone_are_reported_without_blocking(loop: asyncio.AbstractEventLoop) -> None:
+    clock = FakeClock()
+    gone = make_request(loop)
+    gone.cancellation.cancel(DropReason.DISCONNECTED)
+    source = ScriptedSource(clock, [(0.0, gone)])
+    batch = collect_batch(source, max_batch_size=4, batch_timeout_s=1.0, clock=clock)
+    assert batch is not None and batch.requests == () and len(batch.dropped) == 1
+
+
+def test_a_closed_source_ends_collection(loop: asyncio.AbstractEventLoop) -> None:
+    clock = FakeClock()
+    first = make_request(loop)
+    source = ScriptedSource(clock, [(0.0, first), (0.0, None), (0.0, None)])
+    batch = collect_batch(source, max_batch_size=4, batch_timeout_s=1.0, clock=clock)
+    assert batch is not None and batch.requests == (first,)
+    assert collect_batch(source, max_batch_size=4, batch_timeout_s=1.0, clock=clock) is None

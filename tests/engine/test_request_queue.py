@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import queue
+import threading
+
+import pytest
+
+from litserve.engine.request_queue import RequestQueue
+from litserve.exceptions import QueueClosedError, QueueFullError
+
+
+def test_full_queue_refuses_without_waiting() -> None:
+    q: RequestQueue[int] = RequestQueue(max_size=2)
+    q.put_nowait(1)
+    q.put_nowait(2)
+    with pytest.raises(QueueFullError):
+        q.put_nowait(3)
+    assert q.get() == 1
+    q.put_nowait(3)
+    assert q.qsize() == 2
+
+
+def test_close_wakes_every_blocked_consumer_after_the_queued_items() -> None:
+    q: RequestQueue[int] = RequestQueue()
+    q.put_nowait(7)
+    results: list[int | None] = []
+    lock = threading.Lock()
+    ready = threading.Barrier(4)
+
+    def consume() -> None:
+        ready.wait(10)
+        item = q.get()
+        with lock:
+            results.append(item)
+
+    consumers = [threading.Thread(target=consume, name=f"consumer-{i}") for i in range(3)]
+    for thread in consumers:
+        thread.start()
+    ready.wait(10)
+    q.close()
+    for thread in consumers:
+        thread.join(10)
+        assert not thread.is_alive()
+    assert sorted(results, key=lambda r: r is None) == [7, None, None]
+    with pytest.raises(QueueClosedError):
+        q.put_nowait(8)
+    assert q.qsize() == 0
+
+
+def test_get_with_timeout_raises_empty() -> None:
+    q: RequestQueue[int] = RequestQueue()
+    with pytest.raises(queue.Empty):
+        q.get(timeout_s=0.001)
+    with pytest.raises(queue.Empty):
+        q.get_nowait()
+
+
+def test_drain_returns_waiting_items_and_keeps_the_queue_closed() -> None:
+    q: RequestQueue[int] = RequestQueue()
+    q.put_nowait(1)
+    q.put_nowait(2)
+    q.close()
+    assert q.drain_nowait() == [1, 2]
+    assert q.get_nowait() is None
+    assert q.get() is None
+
+
+def test_bad_bound_is_rejected() -> None:
+    with pytest.raises(ValueError, match="max_queue_size"):
+        RequestQueue(max_size=0)
