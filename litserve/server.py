@@ -210,10 +210,10 @@ class LitServer:
         self._register(running.port)
         if not is_loopback(host):
             logger.warning("litserve is listening on %s, reachable from other machines, without an API key", host)
+        if generate_client_file:  # before the startup line, so whoever waits for that line finds the file
+            write_client_file(self.url + self._apis[0].api_path)
         logger.info("litserve running on %s", self.url)
         logger.info("Application startup complete.")
-        if generate_client_file:
-            write_client_file(self.url + self._apis[0].api_path)
         return self
 
     def _start(self, host: str, port: int) -> _Running:

@@ -92,6 +92,9 @@ def resolve_devices(accelerator: str, devices: int | str | Sequence[int]) -> lis
     return [f"cuda:{d}" for d in ids]
 
 
+_NO_STREAM: contextlib.nullcontext[None] = contextlib.nullcontext()
+
+
 @final
 class DeviceRuntime:
     """Per-worker device state: on CUDA, the worker's own stream, which its hooks run inside."""
@@ -112,12 +115,14 @@ class DeviceRuntime:
     def stream(self) -> Any:
         return self._stream
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
+    def running(self) -> contextlib.AbstractContextManager[None]:
         """Run the enclosed hooks on this worker's stream and wait for its work before leaving."""
         if self._stream is None:
-            yield
-            return
+            return _NO_STREAM  # CPU and MPS: nothing to enter, and nothing allocated per request
+        return self._on_stream()
+
+    @contextlib.contextmanager
+    def _on_stream(self) -> Iterator[None]:
         import torch
 
         with torch.cuda.stream(self._stream):
