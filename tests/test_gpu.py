@@ -41,9 +41,7 @@ def test_each_worker_runs_on_its_own_cuda_stream() -> None:
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             answers = list(
-                pool.map(
-                    lambda v: requests.post(f"{server.url}/predict", json={"input": v}, timeout=30).json(), [1, 2]
-                )
+                pool.map(lambda v: requests.post(f"{server.url}/predict", json={"input": v}, timeout=30).json(), [1, 2])
             )
         assert sorted(a["value"] for a in answers) == [8.0, 16.0]
         assert {a["device"] for a in answers} == {"cuda:0"}
