@@ -7,9 +7,34 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ServerSettings", "normalize_timeout", "read_api_key"]
+__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "ServerSettings", "normalize_timeout", "parse_size", "read_api_key"]
 
 API_KEY_ENV = "LIT_SERVER_API_KEY"
+DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
+
+_UNITS = {"": 1, "B": 1, "KB": 1000, "MB": 1000**2, "GB": 1000**3, "KIB": 1024, "MIB": 1024**2, "GIB": 1024**3}
+
+
+def parse_size(size: Any) -> int:
+    """`max_payload_size` as bytes: an int, or a string such as "10MB" or "512KiB"; None is the 16 MiB default."""
+    if size is None:
+        return DEFAULT_MAX_PAYLOAD_BYTES
+    if isinstance(size, bool):
+        raise TypeError(f"max_payload_size must be a number of bytes or a string like '10MB', got {size!r}")
+    if isinstance(size, int):
+        number = size
+    elif isinstance(size, str):
+        text = size.strip().upper().replace(" ", "")
+        digits = text.rstrip("KMGIB")
+        unit = text[len(digits) :]
+        if not digits.isdigit() or unit not in _UNITS:
+            raise ValueError(f"max_payload_size {size!r} is not a size; write e.g. 1048576, '10MB' or '512KiB'")
+        number = int(digits) * _UNITS[unit]
+    else:
+        raise TypeError(f"max_payload_size must be a number of bytes or a string like '10MB', got {size!r}")
+    if number < 1:
+        raise ValueError(f"max_payload_size must be at least 1 byte, got {size!r}")
+    return number
 
 
 def normalize_timeout(timeout: Any) -> float | None:
@@ -38,6 +63,8 @@ class ServerSettings:
     timeout_s: float | None
     max_queue_size: int | None
     graceful_timeout_s: float
+    max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES
+    api_key: str | None = None  # the argument; LIT_SERVER_API_KEY is read at start()
     model_metadata: Any = None
 
     def __post_init__(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 
 from litserve.api import LitAPI, validate_api_settings
 from litserve.client_file import write_client_file
-from litserve.config import ServerSettings, normalize_timeout
+from litserve.config import ServerSettings, normalize_timeout, parse_size, read_api_key
 from litserve.engine.devices import resolve_devices
 from litserve.engine.pool import Endpoint, WorkerPool
 from litserve.exceptions import ServerStateError
@@ -24,6 +24,7 @@ from litserve.runtime.sockets import bind_listening_socket, is_loopback
 from litserve.runtime.thread import HttpThread
 from litserve.status import EndpointStatus, ErrorLog, ServerState, ServerStatus, WorkerStatus
 from litserve.web.app import create_app
+from litserve.web.auth import ApiKeyCheck
 from litserve.web.context import Gate, WebContext
 
 __all__ = ["LitServer"]
@@ -58,7 +59,9 @@ class _Running:
         pool: WorkerPool,
         http: HttpThread,
         gate: Gate,
+        api_key: str | None,
     ) -> None:
+        self.api_key = api_key
         self.host = host
         self.port = port
         self.endpoints = endpoints
@@ -90,6 +93,10 @@ class LitServer:
             False, None or -1 for no limit.
         max_queue_size: requests that may wait per endpoint before new ones get 503 (None: no bound).
         shutdown_timeout: seconds stop() lets in-flight requests finish.
+        api_key: the key clients must send as `X-API-Key`; default: LIT_SERVER_API_KEY when the server
+            starts, else none. `/health` never needs it. A LitAPI with `authorize(request)` decides itself.
+        max_payload_size: the largest request body, in bytes or as "10MB"; larger ones get 413.
+            Default 16 MiB.
         model_metadata: any JSON-able value shown as "model" by GET /info.
         max_batch_size, batch_timeout, stream, api_path: deprecated here; pass them to LitAPI.
 
@@ -106,6 +113,8 @@ class LitServer:
         *,
         max_queue_size: int | None = None,
         shutdown_timeout: float = 3.0,
+        api_key: str | None = None,
+        max_payload_size: int | str | None = None,
         model_metadata: Any = None,
         max_batch_size: int | None = None,
         batch_timeout: float | None = None,
@@ -137,6 +146,8 @@ class LitServer:
             timeout_s=normalize_timeout(timeout),
             max_queue_size=max_queue_size,
             graceful_timeout_s=float(shutdown_timeout),
+            max_payload_bytes=parse_size(max_payload_size),
+            api_key=api_key,
             model_metadata=model_metadata,
         )
         self._lock = threading.RLock()
@@ -208,7 +219,7 @@ class LitServer:
             self._running = running
             self._state = ServerState.RUNNING
         self._register(running.port)
-        if not is_loopback(host):
+        if not is_loopback(host) and running.api_key is None:
             logger.warning("litserve is listening on %s, reachable from other machines, without an API key", host)
         if generate_client_file:  # before the startup line, so whoever waits for that line finds the file
             write_client_file(self.url + self._apis[0].api_path)
@@ -227,15 +238,19 @@ class LitServer:
             undo.callback(pool.stop, _WORKER_JOIN_TIMEOUT_S)
             pool.start()
             gate = Gate()
+            api_key = read_api_key(self._settings.api_key)
             context = WebContext(
                 endpoints=endpoints,
                 timeout_s=self._settings.timeout_s,
                 gate=gate,
                 is_ready=lambda: self.status.is_ready,
                 info=self._info,
+                errors=self._errors,
+                api_key=None if api_key is None else ApiKeyCheck(api_key),
+                max_payload_bytes=self._settings.max_payload_bytes,
             )
             http = HttpThread(create_app(context), sock, self._settings.graceful_timeout_s)
-            running = _Running(host, bound_port, endpoints, pool, http, gate)
+            running = _Running(host, bound_port, endpoints, pool, http, gate, api_key)
             with self._lock:
                 # Visible to status (and so /health) while setup() runs; state stays STARTING.
                 self._running = running
@@ -355,6 +370,7 @@ class LitServer:
                 "workers_per_device": settings.workers_per_device,
                 "timeout": settings.timeout_s,
                 "max_queue_size": settings.max_queue_size,
+                "max_payload_size": settings.max_payload_bytes,
                 "stream": {api.api_path: api.stream for api in self._apis},
                 "max_batch_size": {api.api_path: api.max_batch_size for api in self._apis},
                 "batch_timeout": {api.api_path: api.batch_timeout for api in self._apis},

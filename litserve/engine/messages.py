@@ -9,6 +9,7 @@ from typing import Any, final
 from litserve.codec import error_body
 from litserve.engine.bridge import Reply
 from litserve.exceptions import ErrorResponse
+from litserve.request_context import RequestContext
 
 __all__ = ["Cancellation", "DropReason", "InferenceRequest", "Outcome"]
 
@@ -61,13 +62,15 @@ class Outcome:
 class InferenceRequest:
     """One request waiting for a worker.
 
-    `deadline_s` is a `time.monotonic()` value, or None when the server has no timeout.
+    `deadline_s` is a `time.monotonic()` value, or None when the server has no timeout. `context` is
+    built only for endpoints whose hooks ask for it.
     """
 
     payload: Any
     reply: Reply[Outcome]
     deadline_s: float | None
     cancellation: Cancellation
+    context: RequestContext | None = None
 
     def drop_reason(self, now_s: float) -> DropReason | None:
         """Why this request must not run now, or None when it should."""

@@ -14,6 +14,7 @@ from litserve.engine.messages import InferenceRequest
 from litserve.engine.request_queue import RequestQueue
 from litserve.engine.worker import Worker
 from litserve.exceptions import WorkerSetupError
+from litserve.hooks import plan_hooks
 from litserve.status import EndpointCounters, ErrorLog
 
 __all__ = ["Endpoint", "WorkerPool"]
@@ -28,6 +29,7 @@ class Endpoint:
     def __init__(self, api: LitAPI, max_queue_size: int | None) -> None:
         self.api = api
         self.path = api.api_path
+        self.plan = plan_hooks(api)
         self.queue: RequestQueue[InferenceRequest] = RequestQueue(max_queue_size)
         self.counters = EndpointCounters()
         self.workers: list[Worker] = []
@@ -60,7 +62,7 @@ class WorkerPool:
             for device in devices:
                 for _ in range(workers_per_device):
                     name = f"litserve-worker-{_worker_label(device)}-{number}"
-                    worker = Worker(name, _copy_api(endpoint.api), device, endpoint.queue, errors)
+                    worker = Worker(name, _copy_api(endpoint.api), device, endpoint.queue, errors, endpoint.plan)
                     endpoint.workers.append(worker)
                     number += 1
 

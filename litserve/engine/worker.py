@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, final
 
 from litserve.api import LitAPI
@@ -17,6 +18,7 @@ from litserve.engine.devices import DeviceRuntime
 from litserve.engine.messages import DropReason, InferenceRequest, Outcome
 from litserve.engine.request_queue import RequestQueue
 from litserve.exceptions import BATCH_SIZE_MISMATCH, INTERNAL_ERROR, ErrorResponse, error_response
+from litserve.hooks import CONTEXT_HOOKS, HookPlan
 from litserve.status import ErrorLog, WorkerCounters, WorkerState
 
 __all__ = ["Worker"]
@@ -26,6 +28,30 @@ logger = logging.getLogger(__name__)
 
 class _BatchSizeMismatch(Exception):
     pass
+
+
+Hook = Callable[[Any, Any], Any]
+
+
+def _bind(api: LitAPI, name: str, plan: HookPlan) -> Hook:
+    """`hook(value, context)` for every hook, passing `context` only to hooks that declare it."""
+    hook = getattr(api, name)
+    if name in plan.context_hooks:
+        return lambda value, context: hook(value, context=context)
+    return lambda value, context: hook(value)
+
+
+@dataclass(frozen=True, slots=True)
+class _Hooks:
+    decode_request: Hook
+    batch: Hook
+    predict: Hook
+    unbatch: Hook
+    encode_response: Hook
+
+    @classmethod
+    def bind(cls, api: LitAPI, plan: HookPlan) -> _Hooks:
+        return cls(*(_bind(api, name, plan) for name in CONTEXT_HOOKS))
 
 
 @final
@@ -43,6 +69,7 @@ class Worker:
         device: str,
         source: RequestQueue[InferenceRequest],
         errors: ErrorLog,
+        plan: HookPlan,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name
@@ -52,6 +79,7 @@ class Worker:
         self._runtime = DeviceRuntime(device)
         self._source = source
         self._errors = errors
+        self._plan = plan
         self._clock = clock
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
@@ -101,6 +129,7 @@ class Worker:
         # Read once: hooks and settings are fixed for the worker's life.
         max_batch_size = api.max_batch_size
         batch_timeout_s = float(api.batch_timeout)
+        hooks = _Hooks.bind(api, self._plan)
         while True:
             batch = collect_batch(self._source, max_batch_size, batch_timeout_s, self._clock)
             if batch is None:
@@ -112,9 +141,9 @@ class Worker:
             try:
                 if max_batch_size == 1:
                     request = batch.requests[0]
-                    deliver(request.reply, self._run_one(api, request))
+                    deliver(request.reply, self._run_one(hooks, request))
                 else:
-                    outcomes = self._run_batch(api, batch.requests)
+                    outcomes = self._run_batch(hooks, batch.requests)
                     deliver_all(zip((r.reply for r in batch.requests), outcomes, strict=True))
             except Exception as exc:  # a bug of ours: never let it kill the worker
                 self._errors.record(self.name, exc)
@@ -130,17 +159,19 @@ class Worker:
             else:
                 self.counters.dropped_cancelled += 1
 
-    def _run_one(self, api: LitAPI, request: InferenceRequest) -> Outcome:
+    def _run_one(self, hooks: _Hooks, request: InferenceRequest) -> Outcome:
+        context = request.context
         try:
             with self._runtime.running():
-                output = api.encode_response(api.predict(api.decode_request(request.payload)))
+                x = hooks.decode_request(request.payload, context)
+                output = hooks.encode_response(hooks.predict(x, context), context)
             outcome = Outcome(200, encode_json(output))
         except Exception as exc:
             return self._failure(exc)
         self.counters.served += 1
         return outcome
 
-    def _run_batch(self, api: LitAPI, requests: tuple[InferenceRequest, ...]) -> list[Outcome]:
+    def _run_batch(self, hooks: _Hooks, requests: tuple[InferenceRequest, ...]) -> list[Outcome]:
         """Decode and encode per item (an error fails only its item); predict once for the batch."""
         outcomes: list[Outcome | None] = [None] * len(requests)
         inputs: list[Any] = []
@@ -148,13 +179,14 @@ class Worker:
         with self._runtime.running():
             for i, request in enumerate(requests):
                 try:
-                    inputs.append(api.decode_request(request.payload))
+                    inputs.append(hooks.decode_request(request.payload, request.context))
                     positions.append(i)
                 except Exception as exc:
                     outcomes[i] = self._failure(exc)
             if inputs:
+                contexts = [requests[i].context for i in positions]
                 try:
-                    outputs = api.unbatch(api.predict(api.batch(inputs)))
+                    outputs = hooks.unbatch(hooks.predict(hooks.batch(inputs, contexts), contexts), contexts)
                     if len(outputs) != len(inputs):
                         raise _BatchSizeMismatch(
                             f"unbatch returned {len(outputs)} outputs for a batch of {len(inputs)}: make predict "
@@ -167,7 +199,8 @@ class Worker:
                 else:
                     for i, output in zip(positions, outputs, strict=True):
                         try:
-                            outcomes[i] = Outcome(200, encode_json(api.encode_response(output)))
+                            encoded = hooks.encode_response(output, requests[i].context)
+                            outcomes[i] = Outcome(200, encode_json(encoded))
                             self.counters.served += 1
                         except Exception as exc:
                             outcomes[i] = self._failure(exc)

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import logging
 
-from quart import Quart, Response
+from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
 from litserve.exceptions import INTERNAL_ERROR, PAYLOAD_TOO_LARGE, ErrorResponse
 from litserve.web.context import WebContext
-from litserve.web.routes import PredictRoute, error, health, info, root
+from litserve.web.routes import PredictRoute, error, guarded, health, info, root
 
 __all__ = ["create_app"]
 
@@ -21,24 +21,37 @@ def create_app(context: WebContext) -> Quart:
     app = Quart("litserve.web")
     # Streams and long predicts are bounded by our own timeout, not Quart's response timeout.
     app.config["RESPONSE_TIMEOUT"] = None
+    # Quart answers 413 for a larger body, with or without Content-Length (chunked bodies are counted).
+    app.config["MAX_CONTENT_LENGTH"] = context.max_payload_bytes
+    app.config["MAX_FORM_MEMORY_SIZE"] = context.max_payload_bytes
     for endpoint in context.endpoints:
         route = PredictRoute(endpoint, context)
         app.add_url_rule(endpoint.path, route.name, view_func=route.handle, methods=["POST"])
-    app.add_url_rule("/", view_func=root, methods=["GET"])
+    app.add_url_rule("/", view_func=guarded(context, root), methods=["GET"])
     app.add_url_rule("/health", view_func=health(context), methods=["GET"])
-    app.add_url_rule("/info", view_func=info(context), methods=["GET"])
+    app.add_url_rule("/info", view_func=guarded(context, info(context)), methods=["GET"])
 
     @app.errorhandler(WerkzeugHTTPException)
     async def http_error(exc: WerkzeugHTTPException) -> Response:
         status = exc.code or INTERNAL_ERROR.status
-        if status == PAYLOAD_TOO_LARGE.status:
-            return error(PAYLOAD_TOO_LARGE)
-        return error(ErrorResponse(status, exc.name))
+        answer = PAYLOAD_TOO_LARGE if status == PAYLOAD_TOO_LARGE.status else ErrorResponse(status, exc.name)
+        _count(context, exc, answer.status)
+        return error(answer)
 
     @app.errorhandler(Exception)
     async def unexpected_error(exc: Exception) -> Response:
         # Handled here so Quart never logs through its own logger (which would add a handler).
         logger.error("unexpected error while answering a request", exc_info=exc)
+        context.errors.record("litserve-http", exc)
+        _count(context, exc, INTERNAL_ERROR.status)
         return error(INTERNAL_ERROR)
 
     return app
+
+
+def _count(context: WebContext, exc: BaseException, status: int) -> None:
+    """Errors raised out of a predict route (e.g. 413 while reading the body) count for its endpoint."""
+    for endpoint in context.endpoints:
+        if request.path == endpoint.path and request.method == "POST":
+            endpoint.counters.count_status(status)
+            return

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any, final
 
 from litserve.engine.pool import Endpoint
+from litserve.status import ErrorLog
+from litserve.web.auth import ApiKeyCheck
 
 __all__ = ["Gate", "WebContext"]
 
@@ -26,10 +28,13 @@ class Gate:
 
 @dataclass(frozen=True, slots=True)
 class WebContext:
-    """Everything the routes read: endpoints, limits, readiness and the /info document."""
+    """Everything the routes read: endpoints, limits, auth, readiness and the /info document."""
 
     endpoints: Sequence[Endpoint]
     timeout_s: float | None
     gate: Gate
     is_ready: Callable[[], bool]
     info: Callable[[], dict[str, Any]]
+    errors: ErrorLog
+    api_key: ApiKeyCheck | None = None
+    max_payload_bytes: int | None = None

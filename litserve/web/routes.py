@@ -1,4 +1,4 @@
-"""Route handlers. The hot path is `PredictRoute.handle`: parse, one queue put, await, answer."""
+"""Route handlers. The hot path is `PredictRoute.handle`: read, validate, one queue put, await, answer."""
 
 from __future__ import annotations
 
@@ -9,12 +9,11 @@ from typing import Any, final
 
 from quart import Response, request
 
-from litserve.codec import decode_json, encode_json, error_body
+from litserve.codec import encode_json, error_body
 from litserve.engine.bridge import Reply
 from litserve.engine.messages import Cancellation, DropReason, InferenceRequest, Outcome
 from litserve.engine.pool import Endpoint
 from litserve.exceptions import (
-    INVALID_JSON,
     NOT_READY,
     REQUEST_TIMED_OUT,
     SERVER_OVERLOADED,
@@ -23,9 +22,12 @@ from litserve.exceptions import (
     QueueClosedError,
     QueueFullError,
 )
+from litserve.request_context import RequestContext
+from litserve.web.auth import API_KEY_HEADER, run_authorize
 from litserve.web.context import WebContext
+from litserve.web.validation import read_payload
 
-__all__ = ["PredictRoute", "error", "health", "info", "root"]
+__all__ = ["PredictRoute", "error", "guarded", "health", "info", "root"]
 
 _JSON = "application/json"
 _TIMED_OUT = Outcome.failure(REQUEST_TIMED_OUT)
@@ -37,6 +39,13 @@ def error(answer: ErrorResponse) -> Response:
     return Response(error_body(answer.detail), status=answer.status, content_type=_JSON, headers=dict(answer.headers))
 
 
+def _respond(outcome: Outcome) -> Response:
+    response = Response(outcome.body, status=outcome.status, content_type=outcome.content_type)
+    if outcome.headers:
+        response.headers.update(dict(outcome.headers))
+    return response
+
+
 def _expire(future: asyncio.Future[Outcome], cancellation: Cancellation) -> None:
     # Runs on the loop when the request's deadline passes, queued or running.
     cancellation.cancel(DropReason.TIMED_OUT)
@@ -44,45 +53,60 @@ def _expire(future: asyncio.Future[Outcome], cancellation: Cancellation) -> None
         future.set_result(_TIMED_OUT)
 
 
+def _request_context() -> RequestContext:
+    client = request.remote_addr
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    return RequestContext(request.method, request.path, request.args, headers, client or None)
+
+
 @final
 class PredictRoute:
     """POST handler of one endpoint."""
 
     def __init__(self, endpoint: Endpoint, context: WebContext) -> None:
-        self._endpoint = endpoint
+        self.name = f"predict:{endpoint.path}"
         self._queue = endpoint.queue
         self._counters = endpoint.counters
         self._gate = context.gate
         self._timeout_s = context.timeout_s
-        self.name = f"predict:{endpoint.path}"
+        self._body_model = endpoint.plan.body_model
+        self._wants_context = endpoint.plan.wants_context
+        self._authorize = endpoint.plan.authorize
+        # A LitAPI's own authorize() replaces the API key check for that endpoint.
+        self._api_key = context.api_key if self._authorize is None else None
 
     async def handle(self) -> Response:
-        counters = self._counters
-        if not self._gate.is_open:
-            counters.count_status(SHUTTING_DOWN.status)
-            return error(SHUTTING_DOWN)
         arrival_s = time.monotonic()
-        body = await request.get_data(cache=False, as_text=False)
-        try:
-            payload = decode_json(body)
-        except ValueError:
-            counters.count_status(INVALID_JSON.status)
-            return error(INVALID_JSON)
-        outcome = await self._run(payload, arrival_s)
-        counters.count_status(outcome.status)
-        response = Response(outcome.body, status=outcome.status, content_type=outcome.content_type)
-        if outcome.headers:
-            response.headers.update(dict(outcome.headers))
-        return response
+        outcome = await self._answer(arrival_s)
+        self._counters.count_status(outcome.status)
+        return _respond(outcome)
 
-    async def _run(self, payload: Any, arrival_s: float) -> Outcome:
+    async def _answer(self, arrival_s: float) -> Outcome:
+        if not self._gate.is_open:
+            return _SHUTTING_DOWN
+        if self._api_key is not None:
+            denied = self._api_key.check(request.headers.get(API_KEY_HEADER))
+            if denied is not None:
+                return Outcome.failure(denied)
+        context = _request_context() if self._wants_context else None
+        if self._authorize is not None:
+            assert context is not None
+            denied = await run_authorize(self._authorize, context)
+            if denied is not None:
+                return Outcome.failure(denied)
+        payload = await read_payload(request, self._body_model)
+        if isinstance(payload, ErrorResponse):
+            return Outcome.failure(payload)
+        return await self._run(payload, context, arrival_s)
+
+    async def _run(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
         cancellation = Cancellation()
         timeout_s = self._timeout_s
         deadline_s = None if timeout_s is None else arrival_s + timeout_s
         try:
-            self._queue.put_nowait(InferenceRequest(payload, Reply(loop, future), deadline_s, cancellation))
+            self._queue.put_nowait(InferenceRequest(payload, Reply(loop, future), deadline_s, cancellation, context))
         except QueueFullError:
             return _OVERLOADED
         except QueueClosedError:
@@ -90,19 +114,35 @@ class PredictRoute:
         timer = None
         if deadline_s is not None:
             timer = loop.call_later(deadline_s - time.monotonic(), _expire, future, cancellation)
-        self._counters.in_flight += 1
+        counters = self._counters
+        counters.in_flight += 1
         try:
             return await future
         except asyncio.CancelledError:
             # The client went away (Hypercorn cancels the handler) or the server is shutting down:
             # a queued request is dropped by the worker that finds it; a running one's result is discarded.
             cancellation.cancel(DropReason.DISCONNECTED)
-            self._counters.cancelled += 1
+            counters.cancelled += 1
             raise
         finally:
-            self._counters.in_flight -= 1
+            counters.in_flight -= 1
             if timer is not None:
                 timer.cancel()
+
+
+def guarded(context: WebContext, view: Any) -> Any:
+    """Wrap a GET view with the API key check (every route but /health needs the key when one is set)."""
+    api_key = context.api_key
+    if api_key is None:
+        return view
+
+    async def checked() -> Response:
+        assert api_key is not None
+        denied = api_key.check(request.headers.get(API_KEY_HEADER))
+        return error(denied) if denied is not None else await view()
+
+    checked.__name__ = view.__name__
+    return checked
 
 
 async def root() -> Response:
@@ -110,19 +150,22 @@ async def root() -> Response:
 
 
 def health(context: WebContext) -> Any:
+    def not_ready() -> Response:
+        return Response(NOT_READY.detail, status=NOT_READY.status, content_type="text/plain")
+
     async def health() -> Response:
         if not context.is_ready():
-            return Response(NOT_READY.detail, status=NOT_READY.status, content_type="text/plain")
+            return not_ready()
         for endpoint in context.endpoints:
             for worker in endpoint.workers:
                 api = worker.api
                 if api is None:
-                    return Response(NOT_READY.detail, status=NOT_READY.status, content_type="text/plain")
+                    return not_ready()
                 verdict = api.health()
                 if inspect.isawaitable(verdict):
                     verdict = await verdict
                 if not verdict:
-                    return Response(NOT_READY.detail, status=NOT_READY.status, content_type="text/plain")
+                    return not_ready()
         return Response("ok", status=200, content_type="text/plain")
 
     return health

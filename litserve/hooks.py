@@ -1,0 +1,58 @@
+"""What a LitAPI's hooks ask for, found once at start: never inspected per request."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel
+
+from litserve.api import LitAPI
+
+__all__ = ["CONTEXT_HOOKS", "HookPlan", "plan_hooks"]
+
+# Hooks that may declare a `context` parameter to receive the request's RequestContext.
+CONTEXT_HOOKS = ("decode_request", "batch", "predict", "unbatch", "encode_response")
+
+
+@dataclass(frozen=True, slots=True)
+class HookPlan:
+    """The request body model (from decode_request's annotation), hooks taking `context`, `authorize`."""
+
+    body_model: type[BaseModel] | None
+    context_hooks: frozenset[str]
+    authorize: Callable[..., Any] | None
+
+    @property
+    def wants_context(self) -> bool:
+        return bool(self.context_hooks) or self.authorize is not None
+
+
+def _first_parameter_model(hook: Callable[..., Any]) -> type[BaseModel] | None:
+    parameters = list(inspect.signature(hook).parameters.values())
+    if not parameters:
+        return None
+    try:
+        hints = typing.get_type_hints(hook)
+    except Exception:  # an annotation that does not resolve: treat the body as plain JSON
+        return None
+    hint = hints.get(parameters[0].name)
+    if inspect.isclass(hint) and issubclass(hint, BaseModel):
+        return hint
+    return None
+
+
+def _takes_context(hook: Callable[..., Any]) -> bool:
+    return "context" in inspect.signature(hook).parameters
+
+
+def plan_hooks(api: LitAPI) -> HookPlan:
+    authorize = getattr(api, "authorize", None)
+    return HookPlan(
+        body_model=_first_parameter_model(api.decode_request),
+        context_hooks=frozenset(name for name in CONTEXT_HOOKS if _takes_context(getattr(api, name))),
+        authorize=authorize if callable(authorize) else None,
+    )

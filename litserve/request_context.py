@@ -1,0 +1,51 @@
+"""RequestContext: what a hook can learn about its HTTP request, and a place to pass data between hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, final
+
+__all__ = ["RequestContext"]
+
+
+@final
+class RequestContext(dict[str, Any]):
+    """Per-request context a hook receives when it declares a `context` parameter.
+
+    It is a dict, as LitServe's `context` is, so hooks can hand values to later hooks of the same
+    request (`context["start"] = ...` in decode_request, read it in encode_response). It also carries
+    the request's method, path, query parameters, headers (names lower-cased) and client address.
+    Only built for endpoints whose hooks ask for it, so other endpoints pay nothing.
+
+    Example:
+        >>> class Echo(LitAPI):
+        ...     def decode_request(self, request, context):
+        ...         context["user"] = context.headers.get("x-user", "anonymous")
+        ...         return request
+        ...     def predict(self, x, context):
+        ...         return {"user": context["user"], "q": context.query_params.get("q")}
+
+    In a batch, `predict` and `unbatch` receive the list of the batch's contexts.
+
+    Stability: beta.
+    """
+
+    __slots__ = ("client", "headers", "method", "path", "query_params")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query_params: Mapping[str, str],
+        headers: Mapping[str, str],
+        client: str | None,
+    ) -> None:
+        super().__init__()
+        self.method = method
+        self.path = path
+        self.query_params = dict(query_params)
+        self.headers = dict(headers)
+        self.client = client
+
+    def __repr__(self) -> str:
+        return f"RequestContext({self.method} {self.path}, state={dict.__repr__(self)})"

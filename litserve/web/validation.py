@@ -1,0 +1,48 @@
+"""Turning a request body into the payload `decode_request` receives, or the error that says why not."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from quart import Request
+
+from litserve.codec import decode_json
+from litserve.exceptions import INVALID_JSON, ErrorResponse
+
+__all__ = ["FORM_MIMETYPES", "read_payload"]
+
+FORM_MIMETYPES = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+
+
+def _invalid(exc: ValidationError) -> ErrorResponse:
+    # pydantic's own errors, without documentation URLs or context objects that may not be JSON-able.
+    return ErrorResponse(422, exc.errors(include_url=False, include_context=False))
+
+
+async def read_payload(request: Request, body_model: type[BaseModel] | None) -> Any:
+    """The parsed body (a dict, a list, a BaseModel, or a mapping of form fields and files).
+
+    Returns an `ErrorResponse` instead when the body is not valid: 400 for JSON that does not parse
+    (an empty body included), 422 when `body_model` rejects it.
+    """
+    if request.mimetype in FORM_MIMETYPES:
+        form = await request.form
+        files = await request.files
+        fields: dict[str, Any] = {**form.to_dict(), **files.to_dict()}
+        if body_model is None:
+            return fields
+        try:
+            return body_model.model_validate(fields)
+        except ValidationError as exc:
+            return _invalid(exc)
+    body = await request.get_data(cache=False, as_text=False)
+    if body_model is not None:
+        try:
+            return body_model.model_validate_json(body)
+        except ValidationError as exc:
+            return _invalid(exc)
+    try:
+        return decode_json(body)
+    except ValueError:
+        return INVALID_JSON
