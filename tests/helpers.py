@@ -5,6 +5,9 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 
@@ -37,3 +40,23 @@ class Shared:
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Shared:
         return self
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float = 30.0) -> bool:
+    """Wait, bounded, for a condition the server reaches on its own (e.g. a counter catching up)."""
+    deadline_s = time.monotonic() + timeout_s
+    pause = threading.Event()
+    while not predicate():
+        if time.monotonic() >= deadline_s:
+            return False
+        pause.wait(0.005)
+    return True
+
+
+def raw_request(port: int, path: str, body: bytes, headers: dict[str, str] | None = None) -> socket.socket:
+    """Send a POST over a raw socket and return the open socket (the caller reads or hangs up)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    lines = [f"POST {path} HTTP/1.1", "Host: 127.0.0.1", f"Content-Length: {len(body)}"]
+    lines += [f"{name}: {value}" for name, value in (headers or {"Content-Type": "application/json"}).items()]
+    sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
+    return sock

@@ -1,0 +1,405 @@
+"""Every row of WIRE.md's "What a request gets" table, over a real socket."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import io
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import requests
+from pydantic import BaseModel
+
+from litserve import HTTPException, LitAPI, LitServer
+from litserve.request_context import RequestContext
+from litserve.runtime.sockets import is_loopback
+from litserve.testing import serving
+from tests.apis import GatedPredictAPI, SquareAPI
+from tests.helpers import Shared, raw_request, wait_until
+
+Start = Callable[..., LitServer]
+
+
+def post(server: LitServer, payload: Any = None, path: str = "/predict", **kwargs: Any) -> requests.Response:
+    if payload is not None:
+        kwargs["json"] = payload
+    return requests.post(server.url + path, timeout=30, **kwargs)
+
+
+# --- success and malformed bodies --------------------------------------------------------------------
+
+
+def test_success_is_compact_json(lit_server: Start) -> None:
+    response = post(lit_server(SquareAPI()), {"input": 4.0})
+    assert (response.status_code, response.headers["content-type"], response.content) == (
+        200,
+        "application/json",
+        b'{"output":16.0}',
+    )
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"", b"\xff\xfe", b'{"input": 1'])
+def test_body_that_is_not_json_is_400(lit_server: Start, body: bytes) -> None:
+    server = lit_server(SquareAPI())
+    response = post(server, data=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    assert response.json() == {"detail": "Request body is not valid JSON"}
+    assert server.status.endpoints[0].client_errors == 1
+
+
+class Item(BaseModel):
+    name: str
+    count: int
+
+
+class Out(BaseModel):
+    label: str
+
+
+class ModelAPI(LitAPI):
+    def decode_request(self, request: Item) -> str:
+        assert isinstance(request, Item)
+        return request.name * request.count
+
+    def predict(self, x: str) -> str:
+        return x
+
+    def encode_response(self, output: str) -> Out:
+        return Out(label=output)
+
+
+def test_pydantic_model_validates_and_serialises(lit_server: Start) -> None:
+    server = lit_server(ModelAPI())
+    assert post(server, {"name": "ab", "count": 2}).json() == {"label": "abab"}
+
+
+def test_pydantic_rejection_is_422_with_its_errors_and_no_urls(lit_server: Start) -> None:
+    server = lit_server(ModelAPI())
+    response = post(server, {"name": "ab", "count": "many"})
+    assert response.status_code == 422
+    errors = response.json()["detail"]
+    assert [(e["type"], e["loc"], e["input"]) for e in errors] == [("int_parsing", ["count"], "many")]
+    assert all(set(e) == {"type", "loc", "msg", "input"} for e in errors)
+    assert "url" not in response.text
+    assert post(server, data=b"{oops").status_code == 422
+
+
+# --- forms, files and the request context ---------------------------------------------------------------
+
+
+class FormAPI(LitAPI):
+    def decode_request(self, request: Any) -> Any:
+        upload = request["file"]
+        return {"name": request["name"], "file": upload.filename, "size": len(upload.read())}
+
+    def predict(self, x: Any) -> Any:
+        return x
+
+
+def test_multipart_fields_and_files_reach_decode_request(lit_server: Start) -> None:
+    server = lit_server(FormAPI())
+    response = post(server, data={"name": "cat"}, files={"file": ("cat.png", io.BytesIO(b"\x89PNG" * 10))})
+    assert response.json() == {"name": "cat", "file": "cat.png", "size": 40}
+
+
+class UrlencodedAPI(LitAPI):
+    def predict(self, x: Any) -> Any:
+        return dict(x)
+
+
+def test_urlencoded_form_reaches_decode_request(lit_server: Start) -> None:
+    assert post(lit_server(UrlencodedAPI()), data={"a": "1", "b": "two"}).json() == {"a": "1", "b": "two"}
+
+
+class ContextAPI(LitAPI):
+    def decode_request(self, request: Any, context: RequestContext) -> Any:
+        context["seen_in_decode"] = request["input"]
+        return request["input"]
+
+    def predict(self, x: Any, context: RequestContext) -> Any:
+        return {
+            "x": x,
+            "user": context.headers.get("x-user"),
+            "q": context.query_params.get("q"),
+            "path": context.path,
+            "method": context.method,
+            "from_decode": context["seen_in_decode"],
+        }
+
+
+def test_hooks_that_ask_for_context_see_headers_query_and_path(lit_server: Start) -> None:
+    server = lit_server(ContextAPI())
+    response = post(server, {"input": 5}, path="/predict?q=hello", headers={"X-User": "ada"})
+    assert response.json() == {
+        "x": 5,
+        "user": "ada",
+        "q": "hello",
+        "path": "/predict",
+        "method": "POST",
+        "from_decode": 5,
+    }
+
+
+# --- API keys and authorize() ---------------------------------------------------------------------------
+
+INVALID_KEY = {"detail": "Invalid API Key. Check that you are passing a correct 'X-API-Key' in your header."}
+
+
+def test_api_key_from_the_environment_is_read_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    server = LitServer(SquareAPI(), accelerator="cpu")
+    monkeypatch.setenv("LIT_SERVER_API_KEY", "s3cret")  # set after construction: read by start()
+    with server.start(port=0):
+        assert post(server, {"input": 2}).status_code == 401
+        assert post(server, {"input": 2}).json() == INVALID_KEY
+        assert post(server, {"input": 2}, headers={"X-API-Key": "wrong"}).status_code == 401
+        assert post(server, {"input": 2}, headers={"X-API-Key": "s3cret"}).json() == {"output": 4}
+        assert requests.get(server.url + "/health", timeout=10).status_code == 200
+        assert requests.get(server.url + "/info", timeout=10).status_code == 401
+        assert requests.get(server.url + "/", timeout=10).status_code == 401
+        info = requests.get(server.url + "/info", headers={"X-API-Key": "s3cret"}, timeout=10)
+        assert info.status_code == 200
+        assert server.status.endpoints[0].client_errors == 3  # the three refused POSTs
+
+
+def test_api_key_argument(lit_server: Start) -> None:
+    server = lit_server(SquareAPI(), api_key="k")
+    assert post(server, {"input": 3}).status_code == 401
+    assert post(server, {"input": 3}, headers={"X-API-Key": "k"}).json() == {"output": 9}
+
+
+class BearerAPI(SquareAPI):
+    def authorize(self, request: RequestContext) -> bool:
+        if request.headers.get("authorization") == "Bearer banned":
+            raise HTTPException(403, "banned")
+        return request.headers.get("authorization") == "Bearer good"
+
+
+def test_authorize_hook_replaces_the_key_check(lit_server: Start) -> None:
+    server = lit_server(BearerAPI(), api_key="ignored-for-this-api")
+    assert post(server, {"input": 3}, headers={"Authorization": "Bearer good"}).json() == {"output": 9}
+    assert post(server, {"input": 3}, headers={"Authorization": "Bearer bad"}).status_code == 401
+    banned = post(server, {"input": 3}, headers={"Authorization": "Bearer banned"})
+    assert (banned.status_code, banned.json()) == (403, {"detail": "banned"})
+
+
+def test_only_loopback_hosts_count_as_private() -> None:
+    assert is_loopback("127.0.0.1") and is_loopback("localhost") and is_loopback("::1")
+    assert not is_loopback("0.0.0.0") and not is_loopback("::") and not is_loopback("10.0.0.5")
+
+
+# --- body limit -----------------------------------------------------------------------------------------
+
+
+def test_body_larger_than_the_limit_is_413(lit_server: Start) -> None:
+    server = lit_server(SquareAPI(), max_payload_size="1KB")
+    response = post(server, data=b'{"input": "' + b"x" * 2000 + b'"}', headers={"Content-Type": "application/json"})
+    assert (response.status_code, response.json()) == (413, {"detail": "Payload too large"})
+    assert post(server, {"input": 3}).json() == {"output": 9}
+
+
+def test_chunked_body_without_a_length_is_counted_too(lit_server: Start) -> None:
+    server = lit_server(SquareAPI(), max_payload_size=1024)
+
+    def chunks() -> Iterator[bytes]:
+        yield b'{"input": "'
+        for _ in range(20):
+            yield b"x" * 100
+        yield b'"}'
+
+    response = post(server, data=chunks(), headers={"Content-Type": "application/json"})
+    assert (response.status_code, response.json()) == (413, {"detail": "Payload too large"})
+
+
+def test_bad_size_argument_is_explained() -> None:
+    with pytest.raises(ValueError, match="not a size"):
+        LitServer(SquareAPI(), accelerator="cpu", max_payload_size="lots")
+
+
+# --- errors raised by hooks -----------------------------------------------------------------------------
+
+
+class StarletteStyleError(Exception):
+    def __init__(self, status_code: int, detail: Any) -> None:
+        self.status_code = status_code
+        self.detail = detail
+
+
+class WerkzeugStyleError(Exception):
+    code = 409
+    description = "already exists"
+
+
+class RaisingAPI(LitAPI):
+    def decode_request(self, request: Any) -> Any:
+        kind = request["kind"]
+        if kind == "ours":
+            raise HTTPException(404, "no such model")
+        if kind == "starlette":
+            raise StarletteStyleError(429, {"retry": "later"})
+        if kind == "werkzeug":
+            raise WerkzeugStyleError()
+        return kind
+
+    def predict(self, x: Any) -> Any:
+        if x == "crash":
+            raise RuntimeError("secret internals at /srv/model.bin")
+        return x
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "detail"),
+    [
+        ("ours", 404, "no such model"),
+        ("starlette", 429, {"retry": "later"}),
+        ("werkzeug", 409, "already exists"),
+    ],
+)
+def test_http_exceptions_from_hooks_keep_their_status(lit_server: Start, kind: str, status: int, detail: Any) -> None:
+    response = post(lit_server(RaisingAPI()), {"kind": kind})
+    assert (response.status_code, response.json()) == (status, {"detail": detail})
+
+
+def test_other_exceptions_are_an_opaque_500_and_kept_as_last_error(
+    lit_server: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = lit_server(RaisingAPI())
+    with caplog.at_level(logging.ERROR, logger="litserve"):
+        response = post(server, {"kind": "crash"})
+    assert (response.status_code, response.json()) == (500, {"detail": "Internal server error"})
+    assert "secret" not in response.text
+    last = server.status.last_error
+    assert last is not None and "RuntimeError: secret internals" in last.summary
+    assert "Traceback" in last.traceback
+    assert [r for r in caplog.records if r.exc_info is not None]
+    assert post(server, {"kind": "fine"}).json() == "fine"
+
+
+class MismatchAPI(LitAPI):
+    def __init__(self) -> None:
+        super().__init__(max_batch_size=4, batch_timeout=0.5)
+
+    def predict(self, x: Any) -> Any:
+        return x[:-1] if len(x) > 1 else x
+
+    def unbatch(self, output: Any) -> list[Any]:
+        return list(output)
+
+
+def test_batch_size_mismatch_fails_that_batch_with_500(lit_server: Start) -> None:
+    server = lit_server(MismatchAPI())
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        responses = list(pool.map(lambda i: post(server, i), range(4)))
+    failed = [r for r in responses if r.status_code == 500]
+    assert failed, "expected at least one batch of more than one request"
+    assert all(r.json() == {"detail": "Batch size mismatch"} for r in failed)
+    assert all(r.status_code in (200, 500) for r in responses)
+
+
+# --- overload, shutdown, timeouts -------------------------------------------------------------------------
+
+
+def test_full_queue_is_503_with_retry_after() -> None:
+    api = GatedPredictAPI()
+    with serving(api, max_queue_size=1) as server, concurrent.futures.ThreadPoolExecutor(2) as pool:
+        running = pool.submit(post, server, {"input": 1})
+        assert api.entered.value.acquire(timeout=10)  # the worker holds request 1
+        queued = pool.submit(post, server, {"input": 2})
+        assert wait_until(lambda: server.status.endpoints[0].queue_depth == 1)
+        refused = post(server, {"input": 3})
+        assert (refused.status_code, refused.json()) == (503, {"detail": "Server is overloaded"})
+        assert refused.headers["Retry-After"] == "1"
+        api.gate.value.set()
+        assert running.result(10).json() == {"output": 1}
+        assert queued.result(10).json() == {"output": 4}
+
+
+def test_requests_reaching_a_stopping_server_get_503(lit_server: Start) -> None:
+    server = lit_server(SquareAPI())
+    # The gate is what stop() closes first; closing it alone holds the server in that moment.
+    server._running.gate.close()  # type: ignore[union-attr]
+    response = post(server, {"input": 1})
+    assert (response.status_code, response.json()) == (503, {"detail": "Server is shutting down"})
+
+
+def test_predict_outliving_the_timeout_is_504_and_the_server_goes_on() -> None:
+    api = GatedPredictAPI()
+    with serving(api, timeout=0.3, workers_per_device=2) as server:
+        response = post(server, {"input": 2})
+        assert (response.status_code, response.json()) == (504, {"detail": "Request timed out"})
+        api.gate.value.set()  # the late result is discarded quietly
+        assert post(server, {"input": 3}).json() == {"output": 9}
+        endpoint = server.status.endpoints[0]
+        assert (endpoint.timed_out, endpoint.ok) == (1, 1)
+
+
+def test_queued_request_past_its_deadline_is_never_run() -> None:
+    api = GatedPredictAPI()
+    with serving(api, timeout=0.3) as server, concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post, server, {"input": 1})
+        assert api.entered.value.acquire(timeout=10)
+        second = pool.submit(post, server, {"input": 2})  # waits in the queue behind the first
+        assert first.result(10).status_code == 504
+        assert second.result(10).status_code == 504
+        api.gate.value.set()
+        assert wait_until(lambda: server.status.endpoints[0].dropped_timed_out == 1)
+        assert api.calls.value == [1]
+
+
+def test_clients_that_hang_up_while_queued_are_never_predicted() -> None:
+    api = GatedPredictAPI()
+    with serving(api) as server, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        port = server.port
+        assert port is not None
+        blocking = pool.submit(post, server, {"input": 1})
+        assert api.entered.value.acquire(timeout=10)
+        sockets = [raw_request(port, "/predict", b'{"input": %d}' % i) for i in (2, 3, 4)]
+        assert wait_until(lambda: server.status.endpoints[0].queue_depth == 3)
+        for sock in sockets:
+            sock.close()
+        assert wait_until(lambda: server.status.endpoints[0].cancelled == 3)
+        api.gate.value.set()
+        assert blocking.result(10).json() == {"output": 1}
+        assert wait_until(lambda: server.status.endpoints[0].dropped_cancelled == 3)
+        assert post(server, {"input": 5}).json() == {"output": 25}
+        assert api.calls.value == [1, 5]
+
+
+# --- unknown routes -------------------------------------------------------------------------------------
+
+
+def test_unknown_path_and_wrong_method_are_json(lit_server: Start) -> None:
+    server = lit_server(SquareAPI())
+    missing = requests.get(server.url + "/nope", timeout=10)
+    assert (missing.status_code, missing.json()) == (404, {"detail": "Not Found"})
+    wrong = requests.get(server.url + "/predict", timeout=10)
+    assert (wrong.status_code, wrong.json()) == (405, {"detail": "Method Not Allowed"})
+
+
+def test_root_and_info(lit_server: Start) -> None:
+    server = lit_server(SquareAPI(max_batch_size=2, batch_timeout=0.01), model_metadata={"name": "square"})
+    assert requests.get(server.url + "/", timeout=10).text == "litserve running"
+    info = requests.get(server.url + "/info", timeout=10).json()
+    assert info["model"] == {"name": "square"}
+    assert info["server"]["max_batch_size"] == {"/predict": 2}
+    assert info["server"]["stream"] == {"/predict": False}
+    assert info["server"]["devices"] == ["cpu"]
+
+
+class UnhealthyAPI(SquareAPI):
+    def __init__(self) -> None:
+        super().__init__()
+        self.healthy = Shared(threading.Event())
+
+    async def health(self) -> bool:  # async health checks are awaited
+        return self.healthy.value.is_set()
+
+
+def test_health_asks_the_litapi(lit_server: Start) -> None:
+    api = UnhealthyAPI()
+    server = lit_server(api)
+    assert requests.get(server.url + "/health", timeout=10).status_code == 503
+    api.healthy.value.set()
+    assert requests.get(server.url + "/health", timeout=10).text == "ok"
