@@ -34,7 +34,11 @@ HERE = Path(__file__).resolve().parent
 SERVERS: dict[str, Path] = {
     "bare": HERE / "servers" / "bare_quart.py",
     "ours": HERE / "servers" / "litserve_square.py",
+    # Our server again, importing litserve from the checkout given by --before (e.g. a `git worktree`
+    # of an older commit), so a change is measured before and after in one run.
+    "before": HERE / "servers" / "litserve_square.py",
 }
+BEFORE_SOURCE: Path | None = None
 LUA_SCRIPT = HERE / "post.lua"
 RESULTS_DIR = HERE / "results"
 EXPECTED = {"output": 49}
@@ -169,8 +173,14 @@ class ServerProcess:
         self.log_path = log_path
         self._log = log_path.open("wb")
         command = _pinned([sys.executable, str(SERVERS[name]), str(port)], cpu)
+        env = dict(os.environ)
+        if name == "before":
+            assert BEFORE_SOURCE is not None, "--before DIR is required for the 'before' server"
+            env["PYTHONPATH"] = str(BEFORE_SOURCE)
         # taskset execs the command, so the PID is the server's own.
-        self.process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env
+        )
 
     @property
     def base_url(self) -> str:
@@ -311,9 +321,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for GET /health")
     parser.add_argument("--output", type=Path, default=RESULTS_DIR / "latest.json", help="where to write JSON")
     parser.add_argument("--verbose", action="store_true", help="print wrk's full output for every run")
+    parser.add_argument(
+        "--before", type=Path, default=None, help="a checkout of an older commit, served as 'before' (adds it)"
+    )
     args = parser.parse_args(argv)
     args.concurrency_levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
     args.server_names = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if args.before is not None:
+        global BEFORE_SOURCE
+        BEFORE_SOURCE = args.before.resolve()
+        if "before" not in args.server_names:
+            args.server_names.append("before")
     unknown = [s for s in args.server_names if s not in SERVERS]
     if unknown:
         parser.error(f"unknown servers {unknown}; pick from {sorted(SERVERS)}")

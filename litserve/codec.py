@@ -28,8 +28,14 @@ def encode_json(obj: Any) -> bytes:
 
 
 def decode_json(body: bytes | str) -> Any:
-    """Parse a request body; raises ValueError when it is not JSON (including an empty body)."""
-    return json.loads(body)
+    """Parse a request body; raises ValueError when it is not JSON (including an empty body).
+
+    JSON nested deeper than Python's recursion limit is refused the same way: it is the client's input.
+    """
+    try:
+        return json.loads(body)
+    except RecursionError as exc:
+        raise ValueError("JSON nested too deeply") from exc
 
 
 def error_body(detail: Any) -> bytes:
