@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from litserve.api import LitAPI
 
-__all__ = ["CONTEXT_HOOKS", "HookPlan", "plan_hooks"]
+__all__ = ["CONTEXT_HOOKS", "HookPlan", "plan_hooks", "validate_hooks"]
 
 # Hooks that may declare a `context` parameter to receive the request's RequestContext.
 CONTEXT_HOOKS = ("decode_request", "batch", "predict", "unbatch", "encode_response")
@@ -56,3 +56,42 @@ def plan_hooks(api: LitAPI) -> HookPlan:
         context_hooks=frozenset(name for name in CONTEXT_HOOKS if _takes_context(getattr(api, name))),
         authorize=authorize if callable(authorize) else None,
     )
+
+
+def _is_generator(hook: Callable[..., Any]) -> bool:
+    return inspect.isgeneratorfunction(hook) or inspect.isasyncgenfunction(hook)
+
+
+def _is_async(hook: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(hook) or inspect.isasyncgenfunction(hook)
+
+
+def validate_hooks(api: LitAPI) -> None:
+    """Check that the hooks agree with `stream` and `enable_async`, with a message that says what to change."""
+    name = type(api).__name__
+    predict = api.predict
+    overrides_encode = type(api).encode_response is not LitAPI.encode_response
+    if api.stream:
+        if not _is_generator(predict):
+            raise ValueError(
+                f"{name} has stream=True, so predict must be a generator: replace `return ...` with `yield ...` "
+                "(or set stream=False)"
+            )
+        if overrides_encode and not _is_generator(api.encode_response):
+            raise ValueError(
+                f"{name} has stream=True, so encode_response must be a generator too: "
+                "`for output in outputs: yield {...}`"
+            )
+    else:
+        for hook_name in ("predict", "encode_response"):
+            if _is_generator(getattr(api, hook_name)):
+                raise ValueError(
+                    f"{name}.{hook_name} is a generator but stream=False; pass stream=True to stream its chunks "
+                    f"({name}(stream=True)) or return a value instead of yielding"
+                )
+    if api.enable_async and not _is_async(predict):
+        raise ValueError(f"{name} has enable_async=True, so predict must be `async def` (or set enable_async=False)")
+    if not api.enable_async:
+        for hook_name in ("decode_request", "predict", "encode_response", "batch", "unbatch"):
+            if _is_async(getattr(api, hook_name)):
+                raise ValueError(f"{name}.{hook_name} is async; pass enable_async=True to run async hooks")

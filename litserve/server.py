@@ -20,6 +20,7 @@ from litserve.config import ServerSettings, normalize_timeout, parse_size, read_
 from litserve.engine.devices import resolve_devices
 from litserve.engine.pool import Endpoint, WorkerPool
 from litserve.exceptions import ServerStateError
+from litserve.hooks import validate_hooks
 from litserve.runtime.sockets import bind_listening_socket, is_loopback
 from litserve.runtime.thread import HttpThread
 from litserve.status import EndpointStatus, ErrorLog, ServerState, ServerStatus, WorkerStatus
@@ -133,9 +134,16 @@ class LitServer:
         self._apply_deprecated(
             apis, max_batch_size=max_batch_size, batch_timeout=batch_timeout, stream=stream, api_path=api_path
         )
+        timeout_s = normalize_timeout(timeout)
         paths: set[str] = set()
         for api in apis:
             validate_api_settings(api)
+            validate_hooks(api)
+            if timeout_s is not None and api.batch_timeout > timeout_s:
+                raise ValueError(
+                    f"batch_timeout ({api.batch_timeout} s) is longer than the request timeout ({timeout_s} s): "
+                    "requests would time out while a batch fills; lower batch_timeout or raise timeout"
+                )
             if api.api_path in paths:
                 raise ValueError(f"two LitAPIs use api_path {api.api_path!r}; give each its own path")
             paths.add(api.api_path)
@@ -143,7 +151,7 @@ class LitServer:
         self._settings = ServerSettings(
             devices=tuple(resolve_devices(accelerator, devices)),
             workers_per_device=workers_per_device,
-            timeout_s=normalize_timeout(timeout),
+            timeout_s=timeout_s,
             max_queue_size=max_queue_size,
             graceful_timeout_s=float(shutdown_timeout),
             max_payload_bytes=parse_size(max_payload_size),

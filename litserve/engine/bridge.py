@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Reply", "call_in_loop", "deliver", "deliver_all"]
+__all__ = ["Reply", "StreamReply", "call_in_loop", "deliver", "deliver_all", "push"]
 
 T = TypeVar("T")
 
@@ -23,6 +23,22 @@ class Reply(Generic[T]):
 
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReply(Generic[T]):
+    """Where a streamed request's chunks go: an asyncio.Queue owned by `loop`, read by the response body."""
+
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue[T]
+
+
+def push(reply: StreamReply[T], item: T) -> None:
+    """Called on any thread: append one item to a stream. Items arrive in the order pushed."""
+    try:
+        reply.loop.call_soon_threadsafe(reply.queue.put_nowait, item)
+    except RuntimeError:
+        pass  # the loop is closed: the server stopped and the stream is gone with it
 
 
 def deliver(reply: Reply[T], value: T) -> None:

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, final
+from typing import Any, Final, final
 
 from litserve.codec import error_body
-from litserve.engine.bridge import Reply
+from litserve.engine.bridge import Reply, StreamReply
 from litserve.exceptions import ErrorResponse
 from litserve.request_context import RequestContext
 
-__all__ = ["Cancellation", "DropReason", "InferenceRequest", "Outcome"]
+__all__ = [
+    "STREAM_END",
+    "Cancellation",
+    "DropReason",
+    "InferenceRequest",
+    "Outcome",
+    "StreamEnd",
+    "StreamItem",
+    "StreamStart",
+]
 
 
 class DropReason(enum.Enum):
@@ -41,12 +50,16 @@ class Cancellation:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """A finished request as the client will see it: status, encoded body and content type."""
+    """A finished request as the client will see it: status, encoded body and content type.
+
+    On a stream that already started, a failure Outcome becomes the stream's final error line.
+    """
 
     status: int
     body: bytes
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
+    detail: Any = None  # for failures: the detail, so a started stream can end with {"error": detail}
 
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 599:
@@ -55,7 +68,28 @@ class Outcome:
     @classmethod
     def failure(cls, answer: ErrorResponse) -> Outcome:
         """The outcome for an error answer from the status-code table (or `error_response`)."""
-        return cls(answer.status, error_body(answer.detail), headers=answer.headers)
+        return cls(answer.status, error_body(answer.detail), headers=answer.headers, detail=answer.detail)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStart:
+    """The first chunk of a successful stream; its type decides the response's media type."""
+
+    media_type: str
+    data: bytes
+
+
+class StreamEnd(enum.Enum):
+    """The stream finished normally."""
+
+    END = "end"
+
+
+STREAM_END: Final = StreamEnd.END
+
+# What a stream's channel carries: StreamStart, then bytes..., then STREAM_END or a failure Outcome.
+# A failure Outcome first (before any StreamStart) is answered as a plain error response.
+StreamItem = StreamStart | bytes | Outcome | StreamEnd
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,11 +97,11 @@ class InferenceRequest:
     """One request waiting for a worker.
 
     `deadline_s` is a `time.monotonic()` value, or None when the server has no timeout. `context` is
-    built only for endpoints whose hooks ask for it.
+    built only for endpoints whose hooks ask for it. `reply` is a `StreamReply` on streaming endpoints.
     """
 
     payload: Any
-    reply: Reply[Outcome]
+    reply: Reply[Outcome] | StreamReply[StreamItem]
     deadline_s: float | None
     cancellation: Cancellation
     context: RequestContext | None = None

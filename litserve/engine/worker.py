@@ -1,57 +1,40 @@
-"""One worker thread: its own LitAPI copy, setup() once, then batches until its queue closes."""
+"""One worker thread: its own LitAPI copy, setup() once, then batches until its queue closes.
+
+A synchronous LitAPI runs one batch at a time on the worker thread. With `enable_async=True` the
+worker thread runs its own event loop instead, and a feeder thread collects batches and hands them
+to that loop through the bridge, so one worker serves many requests at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any, final
 
 from litserve.api import LitAPI
-from litserve.codec import encode_json
+from litserve.engine import bridge
+from litserve.engine.async_pipeline import answer_async, stream_async
 from litserve.engine.batcher import Batch, collect_batch
-from litserve.engine.bridge import deliver, deliver_all
+from litserve.engine.bridge import Reply, deliver, deliver_all
 from litserve.engine.devices import DeviceRuntime
 from litserve.engine.messages import DropReason, InferenceRequest, Outcome
+from litserve.engine.pipeline import BatchSizeMismatchError, Hooks, answer, stream
 from litserve.engine.request_queue import RequestQueue
 from litserve.exceptions import BATCH_SIZE_MISMATCH, INTERNAL_ERROR, ErrorResponse, error_response
-from litserve.hooks import CONTEXT_HOOKS, HookPlan
+from litserve.hooks import HookPlan
 from litserve.status import ErrorLog, WorkerCounters, WorkerState
 
-__all__ = ["Worker"]
+__all__ = ["ASYNC_MAX_BATCHES_IN_FLIGHT", "Worker"]
 
 logger = logging.getLogger(__name__)
 
-
-class _BatchSizeMismatch(Exception):
-    pass
-
-
-Hook = Callable[[Any, Any], Any]
-
-
-def _bind(api: LitAPI, name: str, plan: HookPlan) -> Hook:
-    """`hook(value, context)` for every hook, passing `context` only to hooks that declare it."""
-    hook = getattr(api, name)
-    if name in plan.context_hooks:
-        return lambda value, context: hook(value, context=context)
-    return lambda value, context: hook(value)
-
-
-@dataclass(frozen=True, slots=True)
-class _Hooks:
-    decode_request: Hook
-    batch: Hook
-    predict: Hook
-    unbatch: Hook
-    encode_response: Hook
-
-    @classmethod
-    def bind(cls, api: LitAPI, plan: HookPlan) -> _Hooks:
-        return cls(*(_bind(api, name, plan) for name in CONTEXT_HOOKS))
+# How many batches one async worker runs at once; the feeder takes no more from the queue until one
+# finishes, so queue depth, max_queue_size and deadlines keep their meaning under load.
+ASYNC_MAX_BATCHES_IN_FLIGHT = 512
 
 
 @final
@@ -83,6 +66,7 @@ class Worker:
         self._clock = clock
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
+        self._feeder: threading.Thread | None = None
 
     @property
     def api(self) -> LitAPI | None:
@@ -98,11 +82,16 @@ class Worker:
         self._thread.start()
 
     def join(self, timeout_s: float | None) -> bool:
-        """Wait for the thread to end; True if it did."""
+        """Wait for the thread (and its feeder) to end; True if they did."""
         if self._thread.ident is None:
             return True
-        self._thread.join(timeout_s)
-        return not self._thread.is_alive()
+        deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
+        for thread in (self._feeder, self._thread):
+            if thread is not None and thread.ident is not None:
+                thread.join(None if deadline_s is None else max(0.0, deadline_s - time.monotonic()))
+        return not self._thread.is_alive() and (self._feeder is None or not self._feeder.is_alive())
+
+    # --- the thread -------------------------------------------------------------------------------------
 
     def _main(self) -> None:
         api = self._api
@@ -119,100 +108,128 @@ class Worker:
         self.counters.state = WorkerState.IDLE
         self._ready.set_result(None)
         try:
-            self._serve_until_closed(api)
+            hooks = Hooks.bind(api, self._plan)
+            if api.enable_async:
+                self._serve_async(api, hooks)
+            else:
+                self._serve_sync(api, hooks)
         finally:
             self.counters.state = WorkerState.STOPPED
             self._api = None
             self._runtime.release()
 
-    def _serve_until_closed(self, api: LitAPI) -> None:
-        # Read once: hooks and settings are fixed for the worker's life.
-        max_batch_size = api.max_batch_size
-        batch_timeout_s = float(api.batch_timeout)
-        hooks = _Hooks.bind(api, self._plan)
-        while True:
-            batch = collect_batch(self._source, max_batch_size, batch_timeout_s, self._clock)
-            if batch is None:
-                return
-            self._count_drops(batch)
-            if not batch.requests:
+    def _next_batch(self, api: LitAPI) -> Batch | None:
+        batch = collect_batch(self._source, api.max_batch_size, float(api.batch_timeout), self._clock)
+        if batch is not None:
+            for _, reason in batch.dropped:
+                if reason is DropReason.TIMED_OUT:
+                    self.counters.dropped_timed_out += 1
+                else:
+                    self.counters.dropped_cancelled += 1
+        return batch
+
+    def _serve_sync(self, api: LitAPI, hooks: Hooks) -> None:
+        is_stream = api.stream
+        while (batch := self._next_batch(api)) is not None:
+            requests = batch.requests
+            if not requests:
                 continue
             self.counters.state = WorkerState.BUSY
             try:
-                if max_batch_size == 1:
-                    request = batch.requests[0]
-                    deliver(request.reply, self._run_one(hooks, request))
-                else:
-                    outcomes = self._run_batch(hooks, batch.requests)
-                    deliver_all(zip((r.reply for r in batch.requests), outcomes, strict=True))
+                with self._runtime.running():
+                    if is_stream:
+                        stream(hooks, requests, self._failure, self._clock)
+                        self.counters.served += len(requests)
+                    else:
+                        self._deliver(requests, answer(hooks, requests, self._failure))
             except Exception as exc:  # a bug of ours: never let it kill the worker
-                self._errors.record(self.name, exc)
-                logger.exception("worker %s failed to answer a batch", self.name)
-                failure = self._failure(exc)
-                deliver_all((r.reply, failure) for r in batch.requests)
+                self._internal_error(requests, exc)
             self.counters.state = WorkerState.IDLE
 
-    def _count_drops(self, batch: Batch) -> None:
-        for _, reason in batch.dropped:
-            if reason is DropReason.TIMED_OUT:
-                self.counters.dropped_timed_out += 1
-            else:
-                self.counters.dropped_cancelled += 1
+    def _serve_async(self, api: LitAPI, hooks: Hooks) -> None:
+        loop = asyncio.new_event_loop()
+        capacity = threading.BoundedSemaphore(ASYNC_MAX_BATCHES_IN_FLIGHT)
+        in_flight: set[asyncio.Task[None]] = set()
+        closed = asyncio.Event()  # created for this loop; set through the bridge by the feeder
+        is_stream = api.stream
 
-    def _run_one(self, hooks: _Hooks, request: InferenceRequest) -> Outcome:
-        context = request.context
+        async def run(requests: Sequence[InferenceRequest]) -> None:
+            self.counters.state = WorkerState.BUSY
+            try:
+                if is_stream:
+                    await stream_async(hooks, requests, self._failure, self._clock)
+                    self.counters.served += len(requests)
+                else:
+                    self._deliver(requests, await answer_async(hooks, requests, self._failure))
+            except Exception as exc:
+                self._internal_error(requests, exc)
+            finally:
+                capacity.release()
+                if len(in_flight) <= 1:
+                    self.counters.state = WorkerState.IDLE
+
+        def spawn(requests: Sequence[InferenceRequest]) -> None:
+            # Runs on this worker's loop, scheduled by the feeder through the bridge.
+            task = loop.create_task(run(requests))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+
+        def feed() -> None:
+            while True:
+                capacity.acquire()
+                batch = self._next_batch(api)
+                if batch is None:
+                    bridge.call_in_loop(loop, closed.set)
+                    return
+                if not batch.requests:
+                    capacity.release()
+                    continue
+                bridge.call_in_loop(loop, spawn, batch.requests)
+
+        async def serve() -> None:
+            await closed.wait()
+            while in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
+        self._feeder = threading.Thread(target=feed, name=f"{self.name}-feeder", daemon=True)
         try:
             with self._runtime.running():
-                x = hooks.decode_request(request.payload, context)
-                output = hooks.encode_response(hooks.predict(x, context), context)
-            outcome = Outcome(200, encode_json(output))
-        except Exception as exc:
-            return self._failure(exc)
-        self.counters.served += 1
-        return outcome
+                self._feeder.start()
+                loop.run_until_complete(serve())
+                loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            loop.close()
 
-    def _run_batch(self, hooks: _Hooks, requests: tuple[InferenceRequest, ...]) -> list[Outcome]:
-        """Decode and encode per item (an error fails only its item); predict once for the batch."""
-        outcomes: list[Outcome | None] = [None] * len(requests)
-        inputs: list[Any] = []
-        positions: list[int] = []
-        with self._runtime.running():
-            for i, request in enumerate(requests):
-                try:
-                    inputs.append(hooks.decode_request(request.payload, request.context))
-                    positions.append(i)
-                except Exception as exc:
-                    outcomes[i] = self._failure(exc)
-            if inputs:
-                contexts = [requests[i].context for i in positions]
-                try:
-                    outputs = hooks.unbatch(hooks.predict(hooks.batch(inputs, contexts), contexts), contexts)
-                    if len(outputs) != len(inputs):
-                        raise _BatchSizeMismatch(
-                            f"unbatch returned {len(outputs)} outputs for a batch of {len(inputs)}: make predict "
-                            "return one output per input and unbatch split it into a list of that length"
-                        )
-                except Exception as exc:
-                    failure = self._failure(exc)
-                    for i in positions:
-                        outcomes[i] = failure
-                else:
-                    for i, output in zip(positions, outputs, strict=True):
-                        try:
-                            encoded = hooks.encode_response(output, requests[i].context)
-                            outcomes[i] = Outcome(200, encode_json(encoded))
-                            self.counters.served += 1
-                        except Exception as exc:
-                            outcomes[i] = self._failure(exc)
-        return [o if o is not None else self._failure(RuntimeError("request was not answered")) for o in outcomes]
+    # --- answers ----------------------------------------------------------------------------------------
+
+    def _deliver(self, requests: Sequence[InferenceRequest], outcomes: list[Outcome]) -> None:
+        self.counters.served += sum(1 for outcome in outcomes if outcome.status < 400)
+        if len(requests) == 1:
+            deliver(_reply(requests[0]), outcomes[0])
+        else:
+            deliver_all(zip((_reply(r) for r in requests), outcomes, strict=True))
+
+    def _internal_error(self, requests: Sequence[InferenceRequest], exc: Exception) -> None:
+        self._errors.record(self.name, exc)
+        logger.exception("worker %s failed to answer a batch", self.name)
+        failure = self._failure(exc)
+        for request in requests:
+            reply = request.reply
+            if isinstance(reply, Reply):
+                deliver(reply, failure)
+            else:
+                bridge.push(reply, failure)
 
     def _failure(self, exc: Exception) -> Outcome:
-        if isinstance(exc, _BatchSizeMismatch):
-            answer: ErrorResponse = BATCH_SIZE_MISMATCH
-        else:
-            answer = error_response(exc)
+        answer: ErrorResponse = BATCH_SIZE_MISMATCH if isinstance(exc, BatchSizeMismatchError) else error_response(exc)
         if answer is INTERNAL_ERROR or answer is BATCH_SIZE_MISMATCH:
             self.counters.errors += 1
             self._errors.record(self.name, exc)
             logger.error("a LitAPI hook raised in %s", self.name, exc_info=exc)
         return Outcome.failure(answer)
+
+
+def _reply(request: InferenceRequest) -> Reply[Any]:
+    reply = request.reply
+    assert isinstance(reply, Reply), "a non-streaming endpoint's requests carry a Reply"
+    return reply

@@ -10,8 +10,8 @@ from typing import Any, final
 from quart import Response, request
 
 from litserve.codec import encode_json, error_body
-from litserve.engine.bridge import Reply
-from litserve.engine.messages import Cancellation, DropReason, InferenceRequest, Outcome
+from litserve.engine.bridge import Reply, StreamReply
+from litserve.engine.messages import Cancellation, DropReason, InferenceRequest, Outcome, StreamItem
 from litserve.engine.pool import Endpoint
 from litserve.exceptions import (
     NOT_READY,
@@ -25,6 +25,8 @@ from litserve.exceptions import (
 from litserve.request_context import RequestContext
 from litserve.web.auth import API_KEY_HEADER, run_authorize
 from litserve.web.context import WebContext
+from litserve.web.streaming import TIMED_OUT as STREAM_TIMED_OUT
+from litserve.web.streaming import StreamBody
 from litserve.web.validation import read_payload
 
 __all__ = ["PredictRoute", "error", "guarded", "health", "info", "root"]
@@ -72,16 +74,19 @@ class PredictRoute:
         self._body_model = endpoint.plan.body_model
         self._wants_context = endpoint.plan.wants_context
         self._authorize = endpoint.plan.authorize
+        self._is_stream = endpoint.api.stream
         # A LitAPI's own authorize() replaces the API key check for that endpoint.
         self._api_key = context.api_key if self._authorize is None else None
 
     async def handle(self) -> Response:
         arrival_s = time.monotonic()
-        outcome = await self._answer(arrival_s)
-        self._counters.count_status(outcome.status)
-        return _respond(outcome)
+        answer = await self._answer(arrival_s)
+        if isinstance(answer, Response):
+            return answer
+        self._counters.count_status(answer.status)
+        return _respond(answer)
 
-    async def _answer(self, arrival_s: float) -> Outcome:
+    async def _answer(self, arrival_s: float) -> Outcome | Response:
         if not self._gate.is_open:
             return _SHUTTING_DOWN
         if self._api_key is not None:
@@ -97,7 +102,33 @@ class PredictRoute:
         payload = await read_payload(request, self._body_model)
         if isinstance(payload, ErrorResponse):
             return Outcome.failure(payload)
+        if self._is_stream:
+            return await self._stream(payload, context, arrival_s)
         return await self._run(payload, context, arrival_s)
+
+    async def _stream(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome | Response:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[StreamItem] = asyncio.Queue()
+        cancellation = Cancellation()
+        deadline_s = None if self._timeout_s is None else arrival_s + self._timeout_s
+        request_ = InferenceRequest(payload, StreamReply(loop, queue), deadline_s, cancellation, context)
+        try:
+            self._queue.put_nowait(request_)
+        except QueueFullError:
+            return _OVERLOADED
+        except QueueClosedError:
+            return _SHUTTING_DOWN
+        timer = None
+        if deadline_s is not None:
+            timer = loop.call_later(deadline_s - time.monotonic(), queue.put_nowait, STREAM_TIMED_OUT)
+        body = StreamBody(queue, cancellation, self._counters)
+        first = await body.first()
+        if isinstance(first, Outcome):
+            if timer is not None:
+                timer.cancel()
+            return first
+        self._counters.ok += 1  # the status is sent now; later failures become the stream's error line
+        return body.response(first, timer)
 
     async def _run(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome:
         loop = asyncio.get_running_loop()

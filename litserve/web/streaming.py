@@ -1,0 +1,104 @@
+"""Streamed responses: chunks from a worker's StreamReply become the response body as they arrive."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import final
+
+from quart import Response
+
+from litserve.codec import encode_json
+from litserve.engine.messages import STREAM_END, Cancellation, DropReason, Outcome, StreamItem, StreamStart
+from litserve.exceptions import REQUEST_TIMED_OUT
+from litserve.status import EndpointCounters
+
+__all__ = ["StreamBody", "TIMED_OUT"]
+
+NDJSON = "application/x-ndjson"
+TIMED_OUT = Outcome.failure(REQUEST_TIMED_OUT)
+
+
+def _error_line(outcome: Outcome) -> bytes:
+    return encode_json({"error": outcome.detail}) + b"\n"
+
+
+@final
+class StreamBody:
+    """Owns one streamed request on the loop: waits for its first item, then yields the rest.
+
+    The deadline timer puts TIMED_OUT on the same queue the worker writes to, so one `await` serves
+    both. Ending early for any reason (client gone, deadline, server stopping) marks the request
+    cancelled, which the worker sees at its next chunk and closes the user's generators.
+
+    Counting: a stream counts as ok once its 200 is sent; if the client then leaves it also counts as
+    cancelled, and if the deadline then cuts it, as timed out.
+    """
+
+    def __init__(
+        self, queue: asyncio.Queue[StreamItem], cancellation: Cancellation, counters: EndpointCounters
+    ) -> None:
+        self._queue = queue
+        self._cancellation = cancellation
+        self._counters = counters
+
+    async def first(self) -> Outcome | StreamStart | None:
+        """The stream's first item: a StreamStart, a failure Outcome, or None for an empty stream."""
+        try:
+            item = await self._queue.get()
+        except asyncio.CancelledError:
+            self._cancellation.cancel(DropReason.DISCONNECTED)
+            self._counters.cancelled += 1
+            raise
+        if isinstance(item, Outcome):
+            if item is TIMED_OUT:
+                self._cancellation.cancel(DropReason.TIMED_OUT)
+            return item
+        if isinstance(item, StreamStart):
+            return item
+        if item is STREAM_END:
+            return None
+        raise AssertionError(f"a stream cannot start with raw bytes: {item!r}")
+
+    def response(self, start: StreamStart | None, timer: asyncio.TimerHandle | None) -> Response:
+        """The 200 response whose body yields the rest of the stream; `timer` is cancelled when it ends."""
+        media_type = NDJSON if start is None else start.media_type
+        first_data = b"" if start is None else start.data
+        body = self._body(first_data, start is not None, timer)
+        response = Response(body, status=200, content_type=media_type)
+        response.timeout = None  # our own deadline governs the stream, not Quart's RESPONSE_TIMEOUT
+        return response
+
+    async def _body(self, first_data: bytes, is_open: bool, timer: asyncio.TimerHandle | None) -> AsyncIterator[bytes]:
+        finished = not is_open
+        try:
+            if first_data:
+                yield first_data
+            queue = self._queue
+            while not finished:
+                item = await queue.get()
+                parts: list[bytes] = []
+                # Coalesce what is already waiting into one write: fewer sends when the worker is ahead.
+                while True:
+                    if isinstance(item, bytes):
+                        parts.append(item)
+                    else:
+                        finished = True
+                        if isinstance(item, Outcome):
+                            if item is TIMED_OUT:
+                                self._cancellation.cancel(DropReason.TIMED_OUT)
+                                self._counters.timed_out += 1
+                            parts.append(_error_line(item))
+                        break
+                    if queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if parts:
+                    yield b"".join(parts)
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not finished:
+                # The client left (Quart cancels the response) or the server is stopping.
+                self._cancellation.cancel(DropReason.DISCONNECTED)
+                self._counters.cancelled += 1
