@@ -35,6 +35,16 @@ _JSON = "application/json"
 _TIMED_OUT = Outcome.failure(REQUEST_TIMED_OUT)
 _OVERLOADED = Outcome.failure(SERVER_OVERLOADED)
 _SHUTTING_DOWN = Outcome.failure(SHUTTING_DOWN)
+# Answers given before the request body was read also close the connection: the unread body would
+# otherwise be taken for the client's next request on a keep-alive connection.
+_CLOSE = (("Connection", "close"),)
+
+
+def _early(outcome: Outcome) -> Outcome:
+    return Outcome(outcome.status, outcome.body, outcome.content_type, outcome.headers + _CLOSE, outcome.detail)
+
+
+_SHUTTING_DOWN_EARLY = _early(_SHUTTING_DOWN)
 
 
 def error(answer: ErrorResponse) -> Response:
@@ -88,17 +98,17 @@ class PredictRoute:
 
     async def _answer(self, arrival_s: float) -> Outcome | Response:
         if not self._gate.is_open:
-            return _SHUTTING_DOWN
+            return _SHUTTING_DOWN_EARLY
         if self._api_key is not None:
             denied = self._api_key.check(request.headers.get(API_KEY_HEADER))
             if denied is not None:
-                return Outcome.failure(denied)
+                return _early(Outcome.failure(denied))
         context = _request_context() if self._wants_context else None
         if self._authorize is not None:
             assert context is not None
             denied = await run_authorize(self._authorize, context)
             if denied is not None:
-                return Outcome.failure(denied)
+                return _early(Outcome.failure(denied))
         payload = await read_payload(request, self._body_model)
         if isinstance(payload, ErrorResponse):
             return Outcome.failure(payload)

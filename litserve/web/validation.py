@@ -30,6 +30,9 @@ async def read_payload(request: Request, body_model: type[BaseModel] | None) -> 
     if request.headers.get("Content-Type", "").lower().startswith(FORM_MIMETYPES):
         form = await request.form
         files = await request.files
+        # The parser leaves a body it cannot read (multipart without a boundary) in the socket; answering
+        # before it is consumed would break the keep-alive connection for the client's next request.
+        await request.body
         fields: dict[str, Any] = {**form.to_dict(), **files.to_dict()}
         if body_model is None:
             return fields
