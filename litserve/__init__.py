@@ -10,22 +10,28 @@ Importing this package has no side effects: no logging setup, no environment rea
 
 # No `from __future__ import annotations` here: it would export the name `annotations`.
 from litserve.api import LitAPI as LitAPI
+from litserve.client import Client as Client
 from litserve.exceptions import HTTPException as HTTPException
 from litserve.exceptions import LitServeError as LitServeError
 from litserve.exceptions import PortInUseError as PortInUseError
+from litserve.exceptions import RequestFailedError as RequestFailedError
 from litserve.exceptions import ServerStartError as ServerStartError
 from litserve.exceptions import ServerStateError as ServerStateError
 from litserve.exceptions import WorkerSetupError as WorkerSetupError
+from litserve.request_context import RequestContext as RequestContext
 from litserve.server import LitServer as LitServer
 from litserve.status import ServerState as ServerState
 from litserve.status import ServerStatus as ServerStatus
 
 __all__ = [
+    "Client",
     "HTTPException",
     "LitAPI",
     "LitServeError",
     "LitServer",
     "PortInUseError",
+    "RequestContext",
+    "RequestFailedError",
     "ServerStartError",
     "ServerState",
     "ServerStateError",

@@ -10,7 +10,8 @@ Hierarchy::
         │   ├── PortInUseError        the address is taken by another program (also an OSError)
         │   └── WorkerSetupError      a worker's LitAPI.setup() raised; the user's error is the __cause__
         ├── QueueFullError            an endpoint's request queue is at max_queue_size
-        └── QueueClosedError          the queue no longer takes requests (server stopping)
+        ├── QueueClosedError          the queue no longer takes requests (server stopping)
+        └── RequestFailedError        a request made through Client or LitServer.predict got an error answer
 
 Request-time failures reach HTTP only through `error_response`, which never leaks internals.
 """
@@ -27,6 +28,7 @@ __all__ = [
     "PortInUseError",
     "QueueClosedError",
     "QueueFullError",
+    "RequestFailedError",
     "ServerStartError",
     "ServerStateError",
     "WorkerSetupError",
@@ -82,6 +84,19 @@ class QueueFullError(LitServeError):
 
 class QueueClosedError(LitServeError):
     """The request queue was closed because the server is stopping."""
+
+
+class RequestFailedError(LitServeError):
+    """The server answered a request with an error: `status_code` and `detail` are what it said.
+
+    Raised by `litserve.Client` and `LitServer.predict`. A stream that fails after its first chunk
+    raises it while iterating, with the status its error line carries.
+    """
+
+    def __init__(self, status_code: int, detail: Any) -> None:
+        super().__init__(f"{status_code}: {detail}")
+        self.status_code = status_code
+        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)

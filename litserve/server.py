@@ -15,15 +15,18 @@ from types import FrameType, TracebackType
 from typing import Any
 
 from litserve.api import LitAPI, validate_api_settings
+from litserve.client import Client
 from litserve.client_file import write_client_file
 from litserve.config import ServerSettings, normalize_timeout, parse_size, read_api_key
 from litserve.engine.devices import resolve_devices
+from litserve.engine.in_process import pick_endpoint, run_in_process
 from litserve.engine.pool import Endpoint, WorkerPool
 from litserve.exceptions import ServerStateError
 from litserve.hooks import validate_hooks
+from litserve.notebook import PanelTimer, status_html, status_panel, status_text
 from litserve.runtime.sockets import bind_listening_socket, is_loopback
 from litserve.runtime.thread import HttpThread
-from litserve.status import EndpointStatus, ErrorLog, ServerState, ServerStatus, WorkerStatus
+from litserve.status import ErrorLog, ServerState, ServerStatus
 from litserve.web.app import create_app
 from litserve.web.auth import ApiKeyCheck
 from litserve.web.context import Gate, WebContext
@@ -163,6 +166,7 @@ class LitServer:
         self._running: _Running | None = None
         self._stopped = threading.Event()
         self._errors = ErrorLog()
+        self._panels: list[PanelTimer] = []
 
     @staticmethod
     def _apply_deprecated(apis: list[LitAPI], **values: Any) -> None:
@@ -291,7 +295,10 @@ class LitServer:
         self._unregister(running.port)
         with self._lock:
             self._state = ServerState.STOPPED
+            panels, self._panels = self._panels, []
         self._stopped.set()
+        for panel in panels:  # they refresh once more to show "stopped", then end
+            panel.join(_WORKER_JOIN_TIMEOUT_S)
         logger.info("litserve stopped (was on http://%s:%d)", running.host, running.port)
 
     def run(
@@ -359,7 +366,7 @@ class LitServer:
             state, running = self._state, self._running
         if running is None:
             return ServerStatus(state=state, url=None, uptime_s=0.0, last_error=self._errors.last)
-        endpoints = tuple(_endpoint_status(e) for e in running.endpoints)
+        endpoints = tuple(e.status() for e in running.endpoints)
         return ServerStatus(
             state=state,
             url=self.url,
@@ -384,6 +391,55 @@ class LitServer:
                 "batch_timeout": {api.api_path: api.batch_timeout for api in self._apis},
             },
         }
+
+    # --- notebook and in-process use ----------------------------------------------------------------
+
+    def client(self) -> Client:
+        """A `litserve.Client` bound to this server's URL, first endpoint and API key.
+
+        Example:
+            >>> server.client().predict({"input": 4.0})
+            {'output': 16.0}
+        """
+        running = self._running
+        if running is None or self._state is not ServerState.RUNNING:
+            raise ServerStateError(f"the server is {self._state.value}; call start() before client()")
+        return Client(self.url, api_key=running.api_key, path=self._apis[0].api_path)
+
+    def predict(self, payload: Any, *, path: str | None = None) -> Any:
+        """Run one request through the queue, batching, validation and workers, without HTTP.
+
+        Returns what a client would get as decoded JSON; raises RequestFailedError with the status
+        and detail a client would see. Handy for quick checks in a notebook cell. Streaming endpoints
+        are called with `server.client().stream(...)`.
+        """
+        running = self._running
+        if running is None or self._state is not ServerState.RUNNING:
+            raise ServerStateError(f"the server is {self._state.value}; call start() before predict()")
+        return run_in_process(pick_endpoint(running.endpoints, path), payload, self._settings.timeout_s)
+
+    def widget(self) -> Any:
+        """A live ipywidgets panel: state, counts, latency, workers, last error, and a stop button.
+
+        It refreshes about once a second while the server runs (from a `litserve-panel` thread that
+        stop() ends) and shows "stopped" afterwards. Displaying the server as a cell's last expression
+        shows the same panel.
+        """
+        panel, timer = status_panel(lambda: self.status, self.stop, self._stopped)
+        if timer is not None:
+            with self._lock:
+                self._panels = [t for t in self._panels if t.is_alive] + [timer]
+        return panel
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        status = self.status
+        bundle: dict[str, Any] = {"text/html": status_html(status)}
+        try:
+            bundle.update(self.widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
+        except Exception:  # no widget support here (e.g. a console): the HTML and text views remain
+            logger.debug("showing the status without a widget", exc_info=True)
+        bundle["text/plain"] = status_text(status)
+        return bundle
 
     def __repr__(self) -> str:
         where = f" on {self.url}" if self._running is not None else ""
@@ -413,26 +469,6 @@ def _stop_server_on_port(port: int, newcomer: LitServer) -> None:
     if previous is not None and previous is not newcomer:
         logger.info("stopping the LitServer already on port %d to start the new one", port)
         previous.stop()
-
-
-def _endpoint_status(endpoint: Endpoint) -> EndpointStatus:
-    counters = endpoint.counters
-    workers = tuple(
-        WorkerStatus(w.name, w.device, w.counters.state, w.counters.served, w.counters.errors) for w in endpoint.workers
-    )
-    return EndpointStatus(
-        path=endpoint.path,
-        queue_depth=endpoint.queue.qsize(),
-        in_flight=counters.in_flight,
-        ok=counters.ok,
-        client_errors=counters.client_errors,
-        server_errors=counters.server_errors,
-        timed_out=counters.timed_out,
-        cancelled=counters.cancelled,
-        dropped_timed_out=sum(w.counters.dropped_timed_out for w in endpoint.workers),
-        dropped_cancelled=sum(w.counters.dropped_cancelled for w in endpoint.workers),
-        workers=workers,
-    )
 
 
 def _show_logs(level: str) -> None:

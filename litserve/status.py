@@ -7,12 +7,16 @@ which is what a status panel needs; no lock is held on the request path.
 
 from __future__ import annotations
 
+import collections
 import enum
 import threading
 import time
 import traceback
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import final
+
+LATENCY_WINDOW = 1000
 
 __all__ = [
     "EndpointCounters",
@@ -52,7 +56,7 @@ class WorkerState(enum.Enum):
 class EndpointCounters:
     """Requests of one endpoint by outcome. Written only on the HTTP loop thread."""
 
-    __slots__ = ("cancelled", "client_errors", "in_flight", "ok", "server_errors", "timed_out")
+    __slots__ = ("cancelled", "client_errors", "in_flight", "latencies_s", "ok", "server_errors", "timed_out")
 
     def __init__(self) -> None:
         self.ok = 0
@@ -61,6 +65,8 @@ class EndpointCounters:
         self.timed_out = 0
         self.cancelled = 0
         self.in_flight = 0
+        # The most recent request latencies (seconds, arrival to answer); percentiles are computed at snapshot.
+        self.latencies_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
 
     def count_status(self, status: int) -> None:
         if status < 400:
@@ -75,9 +81,9 @@ class EndpointCounters:
 
 @final
 class WorkerCounters:
-    """One worker's state and counts. Written only by that worker's thread."""
+    """One worker's state and counts. Written only by that worker's thread (and its loop, in async mode)."""
 
-    __slots__ = ("dropped_cancelled", "dropped_timed_out", "errors", "served", "state")
+    __slots__ = ("batch_sizes", "dropped_cancelled", "dropped_timed_out", "errors", "served", "state")
 
     def __init__(self) -> None:
         self.state = WorkerState.STARTING
@@ -85,6 +91,7 @@ class WorkerCounters:
         self.errors = 0
         self.dropped_cancelled = 0
         self.dropped_timed_out = 0
+        self.batch_sizes: collections.Counter[int] = collections.Counter()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,15 +128,49 @@ class ErrorLog:
 
 @dataclass(frozen=True, slots=True)
 class WorkerStatus:
+    """One worker: where it runs, what it does now, and what it has done."""
+
     name: str
     device: str
     state: WorkerState
     served: int
     errors: int
 
+    @property
+    def is_busy(self) -> bool:
+        return self.state is WorkerState.BUSY
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """Percentiles of the most recent request latencies, in seconds (None before any request)."""
+
+    p50_s: float | None = None
+    p95_s: float | None = None
+    p99_s: float | None = None
+    samples: int = 0
+
+    @classmethod
+    def of(cls, latencies_s: Iterable[float]) -> Latency:
+        ordered = sorted(latencies_s)
+        if not ordered:
+            return cls()
+        return cls(_percentile(ordered, 50), _percentile(ordered, 95), _percentile(ordered, 99), len(ordered))
+
+
+def _percentile(ordered: Sequence[float], percent: int) -> float:
+    index = min(len(ordered) - 1, max(0, round(percent / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
 
 @dataclass(frozen=True, slots=True)
 class EndpointStatus:
+    """One endpoint: its requests by outcome, what is waiting and running, latency, batches, workers.
+
+    `timed_out` and `cancelled` count answers (504s, clients gone); `dropped_*` count queued requests
+    the workers then skipped instead of running.
+    """
+
     path: str
     queue_depth: int
     in_flight: int
@@ -141,6 +182,13 @@ class EndpointStatus:
     dropped_timed_out: int
     dropped_cancelled: int
     workers: tuple[WorkerStatus, ...]
+    latency: Latency = Latency()
+    batch_sizes: tuple[tuple[int, int], ...] = ()  # (batch size, how many batches), by size
+
+    @property
+    def requests(self) -> int:
+        """Requests answered so far (every outcome, cancelled ones included)."""
+        return self.ok + self.client_errors + self.server_errors + self.timed_out + self.cancelled
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +200,10 @@ class ServerStatus:
     uptime_s: float
     endpoints: tuple[EndpointStatus, ...] = field(default=())
     last_error: ErrorRecord | None = None
+
+    @property
+    def requests(self) -> int:
+        return sum(e.requests for e in self.endpoints)
 
     @property
     def workers(self) -> tuple[WorkerStatus, ...]:

@@ -8,11 +8,12 @@ for a request that timed out or whose client left is dropped on the loop, silent
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Reply", "StreamReply", "call_in_loop", "deliver", "deliver_all", "push"]
+__all__ = ["FutureReply", "Reply", "StreamReply", "call_in_loop", "deliver", "deliver_all", "push"]
 
 T = TypeVar("T")
 
@@ -23,6 +24,13 @@ class Reply(Generic[T]):
 
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
+
+
+@dataclass(frozen=True, slots=True)
+class FutureReply(Generic[T]):
+    """Where a result goes when a thread, not a loop, waits for it (`LitServer.predict`)."""
+
+    future: concurrent.futures.Future[T]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +49,11 @@ def push(reply: StreamReply[T], item: T) -> None:
         pass  # the loop is closed: the server stopped and the stream is gone with it
 
 
-def deliver(reply: Reply[T], value: T) -> None:
+def deliver(reply: Reply[T] | FutureReply[T], value: T) -> None:
     """Called on any thread: hand `value` to the request awaiting `reply`."""
+    if isinstance(reply, FutureReply):
+        _set_future_if_pending(reply.future, value)
+        return
     try:
         reply.loop.call_soon_threadsafe(_set_if_pending, reply.future, value)
     except RuntimeError:
@@ -50,11 +61,14 @@ def deliver(reply: Reply[T], value: T) -> None:
         pass
 
 
-def deliver_all(results: Iterable[tuple[Reply[T], T]]) -> None:
+def deliver_all(results: Iterable[tuple[Reply[T] | FutureReply[T], T]]) -> None:
     """Hand several results back with one wake-up of each loop (a batch costs one crossing)."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[T], T]]] = {}
     for reply, value in results:
-        by_loop.setdefault(reply.loop, []).append((reply.future, value))
+        if isinstance(reply, FutureReply):
+            _set_future_if_pending(reply.future, value)
+        else:
+            by_loop.setdefault(reply.loop, []).append((reply.future, value))
     for loop, pairs in by_loop.items():
         try:
             loop.call_soon_threadsafe(_set_all_pending, pairs)
@@ -69,6 +83,13 @@ def call_in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], 
     except RuntimeError:
         return False
     return True
+
+
+def _set_future_if_pending(future: concurrent.futures.Future[T], value: T) -> None:
+    try:
+        future.set_result(value)
+    except concurrent.futures.InvalidStateError:
+        pass  # the caller gave up waiting (timeout): the late result is dropped
 
 
 def _set_if_pending(future: asyncio.Future[T], value: T) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Final, final
 
 from litserve.codec import error_body
-from litserve.engine.bridge import Reply, StreamReply
+from litserve.engine.bridge import FutureReply, Reply, StreamReply
 from litserve.exceptions import ErrorResponse
 from litserve.request_context import RequestContext
 
@@ -101,7 +101,7 @@ class InferenceRequest:
     """
 
     payload: Any
-    reply: Reply[Outcome] | StreamReply[StreamItem]
+    reply: Reply[Outcome] | FutureReply[Outcome] | StreamReply[StreamItem]
     deadline_s: float | None
     cancellation: Cancellation
     context: RequestContext | None = None

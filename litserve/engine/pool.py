@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import copy
 import logging
@@ -15,7 +16,7 @@ from litserve.engine.request_queue import RequestQueue
 from litserve.engine.worker import Worker
 from litserve.exceptions import WorkerSetupError
 from litserve.hooks import plan_hooks
-from litserve.status import EndpointCounters, ErrorLog
+from litserve.status import EndpointCounters, EndpointStatus, ErrorLog, Latency, WorkerStatus
 
 __all__ = ["Endpoint", "WorkerPool"]
 
@@ -33,6 +34,31 @@ class Endpoint:
         self.queue: RequestQueue[InferenceRequest] = RequestQueue(max_queue_size)
         self.counters = EndpointCounters()
         self.workers: list[Worker] = []
+
+    def status(self) -> EndpointStatus:
+        """A snapshot of this endpoint's counters, queue and workers (read from any thread)."""
+        counters = self.counters
+        batch_sizes: collections.Counter[int] = collections.Counter()
+        workers = []
+        for worker in self.workers:
+            c = worker.counters
+            batch_sizes.update(dict(c.batch_sizes))  # dict() copies atomically under the GIL
+            workers.append(WorkerStatus(worker.name, worker.device, c.state, c.served, c.errors))
+        return EndpointStatus(
+            path=self.path,
+            queue_depth=self.queue.qsize(),
+            in_flight=counters.in_flight,
+            ok=counters.ok,
+            client_errors=counters.client_errors,
+            server_errors=counters.server_errors,
+            timed_out=counters.timed_out,
+            cancelled=counters.cancelled,
+            dropped_timed_out=sum(w.counters.dropped_timed_out for w in self.workers),
+            dropped_cancelled=sum(w.counters.dropped_cancelled for w in self.workers),
+            workers=tuple(workers),
+            latency=Latency.of(counters.latencies_s.copy()),
+            batch_sizes=tuple(sorted(batch_sizes.items())),
+        )
 
 
 def _copy_api(api: LitAPI) -> LitAPI:

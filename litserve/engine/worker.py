@@ -19,7 +19,7 @@ from litserve.api import LitAPI
 from litserve.engine import bridge
 from litserve.engine.async_pipeline import answer_async, stream_async
 from litserve.engine.batcher import Batch, collect_batch
-from litserve.engine.bridge import Reply, deliver, deliver_all
+from litserve.engine.bridge import FutureReply, Reply, StreamReply, deliver, deliver_all
 from litserve.engine.devices import DeviceRuntime
 from litserve.engine.messages import DropReason, InferenceRequest, Outcome
 from litserve.engine.pipeline import BatchSizeMismatchError, Hooks, answer, stream
@@ -121,6 +121,8 @@ class Worker:
     def _next_batch(self, api: LitAPI) -> Batch | None:
         batch = collect_batch(self._source, api.max_batch_size, float(api.batch_timeout), self._clock)
         if batch is not None:
+            if batch.requests:
+                self.counters.batch_sizes[len(batch.requests)] += 1
             for _, reason in batch.dropped:
                 if reason is DropReason.TIMED_OUT:
                     self.counters.dropped_timed_out += 1
@@ -215,10 +217,10 @@ class Worker:
         failure = self._failure(exc)
         for request in requests:
             reply = request.reply
-            if isinstance(reply, Reply):
-                deliver(reply, failure)
-            else:
+            if isinstance(reply, StreamReply):
                 bridge.push(reply, failure)
+            else:
+                deliver(reply, failure)
 
     def _failure(self, exc: Exception) -> Outcome:
         answer: ErrorResponse = BATCH_SIZE_MISMATCH if isinstance(exc, BatchSizeMismatchError) else error_response(exc)
@@ -229,7 +231,7 @@ class Worker:
         return Outcome.failure(answer)
 
 
-def _reply(request: InferenceRequest) -> Reply[Any]:
+def _reply(request: InferenceRequest) -> Reply[Any] | FutureReply[Any]:
     reply = request.reply
-    assert isinstance(reply, Reply), "a non-streaming endpoint's requests carry a Reply"
+    assert not isinstance(reply, StreamReply), "a non-streaming endpoint's requests carry a Reply"
     return reply

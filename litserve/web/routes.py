@@ -91,9 +91,11 @@ class PredictRoute:
     async def handle(self) -> Response:
         arrival_s = time.monotonic()
         answer = await self._answer(arrival_s)
+        counters = self._counters
+        counters.latencies_s.append(time.monotonic() - arrival_s)  # for streams: time to the first chunk
         if isinstance(answer, Response):
             return answer
-        self._counters.count_status(answer.status)
+        counters.count_status(answer.status)
         return _respond(answer)
 
     async def _answer(self, arrival_s: float) -> Outcome | Response:

@@ -20,7 +20,7 @@ TIMED_OUT = Outcome.failure(REQUEST_TIMED_OUT)
 
 
 def _error_line(outcome: Outcome) -> bytes:
-    return encode_json({"error": outcome.detail}) + b"\n"
+    return encode_json({"error": outcome.detail, "status": outcome.status}) + b"\n"
 
 
 @final

@@ -205,7 +205,7 @@ def test_the_deadline_ends_a_running_stream_with_an_error_line() -> None:
     with serving(api, timeout=0.3) as server:
         response = requests.post(server.url + "/predict", json={"n": 5}, timeout=30)
         assert response.status_code == 200
-        assert response.content.splitlines() == [b'{"token":0}', b'{"error":"Request timed out"}']
+        assert response.content.splitlines() == [b'{"token":0}', b'{"error":"Request timed out","status":504}']
         api.step.value.release()
         assert api.closed.value.wait(10)
 
@@ -229,7 +229,7 @@ def test_errors_before_and_after_the_first_chunk(lit_server: Start) -> None:
     late = post(server, {})
     assert late.status_code == 200
     assert late.headers["content-type"].startswith("text/plain")
-    assert late.content == b'ab{"error":"Internal server error"}\n'
+    assert late.content == b'ab{"error":"Internal server error","status":500}\n'
 
 
 class UnevenBatchedStreamAPI(LitAPI):
