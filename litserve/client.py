@@ -12,6 +12,7 @@ import http.client
 import json
 import threading
 import urllib.parse
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,6 +59,16 @@ class Client:
         self._api_key = api_key
         self._timeout_s = timeout
         self._local = threading.local()
+        # Every thread's connection, so close() (or garbage collection of the client) closes them all.
+        self._connections: set[http.client.HTTPConnection] = set()
+        self._connections_lock = threading.Lock()
+        weakref.finalize(self, _close_all, self._connections, self._connections_lock)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"Client({self.url!r}, path={self.path!r})"
@@ -111,11 +122,17 @@ class Client:
         return _decode(status, headers, body)
 
     def close(self) -> None:
-        """Close this thread's connection (others close when their threads end)."""
+        """Close every connection this client opened; it reconnects if used again."""
+        self._local = threading.local()
+        _close_all(self._connections, self._connections_lock)
+
+    def _drop_connection(self) -> None:
         connection = getattr(self._local, "connection", None)
         if connection is not None:
-            connection.close()
             self._local.connection = None
+            with self._connections_lock:
+                self._connections.discard(connection)
+            connection.close()
 
     # --- plumbing -----------------------------------------------------------------------------------
 
@@ -130,6 +147,8 @@ class Client:
         if connection is None:
             connection = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout_s)
             self._local.connection = connection
+            with self._connections_lock:
+                self._connections.add(connection)
         return connection
 
     def _request(self, method: str, path: str, payload: Any) -> tuple[int, dict[str, str], bytes]:
@@ -142,15 +161,23 @@ class Client:
                 response = connection.getresponse()
                 data = response.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
-                self.close()
+                self._drop_connection()
                 if not is_reused:
                     raise
                 # A kept-alive connection the server closed while idle: retry once on a fresh one.
                 continue
             if response.will_close:
-                self.close()
+                self._drop_connection()
             return response.status, dict(response.getheaders()), data
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _close_all(connections: set[http.client.HTTPConnection], lock: threading.Lock) -> None:
+    with lock:
+        closing = list(connections)
+        connections.clear()
+    for connection in closing:
+        connection.close()
 
 
 def _json_body(payload: Any) -> bytes:

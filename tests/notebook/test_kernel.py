@@ -1,0 +1,88 @@
+"""litserve inside a real Jupyter kernel: cells that define, start, call, re-run, watch and stop."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.helpers import free_port, port_is_free
+from tests.notebook.kernel import Kernel
+
+pytestmark = [pytest.mark.notebook, pytest.mark.timeout(180)]
+
+DEFINE_AND_START = """
+from litserve import LitAPI, LitServer
+
+class Doubler(LitAPI):
+    def decode_request(self, request):
+        return request["input"]
+    def predict(self, x):
+        return x * {factor}
+    def encode_response(self, output):
+        return {{"output": output}}
+
+server = LitServer(Doubler(), accelerator="cpu").start(port={port})
+server.state.value
+"""
+
+
+@pytest.fixture
+def kernel() -> Iterator[Kernel]:
+    with Kernel() as kernel:
+        yield kernel
+
+
+def test_a_cell_defined_api_serves_and_rerunning_the_cell_replaces_the_server(kernel: Kernel) -> None:
+    port = free_port()
+    first = kernel.run(DEFINE_AND_START.format(factor=2, port=port))
+    assert first.status == "ok", first.error
+    assert first.text == "'running'"
+    call = kernel.run('import requests\nrequests.post(server.url + "/predict", json={"input": 21}).json()')
+    assert call.text == "{'output': 42}"
+    # Re-run the same cell, edited, on the same port: the old server is replaced, no "address in use".
+    again = kernel.run("previous = server\n" + DEFINE_AND_START.format(factor=3, port=port))
+    assert again.status == "ok", again.error
+    replaced = kernel.run("previous.state.value, server.client().predict({'input': 21})")
+    assert replaced.text == "('stopped', {'output': 63})"
+    stopped = kernel.run(
+        "server.stop()\n"
+        "import threading\n"
+        "server.state.value, sorted(t.name for t in threading.enumerate() if t.name.startswith('litserve-'))"
+    )
+    assert stopped.text == "('stopped', [])"
+    assert port_is_free(port)
+
+
+def test_await_and_the_panel_in_the_kernel(kernel: Kernel) -> None:
+    started = kernel.run(DEFINE_AND_START.format(factor=2, port=0))
+    assert started.status == "ok", started.error
+    awaited = kernel.run("client = server.client()\nawait client.apredict({'input': 5})")
+    assert awaited.text == "{'output': 10}"
+    shown = kernel.run("server")
+    assert "application/vnd.jupyter.widget-view+json" in shown.results[-1]
+    assert "litserve running" in shown.results[-1]["text/plain"]
+    panel = kernel.run(
+        "panel = server.widget()\n"
+        "for i in range(4):\n"
+        "    client.predict({'input': i})\n"
+        "server._panels[-1]._refresh()\n"
+        "'<td>5</td>' in panel.children[0].value"
+    )
+    assert panel.text == "True", panel
+    stopped = kernel.run("server.stop()\n'stopped' in panel.children[0].value, server._panels")
+    assert stopped.text == "(True, [])"
+
+
+def test_interrupting_the_kernel_stops_a_blocking_run(kernel: Kernel) -> None:
+    port = free_port()
+    kernel.run(DEFINE_AND_START.format(factor=2, port=0) + "\nserver.stop()")
+    blocking = kernel.run(
+        f"server = LitServer(Doubler(), accelerator='cpu')\nserver.run(port={port}, generate_client_file=False)",
+        until_stderr="Application startup complete.",
+    )
+    assert blocking.status == "ok", blocking.error  # run() turns the interrupt into a clean stop
+    assert "litserve running on http://127.0.0.1:" in blocking.stderr
+    after = kernel.run("server.state.value")
+    assert after.text == "'stopped'"
+    assert port_is_free(port)

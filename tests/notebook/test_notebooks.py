@@ -1,0 +1,72 @@
+"""Every notebook in notebooks/ runs top to bottom on a real kernel, and says what it should."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+pytestmark = [pytest.mark.notebook, pytest.mark.timeout(300)]
+
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+
+
+def run_notebook(name: str) -> dict[str, Any]:
+    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    NotebookClient(
+        notebook, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
+    ).execute()
+    outputs: dict[str, Any] = {}
+    for cell in notebook.cells:
+        for tag in cell.get("metadata", {}).get("tags", []):
+            outputs[tag] = cell.outputs
+    return outputs
+
+
+def value(outputs: list[Any]) -> str:
+    results = [o for o in outputs if o["output_type"] == "execute_result"]
+    assert results, f"the cell has no value: {outputs}"
+    return str(results[-1]["data"]["text/plain"])
+
+
+def test_every_notebook_is_saved_without_outputs() -> None:
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        notebook = nbformat.read(path, as_version=4)
+        nbformat.validate(notebook)
+        for cell in notebook.cells:
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None, f"{path.name} was saved with outputs"
+
+
+def test_quickstart() -> None:
+    out = run_notebook("quickstart.ipynb")
+    assert "litserve running" in value(out["start"])
+    assert "application/vnd.jupyter.widget-view+json" in out["start"][-1]["data"]
+    assert value(out["requests"]) == "{'output': 16.0}"
+    assert value(out["client"]) == "{'output': 9.0}"
+    assert value(out["apredict"]) == "{'output': 4.0}"
+    assert value(out["in_process"]) == "{'output': 25}"
+    assert "application/vnd.jupyter.widget-view+json" in out["widget"][-1]["data"]
+    # Three HTTP requests so far (requests, client, apredict); server.predict skips HTTP.
+    assert value(out["status"]) == "(3, 0, 3)"
+    assert value(out["restart"]) == "('stopped', {'output': 8.0})"
+    assert value(out["stop"]) == "'stopped'"
+
+
+def test_batching_and_streaming() -> None:
+    out = run_notebook("batching_and_streaming.ipynb")
+    assert value(out["batch_answers"]) == "([{'output': 0}, {'output': 1}, {'output': 4}, {'output': 9}], 32)"
+    assert value(out["batch_sizes"]) == "(32, True)"
+    assert value(out["stream"]) == "['HELLO', 'FROM', 'A', 'NOTEBOOK']"
+    assert value(out["stop_stream"]) == "'stopped'"
+
+
+def test_pytorch_model() -> None:
+    out = run_notebook("pytorch_model.ipynb")
+    assert value(out["define"]) == "'cpu'"
+    assert value(out["predict"]) == "(2, 1.0)"
+    assert value(out["same"]) == "True"
+    assert value(out["stop"]) == "'stopped'"
