@@ -47,5 +47,15 @@ class RequestContext(dict[str, Any]):
         self.headers = dict(headers)
         self.client = client
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickled when a request crosses to a worker process: keep the attributes and the dict items.
+        return (
+            RequestContext,
+            (self.method, self.path, self.query_params, self.headers, self.client),
+            None,
+            None,
+            iter(self.items()),
+        )
+
     def __repr__(self) -> str:
         return f"RequestContext({self.method} {self.path}, state={dict.__repr__(self)})"

@@ -20,7 +20,7 @@ from litserve.client_file import write_client_file
 from litserve.config import ServerSettings, normalize_timeout, parse_size, read_api_key
 from litserve.engine.devices import resolve_devices
 from litserve.engine.in_process import pick_endpoint, run_in_process
-from litserve.engine.pool import Endpoint, WorkerPool
+from litserve.engine.pool import Endpoint, WorkerMode, WorkerPool
 from litserve.exceptions import ServerStateError
 from litserve.hooks import validate_hooks
 from litserve.notebook import PanelTimer, status_html, status_panel, status_text
@@ -93,6 +93,12 @@ class LitServer:
         accelerator: "auto", "cpu", "cuda", "gpu" or "mps".
         devices: "auto", a number of devices, or a list of GPU ids.
         workers_per_device: worker threads per device; each has its own LitAPI copy.
+        worker_mode: "thread" (default): workers are threads of this process. "process": one spawned
+            worker process per device (for several GPUs, or CPU-heavy Python hooks), each with
+            `workers_per_device` threads; the LitAPI is shipped by value (cloudpickle), so classes
+            defined in a notebook work. HTTP, queueing, deadlines and the status stay here.
+        restart_workers: process mode: start a worker process again when it dies (its in-flight
+            requests get 500; /health is 503 until setup() ran again).
         timeout: seconds a request may take from arrival, queued or running (504 after);
             False, None or -1 for no limit.
         max_queue_size: requests that may wait per endpoint before new ones get 503 (None: no bound).
@@ -115,6 +121,8 @@ class LitServer:
         workers_per_device: int = 1,
         timeout: float | bool | None = 30,
         *,
+        worker_mode: str = "thread",
+        restart_workers: bool = True,
         max_queue_size: int | None = None,
         shutdown_timeout: float = 3.0,
         api_key: str | None = None,
@@ -150,7 +158,11 @@ class LitServer:
             if api.api_path in paths:
                 raise ValueError(f"two LitAPIs use api_path {api.api_path!r}; give each its own path")
             paths.add(api.api_path)
+        if worker_mode not in ("thread", "process"):
+            raise ValueError(f"worker_mode must be 'thread' or 'process', got {worker_mode!r}")
         self._apis = apis
+        self._worker_mode: WorkerMode = "process" if worker_mode == "process" else "thread"
+        self._restart_workers = bool(restart_workers)
         self._settings = ServerSettings(
             devices=tuple(resolve_devices(accelerator, devices)),
             workers_per_device=workers_per_device,
@@ -246,7 +258,14 @@ class LitServer:
             undo.callback(sock.close)
             bound_port = int(sock.getsockname()[1])
             endpoints = [Endpoint(api, self._settings.max_queue_size) for api in self._apis]
-            pool = WorkerPool(endpoints, self._settings.devices, self._settings.workers_per_device, self._errors)
+            pool = WorkerPool(
+                endpoints,
+                self._settings.devices,
+                self._settings.workers_per_device,
+                self._errors,
+                self._worker_mode,
+                self._restart_workers,
+            )
             undo.callback(pool.stop, _WORKER_JOIN_TIMEOUT_S)
             pool.start()
             gate = Gate()
@@ -383,6 +402,7 @@ class LitServer:
             "server": {
                 "devices": devices,
                 "workers_per_device": settings.workers_per_device,
+                "worker_mode": self._worker_mode,
                 "timeout": settings.timeout_s,
                 "max_queue_size": settings.max_queue_size,
                 "max_payload_size": settings.max_payload_bytes,

@@ -12,7 +12,7 @@ import enum
 import threading
 import time
 import traceback
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import final
 
@@ -108,17 +108,23 @@ class ErrorRecord:
 class ErrorLog:
     """Keeps the last unexpected error for the status; written rarely, from any thread."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_record: Callable[[ErrorRecord], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._last: ErrorRecord | None = None
         self._count = 0
+        self._on_record = on_record  # a worker process forwards each record to its parent
 
     def record(self, where: str, exc: BaseException) -> None:
         text = "".join(traceback.format_exception(exc))
-        summary = f"{type(exc).__name__}: {exc}"
+        self.keep(ErrorRecord(where, f"{type(exc).__name__}: {exc}", text, time.time()))
+
+    def keep(self, record: ErrorRecord) -> None:
+        """Keep an already formatted record (one that came from a worker process)."""
         with self._lock:
-            self._last = ErrorRecord(where, summary, text, time.time())
+            self._last = record
             self._count += 1
+        if self._on_record is not None:
+            self._on_record(record)
 
     @property
     def last(self) -> ErrorRecord | None:
@@ -135,6 +141,8 @@ class WorkerStatus:
     state: WorkerState
     served: int
     errors: int
+    pid: int | None = None  # the worker process, in process mode
+    restarts: int = 0  # how often its process was started again after dying
 
     @property
     def is_busy(self) -> bool:

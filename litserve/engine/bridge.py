@@ -13,7 +13,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
-__all__ = ["FutureReply", "Reply", "StreamReply", "call_in_loop", "deliver", "deliver_all", "push"]
+__all__ = [
+    "ChannelReply",
+    "FutureReply",
+    "Reply",
+    "StreamReply",
+    "abandon",
+    "call_in_loop",
+    "deliver",
+    "deliver_all",
+    "push",
+]
 
 T = TypeVar("T")
 
@@ -34,6 +44,18 @@ class FutureReply(Generic[T]):
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelReply:
+    """Where a result goes in a worker process: a message to the parent, which owns the real reply.
+
+    `send` writes one message to the parent (thread-safe); messages are `(kind, request_id, value)`
+    with kind "result", "chunk" or "dropped", or `("results", [(request_id, value), ...])`.
+    """
+
+    request_id: int
+    send: Callable[[Any], None]
+
+
+@dataclass(frozen=True, slots=True)
 class StreamReply(Generic[T]):
     """Where a streamed request's chunks go: an asyncio.Queue owned by `loop`, read by the response body."""
 
@@ -41,18 +63,24 @@ class StreamReply(Generic[T]):
     queue: asyncio.Queue[T]
 
 
-def push(reply: StreamReply[T], item: T) -> None:
+def push(reply: StreamReply[T] | ChannelReply, item: T) -> None:
     """Called on any thread: append one item to a stream. Items arrive in the order pushed."""
+    if isinstance(reply, ChannelReply):
+        reply.send(("chunk", reply.request_id, item))
+        return
     try:
         reply.loop.call_soon_threadsafe(reply.queue.put_nowait, item)
     except RuntimeError:
         pass  # the loop is closed: the server stopped and the stream is gone with it
 
 
-def deliver(reply: Reply[T] | FutureReply[T], value: T) -> None:
+def deliver(reply: Reply[T] | FutureReply[T] | ChannelReply, value: T) -> None:
     """Called on any thread: hand `value` to the request awaiting `reply`."""
     if isinstance(reply, FutureReply):
         _set_future_if_pending(reply.future, value)
+        return
+    if isinstance(reply, ChannelReply):
+        reply.send(("result", reply.request_id, value))
         return
     try:
         reply.loop.call_soon_threadsafe(_set_if_pending, reply.future, value)
@@ -61,19 +89,34 @@ def deliver(reply: Reply[T] | FutureReply[T], value: T) -> None:
         pass
 
 
-def deliver_all(results: Iterable[tuple[Reply[T] | FutureReply[T], T]]) -> None:
+def deliver_all(results: Iterable[tuple[Reply[T] | FutureReply[T] | ChannelReply, T]]) -> None:
     """Hand several results back with one wake-up of each loop (a batch costs one crossing)."""
     by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[T], T]]] = {}
+    by_channel: dict[Callable[[Any], None], list[tuple[int, T]]] = {}
     for reply, value in results:
         if isinstance(reply, FutureReply):
             _set_future_if_pending(reply.future, value)
+        elif isinstance(reply, ChannelReply):
+            by_channel.setdefault(reply.send, []).append((reply.request_id, value))
         else:
             by_loop.setdefault(reply.loop, []).append((reply.future, value))
+    for send, items in by_channel.items():
+        send(("results", items))
     for loop, pairs in by_loop.items():
         try:
             loop.call_soon_threadsafe(_set_all_pending, pairs)
         except RuntimeError:
             pass
+
+
+def abandon(reply: Any, reason: Any) -> None:
+    """A worker dropped the request without answering (client gone, deadline passed).
+
+    Its HTTP answer was already given on the loop, so only a worker process tells its parent, which
+    keeps a record of every request it handed over.
+    """
+    if isinstance(reply, ChannelReply):
+        reply.send(("dropped", reply.request_id, reason))
 
 
 def call_in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> bool:

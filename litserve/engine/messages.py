@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, final
 
 from litserve.codec import error_body
-from litserve.engine.bridge import FutureReply, Reply, StreamReply
+from litserve.engine.bridge import ChannelReply, FutureReply, Reply, StreamReply
 from litserve.exceptions import ErrorResponse
 from litserve.request_context import RequestContext
 
@@ -38,14 +39,19 @@ class Cancellation:
     CPython, and a worker that reads a stale `None` only runs work whose result will be dropped.
     """
 
-    __slots__ = ("reason",)
+    __slots__ = ("listener", "reason")
 
     def __init__(self) -> None:
         self.reason: DropReason | None = None
+        # Set in process mode: tells the worker process holding the request (called on the loop thread).
+        self.listener: Callable[[DropReason], None] | None = None
 
     def cancel(self, reason: DropReason) -> None:
         if self.reason is None:
             self.reason = reason
+            listener = self.listener
+            if listener is not None:
+                listener(reason)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +107,7 @@ class InferenceRequest:
     """
 
     payload: Any
-    reply: Reply[Outcome] | FutureReply[Outcome] | StreamReply[StreamItem]
+    reply: Reply[Outcome] | FutureReply[Outcome] | StreamReply[StreamItem] | ChannelReply
     deadline_s: float | None
     cancellation: Cancellation
     context: RequestContext | None = None

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from litserve.api import LitAPI
 from litserve.codec import encode_json
-from litserve.engine.bridge import StreamReply, push
+from litserve.engine.bridge import ChannelReply, StreamReply, abandon, push
 from litserve.engine.messages import STREAM_END, DropReason, InferenceRequest, Outcome, StreamItem, StreamStart
 from litserve.exceptions import REQUEST_TIMED_OUT
 from litserve.hooks import CONTEXT_HOOKS, HookPlan
@@ -152,6 +152,8 @@ class StreamFanout:
                 self._active.discard(j)
                 if reason is DropReason.TIMED_OUT:
                     push(_stream_reply(request), _TIMED_OUT)
+                else:
+                    abandon(request.reply, reason)
                 continue
             item = items[j]
             if item is None and is_batched:
@@ -172,9 +174,9 @@ class StreamFanout:
         self._active.clear()
 
 
-def _stream_reply(request: InferenceRequest) -> StreamReply[StreamItem]:
+def _stream_reply(request: InferenceRequest) -> StreamReply[StreamItem] | ChannelReply:
     reply = request.reply
-    assert isinstance(reply, StreamReply), "a streaming endpoint's requests carry a StreamReply"
+    assert isinstance(reply, StreamReply | ChannelReply), "a streaming endpoint's requests carry a StreamReply"
     return reply
 
 

@@ -1,14 +1,19 @@
-"""Endpoints and their workers: devices x workers_per_device threads per endpoint."""
+"""Endpoints and their workers: devices x workers_per_device threads per endpoint.
+
+In thread mode every worker is a thread of this process. In process mode each device gets one worker
+process with `workers_per_device` threads inside; here it is represented by its `ProcessWorker`.
+"""
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
 import copy
+import itertools
 import logging
 import time
-from collections.abc import Sequence
-from typing import final
+from collections.abc import Awaitable, Sequence
+from typing import Literal, Protocol, final
 
 from litserve.api import LitAPI
 from litserve.engine.messages import InferenceRequest
@@ -16,9 +21,33 @@ from litserve.engine.request_queue import RequestQueue
 from litserve.engine.worker import Worker
 from litserve.exceptions import WorkerSetupError
 from litserve.hooks import plan_hooks
-from litserve.status import EndpointCounters, EndpointStatus, ErrorLog, Latency, WorkerStatus
+from litserve.status import EndpointCounters, EndpointStatus, ErrorLog, Latency, WorkerCounters, WorkerStatus
 
-__all__ = ["Endpoint", "WorkerPool"]
+__all__ = ["Endpoint", "WorkerHandle", "WorkerMode", "WorkerPool"]
+
+WorkerMode = Literal["thread", "process"]
+
+
+class WorkerHandle(Protocol):
+    """What the pool, the status and /health need of a worker, whether a thread or a process."""
+
+    name: str
+    device: str
+    counters: WorkerCounters
+    restarts: int
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def ready(self) -> concurrent.futures.Future[None]: ...
+
+    def start(self) -> None: ...
+
+    def join(self, timeout_s: float | None) -> bool: ...
+
+    def is_healthy(self) -> bool | Awaitable[bool]: ...
+
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +62,7 @@ class Endpoint:
         self.plan = plan_hooks(api)
         self.queue: RequestQueue[InferenceRequest] = RequestQueue(max_queue_size)
         self.counters = EndpointCounters()
-        self.workers: list[Worker] = []
+        self.workers: list[WorkerHandle] = []
 
     def status(self) -> EndpointStatus:
         """A snapshot of this endpoint's counters, queue and workers (read from any thread)."""
@@ -43,7 +72,9 @@ class Endpoint:
         for worker in self.workers:
             c = worker.counters
             batch_sizes.update(dict(c.batch_sizes))  # dict() copies atomically under the GIL
-            workers.append(WorkerStatus(worker.name, worker.device, c.state, c.served, c.errors))
+            workers.append(
+                WorkerStatus(worker.name, worker.device, c.state, c.served, c.errors, worker.pid, worker.restarts)
+            )
         return EndpointStatus(
             path=self.path,
             queue_depth=self.queue.qsize(),
@@ -71,6 +102,19 @@ def _copy_api(api: LitAPI) -> LitAPI:
         ) from exc
 
 
+def _ship_api(api: LitAPI) -> bytes:
+    """The LitAPI by value, so a class defined in a notebook cell or a script's __main__ works in a child."""
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps(api))
+    except Exception as exc:
+        raise TypeError(
+            f"process mode ships {type(api).__name__} to each worker process, but it cannot be pickled ({exc}); "
+            "create models, locks and connections in setup(), not in __init__"
+        ) from exc
+
+
 def _worker_label(device: str) -> str:
     return device.replace(":", "")
 
@@ -80,20 +124,48 @@ class WorkerPool:
     """Creates, starts and stops every worker thread of a server."""
 
     def __init__(
-        self, endpoints: Sequence[Endpoint], devices: Sequence[str], workers_per_device: int, errors: ErrorLog
+        self,
+        endpoints: Sequence[Endpoint],
+        devices: Sequence[str],
+        workers_per_device: int,
+        errors: ErrorLog,
+        mode: WorkerMode = "thread",
+        restart_processes: bool = True,
     ) -> None:
         self._endpoints = list(endpoints)
-        number = 0
+        number = itertools.count()
         for endpoint in self._endpoints:
-            for device in devices:
-                for _ in range(workers_per_device):
-                    name = f"litserve-worker-{_worker_label(device)}-{number}"
-                    worker = Worker(name, _copy_api(endpoint.api), device, endpoint.queue, errors, endpoint.plan)
-                    endpoint.workers.append(worker)
-                    number += 1
+            if mode == "process":
+                api_bytes = _ship_api(endpoint.api)
+            for index, device in enumerate(devices):
+                names = tuple(
+                    f"litserve-worker-{_worker_label(device)}-{next(number)}" for _ in range(workers_per_device)
+                )
+                if mode == "process":
+                    from litserve.runtime.process import ProcessWorker, credits_for
+
+                    credits = credits_for(endpoint.api.max_batch_size, workers_per_device)
+                    endpoint.workers.append(
+                        ProcessWorker(
+                            f"litserve-proxy-{_worker_label(device)}-{index}",
+                            api_bytes,
+                            device,
+                            names,
+                            endpoint.queue,
+                            errors,
+                            endpoint.plan,
+                            credits,
+                            restart_processes,
+                        )
+                    )
+                    continue
+                for name in names:
+                    endpoint.workers.append(
+                        Worker(name, _copy_api(endpoint.api), device, endpoint.queue, errors, endpoint.plan)
+                    )
 
     @property
-    def workers(self) -> list[Worker]:
+    def workers(self) -> list[WorkerHandle]:
         return [w for e in self._endpoints for w in e.workers]
 
     def start(self) -> None:

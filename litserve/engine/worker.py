@@ -12,14 +12,14 @@ import concurrent.futures
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, final
 
 from litserve.api import LitAPI
 from litserve.engine import bridge
 from litserve.engine.async_pipeline import answer_async, stream_async
 from litserve.engine.batcher import Batch, collect_batch
-from litserve.engine.bridge import FutureReply, Reply, StreamReply, deliver, deliver_all
+from litserve.engine.bridge import ChannelReply, FutureReply, Reply, StreamReply, deliver, deliver_all
 from litserve.engine.devices import DeviceRuntime
 from litserve.engine.messages import DropReason, InferenceRequest, Outcome
 from litserve.engine.pipeline import BatchSizeMismatchError, Hooks, answer, stream
@@ -78,6 +78,19 @@ class Worker:
         """Resolves when setup() finished, or carries setup()'s exception."""
         return self._ready
 
+    restarts = 0
+
+    @property
+    def pid(self) -> int | None:
+        return None  # runs in the server's own process
+
+    def is_healthy(self) -> bool | Awaitable[bool]:
+        """Past setup() and the LitAPI's own `health()` agrees (which may be a coroutine)."""
+        api = self._api
+        if api is None or self.counters.state not in (WorkerState.IDLE, WorkerState.BUSY):
+            return False
+        return api.health()
+
     def start(self) -> None:
         self._thread.start()
 
@@ -123,7 +136,8 @@ class Worker:
         if batch is not None:
             if batch.requests:
                 self.counters.batch_sizes[len(batch.requests)] += 1
-            for _, reason in batch.dropped:
+            for request, reason in batch.dropped:
+                bridge.abandon(request.reply, reason)
                 if reason is DropReason.TIMED_OUT:
                     self.counters.dropped_timed_out += 1
                 else:
@@ -231,7 +245,7 @@ class Worker:
         return Outcome.failure(answer)
 
 
-def _reply(request: InferenceRequest) -> Reply[Any] | FutureReply[Any]:
+def _reply(request: InferenceRequest) -> Reply[Any] | FutureReply[Any] | ChannelReply:
     reply = request.reply
     assert not isinstance(reply, StreamReply), "a non-streaming endpoint's requests carry a Reply"
     return reply

@@ -201,10 +201,7 @@ def health(context: WebContext) -> Any:
             return not_ready()
         for endpoint in context.endpoints:
             for worker in endpoint.workers:
-                api = worker.api
-                if api is None:
-                    return not_ready()
-                verdict = api.health()
+                verdict = worker.is_healthy()
                 if inspect.isawaitable(verdict):
                     verdict = await verdict
                 if not verdict:

@@ -1,0 +1,121 @@
+"""The worker process: `python -m litserve.runtime.child FD`, started by `runtime.process`.
+
+It runs the same worker threads as thread mode on its own request queue. The parent sends requests,
+cancellations and "stop" over the socket; answers go back through `bridge.ChannelReply`. When the
+parent goes away (even killed), the socket reads end of stream and this process exits at once.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["ChildInit", "main"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChildInit:
+    """The first message: everything a worker process needs to start its workers."""
+
+    api_bytes: bytes  # the LitAPI, cloudpickled by value so notebook-defined classes work
+    device: str
+    worker_names: tuple[str, ...]
+    sys_path: tuple[str, ...]
+    log_level: int
+
+
+def main() -> None:
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    # Imported here so `python -m` starts fast enough to read its first message promptly.
+    from litserve.runtime.ipc import Link, LinkClosedError
+
+    link = Link(sock)
+    try:
+        init: ChildInit = link.recv()
+    except LinkClosedError:
+        os._exit(0)
+    sys.path[:] = list(init.sys_path)
+    logging.basicConfig(level=init.log_level, format=f"%(levelname)s [worker process {os.getpid()}] %(message)s")
+    try:
+        _serve(link, init)
+    except LinkClosedError:
+        pass
+    # Worker threads may still sit in a user's hook; the parent is gone or asked us to stop.
+    os._exit(0)
+
+
+def _serve(link: Any, init: ChildInit) -> None:
+    import cloudpickle
+
+    from litserve.engine.bridge import ChannelReply
+    from litserve.engine.messages import Cancellation, InferenceRequest, Outcome, StreamEnd
+    from litserve.engine.request_queue import RequestQueue
+    from litserve.engine.worker import Worker
+    from litserve.hooks import plan_hooks
+    from litserve.status import ErrorLog
+
+    try:
+        api = cloudpickle.loads(init.api_bytes)
+        plan = plan_hooks(api)
+    except BaseException as exc:
+        link.send(("setup_failed", f"{type(exc).__name__}: {exc}", _format(exc)))
+        return
+    requests: RequestQueue[InferenceRequest] = RequestQueue()
+    cancellations: dict[int, Cancellation] = {}
+
+    def send(message: Any) -> None:
+        # Workers answer through here; a request's cancellation is forgotten with its final message.
+        kind = message[0]
+        if kind == "results":
+            for request_id, _ in message[1]:
+                cancellations.pop(request_id, None)
+        elif kind in ("result", "dropped") or (kind == "chunk" and isinstance(message[2], Outcome | StreamEnd)):
+            cancellations.pop(message[1], None)
+        link.send(message)
+
+    errors = ErrorLog(on_record=lambda record: link.send(("error", record)))
+    workers = [Worker(name, copy.deepcopy(api), init.device, requests, errors, plan) for name in init.worker_names]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        failure = worker.ready.exception()
+        if failure is not None:
+            link.send(("setup_failed", f"{type(failure).__name__}: {failure}", _format(failure)))
+            return
+    link.send(("ready", os.getpid()))
+    while True:
+        message = link.recv()
+        kind = message[0]
+        if kind == "request":
+            _, request_id, payload, deadline_s, context, model_data = message
+            if model_data is not None and plan.body_model is not None:
+                payload = plan.body_model.model_validate(model_data)
+            cancellation = Cancellation()
+            cancellations[request_id] = cancellation
+            reply = ChannelReply(request_id, send)
+            requests.put_nowait(InferenceRequest(payload, reply, deadline_s, cancellation, context))
+        elif kind == "cancel":
+            cancelled = cancellations.get(message[1])
+            if cancelled is not None:
+                cancelled.cancel(message[2])
+        elif kind == "stop":
+            requests.close()
+            for worker in workers:
+                worker.join(message[1])
+            link.send(("stopped",))
+            return
+
+
+def _format(exc: BaseException) -> str:
+    import traceback
+
+    return "".join(traceback.format_exception(exc))
+
+
+if __name__ == "__main__":
+    main()
