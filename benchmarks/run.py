@@ -126,7 +126,9 @@ def parse_wrk(output: str) -> WrkResult:
     return result
 
 
-def wrk_command(url: str, concurrency: int, duration_s: float, cpu: int | None) -> list[str]:
+def wrk_command(
+    url: str, concurrency: int, duration_s: float, cpu: int | None, script: Path | None = None
+) -> list[str]:
     threads = 1 if concurrency == 1 else 2
     command = [
         "wrk",
@@ -135,14 +137,17 @@ def wrk_command(url: str, concurrency: int, duration_s: float, cpu: int | None) 
         f"-d{max(1, round(duration_s))}s",
         "--latency",
         "-s",
-        str(LUA_SCRIPT),
+        str(LUA_SCRIPT if script is None else script),
         url,
     ]
     return _pinned(command, cpu)
 
 
-def run_wrk(url: str, concurrency: int, duration_s: float, cpu: int | None) -> tuple[WrkResult, str]:
-    command = wrk_command(url, concurrency, duration_s, cpu)
+def run_wrk(
+    url: str, concurrency: int, duration_s: float, cpu: int | None, script: Path | None = None
+) -> tuple[WrkResult, str]:
+    """Run wrk once (`script`: the Lua request script, default post.lua); raise if wrk fails."""
+    command = wrk_command(url, concurrency, duration_s, cpu, script)
     # wrk stops by itself after -d; the timeout only guards against a wedged run.
     done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + 30, check=False)
     output = done.stdout + done.stderr
@@ -167,12 +172,22 @@ def free_port() -> int:
 class ServerProcess:
     """A benchmark server subprocess, its log file, and a bounded stop by PID."""
 
-    def __init__(self, name: str, port: int, cpu: int | None, log_path: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        cpu: int | None,
+        log_path: Path,
+        command: list[str] | None = None,
+    ) -> None:
+        """Start `command` (default: `python SERVERS[name] PORT`), pinned to `cpu`, logging to `log_path`."""
         self.name = name
         self.port = port
         self.log_path = log_path
         self._log = log_path.open("wb")
-        command = _pinned([sys.executable, str(SERVERS[name]), str(port)], cpu)
+        if command is None:
+            command = [sys.executable, str(SERVERS[name]), str(port)]
+        command = _pinned(command, cpu)
         env = dict(os.environ)
         if name == "before":
             assert BEFORE_SOURCE is not None, "--before DIR is required for the 'before' server"
@@ -234,6 +249,16 @@ class ServerProcess:
         text = self.log_path.read_text(errors="replace")
         markers = ("Traceback", "ERROR", "Error", "Exception", "WARNING")
         return [line for line in text.splitlines() if any(marker in line for marker in markers)]
+
+
+def git_state() -> dict[str, Any]:
+    """The commit measured, and whether litserve/ had uncommitted changes (they are measured too)."""
+
+    def git(*command: str) -> str:
+        done = subprocess.run(["git", *command], cwd=HERE.parent, capture_output=True, text=True, check=False)
+        return done.stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"), "litserve_uncommitted": git("status", "--porcelain", "litserve")}
 
 
 # --- the benchmark -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from litserve.exceptions import ServerStartError as ServerStartError
 from litserve.exceptions import ServerStateError as ServerStateError
 from litserve.exceptions import WorkerSetupError as WorkerSetupError
 from litserve.request_context import RequestContext as RequestContext
+from litserve.request_context import UploadedFile as UploadedFile
 from litserve.server import LitServer as LitServer
 from litserve.status import ServerState as ServerState
 from litserve.status import ServerStatus as ServerStatus
@@ -36,6 +37,7 @@ __all__ = [
     "ServerState",
     "ServerStateError",
     "ServerStatus",
+    "UploadedFile",
     "WorkerSetupError",
 ]
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, final
 
-__all__ = ["RequestContext"]
+__all__ = ["RequestContext", "UploadedFile"]
 
 
 @final
@@ -59,3 +61,29 @@ class RequestContext(dict[str, Any]):
 
     def __repr__(self) -> str:
         return f"RequestContext({self.method} {self.path}, state={dict.__repr__(self)})"
+
+
+@dataclass(frozen=True, slots=True)
+class UploadedFile:
+    """A file from a multipart request, as `decode_request` receives it: `request["image"].read()`.
+
+    Held in memory (bodies are bounded by `max_payload_size`), so it can cross to a worker process.
+
+    Stability: beta.
+    """
+
+    filename: str | None
+    content_type: str | None
+    data: bytes
+
+    def read(self) -> bytes:
+        return self.data
+
+    @property
+    def file(self) -> io.BytesIO:
+        """A fresh file object over the data (as Starlette's `UploadFile.file` is used)."""
+        return io.BytesIO(self.data)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)

@@ -1,12 +1,11 @@
-"""Small LitAPIs shared by the tests."""
+"""Small LitAPIs shared by the tests; they work in worker threads and in worker processes alike."""
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from litserve import LitAPI
-from tests.helpers import Shared
+from tests.sync import CrossEvent, CrossLog, CrossSemaphore
 
 
 class SquareAPI(LitAPI):
@@ -30,12 +29,12 @@ class GatedSetupAPI(SquareAPI):
 
     def __init__(self) -> None:
         super().__init__()
-        self.entered = Shared(threading.Event())
-        self.gate = Shared(threading.Event())
+        self.entered = CrossEvent()
+        self.gate = CrossEvent()
 
     def setup(self, device: str) -> None:
-        self.entered.value.set()
-        assert self.gate.value.wait(10), "the test never opened the setup gate"
+        self.entered.set()
+        assert self.gate.wait(10), "the test never opened the setup gate"
         super().setup(device)
 
 
@@ -45,16 +44,16 @@ class FailingSetupAPI(SquareAPI):
 
 
 class GatedPredictAPI(SquareAPI):
-    """predict() announces each call, then waits until the test opens the gate."""
+    """predict() logs its input and announces the call, then waits until the test opens the gate."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.entered = Shared(threading.Semaphore(0))
-        self.gate = Shared(threading.Event())
-        self.calls = Shared([])
+        self.entered = CrossSemaphore()
+        self.gate = CrossEvent()
+        self.calls = CrossLog()
 
     def predict(self, x: Any) -> Any:
-        self.calls.value.append(x)
-        self.entered.value.release()
-        assert self.gate.value.wait(10), "the test never opened the predict gate"
+        self.calls.append(x)
+        self.entered.release()
+        assert self.gate.wait(10), "the test never opened the predict gate"
         return super().predict(x)

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
+
+from litserve import LitServer
+from tests.sync import remove_all
 
 
 @pytest.fixture(autouse=True)
@@ -13,3 +17,26 @@ def no_leaked_threads() -> Iterator[None]:
     yield
     leaked = [t.name for t in threading.enumerate() if t not in before and t.name.startswith("litserve-")]
     assert not leaked, f"threads outlived the test: {leaked}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remove_sync_files() -> Iterator[None]:
+    yield
+    remove_all()
+
+
+@pytest.fixture(params=["thread", "process"])
+def worker_mode(request: pytest.FixtureRequest) -> str:
+    """Run a test once with worker threads and once with worker processes: the behaviour must match."""
+    return str(request.param)
+
+
+@pytest.fixture
+def start_server(lit_server: Callable[..., LitServer], worker_mode: str) -> Callable[..., LitServer]:
+    """`lit_server` in the worker mode of this test run."""
+
+    def start(lit_api: Any, **kwargs: Any) -> LitServer:
+        kwargs.setdefault("worker_mode", worker_mode)
+        return lit_server(lit_api, **kwargs)
+
+    return start

@@ -20,8 +20,8 @@ def predict(server: LitServer, value: float) -> requests.Response:
     return requests.post(f"{server.url}/predict", json={"input": value}, timeout=30)
 
 
-def test_start_returns_a_ready_server_and_stop_frees_everything() -> None:
-    server = LitServer(SquareAPI(), accelerator="cpu").start(port=0)
+def test_start_returns_a_ready_server_and_stop_frees_everything(worker_mode: str) -> None:
+    server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode).start(port=0)
     try:
         assert server.state is ServerState.RUNNING
         response = predict(server, 4.0)
@@ -34,8 +34,8 @@ def test_start_returns_a_ready_server_and_stop_frees_everything() -> None:
     assert port_is_free(server.port or 0)
 
 
-def test_start_stop_start_on_the_same_port() -> None:
-    server = LitServer(SquareAPI(), accelerator="cpu").start(port=0)
+def test_start_stop_start_on_the_same_port(worker_mode: str) -> None:
+    server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode).start(port=0)
     port = server.port
     assert port is not None
     server.stop()
@@ -44,15 +44,15 @@ def test_start_stop_start_on_the_same_port() -> None:
         assert predict(server, 3).json() == {"output": 9}
     finally:
         server.stop()
-    other = LitServer(SquareAPI(), accelerator="cpu").start(port=port)
+    other = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode).start(port=port)
     try:
         assert predict(other, 5).json() == {"output": 25}
     finally:
         other.stop()
 
 
-def test_twenty_start_stop_cycles_leak_no_threads_or_sockets() -> None:
-    server = LitServer(SquareAPI(), accelerator="cpu", workers_per_device=2)
+def test_twenty_start_stop_cycles_leak_no_threads_or_sockets(worker_mode: str) -> None:
+    server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode, workers_per_device=2)
     server.start(port=0)
     port = server.port
     assert port is not None
@@ -70,8 +70,8 @@ def test_twenty_start_stop_cycles_leak_no_threads_or_sockets() -> None:
     assert port_is_free(port)
 
 
-def test_start_and_stop_are_idempotent_and_start_is_chainable() -> None:
-    server = LitServer(SquareAPI(), accelerator="cpu")
+def test_start_and_stop_are_idempotent_and_start_is_chainable(worker_mode: str) -> None:
+    server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode)
     assert server.start(port=0) is server
     assert server.start() is server  # already running: unchanged
     server.stop()
@@ -79,8 +79,8 @@ def test_start_and_stop_are_idempotent_and_start_is_chainable() -> None:
     assert server.state is ServerState.STOPPED
 
 
-def test_start_on_another_port_while_running_says_to_stop_first() -> None:
-    server = LitServer(SquareAPI(), accelerator="cpu").start(port=0)
+def test_start_on_another_port_while_running_says_to_stop_first(worker_mode: str) -> None:
+    server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode).start(port=0)
     try:
         with pytest.raises(ServerStateError, match="stop"):
             server.start(port=free_port())
@@ -88,17 +88,17 @@ def test_start_on_another_port_while_running_says_to_stop_first() -> None:
         server.stop()
 
 
-def test_context_manager_stops_the_server() -> None:
-    with LitServer(SquareAPI(), accelerator="cpu").start(port=0) as server:
+def test_context_manager_stops_the_server(worker_mode: str) -> None:
+    with LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode).start(port=0) as server:
         assert predict(server, 6).json() == {"output": 36}
         port = server.port
     assert server.state is ServerState.STOPPED
     assert port is not None and port_is_free(port)
 
 
-def test_start_inside_a_running_event_loop() -> None:
+def test_start_inside_a_running_event_loop(worker_mode: str) -> None:
     async def main() -> dict[str, float]:
-        server = LitServer(SquareAPI(), accelerator="cpu").start(port=0)
+        server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode).start(port=0)
         try:
             loop = asyncio.get_running_loop()
             response = await loop.run_in_executor(None, predict, server, 1.5)
@@ -109,9 +109,9 @@ def test_start_inside_a_running_event_loop() -> None:
     assert asyncio.run(main()) == {"output": 2.25}
 
 
-def test_failing_setup_raises_from_start_and_leaves_nothing_running() -> None:
+def test_failing_setup_raises_from_start_and_leaves_nothing_running(worker_mode: str) -> None:
     port = free_port()
-    server = LitServer(FailingSetupAPI(), accelerator="cpu", workers_per_device=2)
+    server = LitServer(FailingSetupAPI(), accelerator="cpu", worker_mode=worker_mode, workers_per_device=2)
     with pytest.raises(WorkerSetupError, match="model weights not found") as caught:
         server.start(port=port)
     assert isinstance(caught.value.__cause__, RuntimeError)
@@ -119,23 +119,23 @@ def test_failing_setup_raises_from_start_and_leaves_nothing_running() -> None:
     assert port_is_free(port)
 
 
-def test_taken_port_raises_from_start() -> None:
+def test_taken_port_raises_from_start(worker_mode: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         port = holder.getsockname()[1]
-        server = LitServer(SquareAPI(), accelerator="cpu")
+        server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode)
         with pytest.raises(PortInUseError, match=f"port {port}") as caught:
             server.start(port=port)
         assert isinstance(caught.value, OSError)
         assert server.state is ServerState.FAILED
 
 
-def test_starting_on_a_port_held_by_another_litserver_replaces_it() -> None:
-    first = LitServer(SquareAPI(), accelerator="cpu").start(port=0)
+def test_starting_on_a_port_held_by_another_litserver_replaces_it(worker_mode: str) -> None:
+    first = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode).start(port=0)
     port = first.port
     assert port is not None
-    second = LitServer(SquareAPI(), accelerator="cpu")
+    second = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode)
     try:
         second.start(port=port)
         assert first.state is ServerState.STOPPED
@@ -145,20 +145,20 @@ def test_starting_on_a_port_held_by_another_litserver_replaces_it() -> None:
         first.stop()
 
 
-def test_health_is_503_until_every_setup_finished() -> None:
+def test_health_is_503_until_every_setup_finished(worker_mode: str) -> None:
     api = GatedSetupAPI()
     port = free_port()
-    server = LitServer(api, accelerator="cpu")
+    server = LitServer(api, accelerator="cpu", worker_mode=worker_mode)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         started = pool.submit(server.start, port=port)
         try:
-            assert api.entered.value.wait(10)
+            assert api.entered.wait(10)
             # The port is bound and served while setup() runs: probes see "not ready".
             response = requests.get(f"http://127.0.0.1:{port}/health", timeout=10)
             assert (response.status_code, response.text) == (503, "not ready")
             assert not started.done()
         finally:
-            api.gate.value.set()
+            api.gate.set()
         started.result(timeout=10)
     try:
         response = requests.get(f"{server.url}/health", timeout=10)
@@ -167,26 +167,26 @@ def test_health_is_503_until_every_setup_finished() -> None:
         server.stop()
 
 
-def test_stop_lets_an_in_flight_request_finish() -> None:
+def test_stop_lets_an_in_flight_request_finish(worker_mode: str) -> None:
     api = GatedPredictAPI()
-    server = LitServer(api, accelerator="cpu", shutdown_timeout=10).start(port=0)
+    server = LitServer(api, accelerator="cpu", worker_mode=worker_mode, shutdown_timeout=10).start(port=0)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         in_flight = pool.submit(predict, server, 5)
-        assert api.entered.value.acquire(timeout=10)
+        assert api.entered.acquire(timeout=10)
         stopping = pool.submit(server.stop)
         # The listener closes at once: new connections are refused while the old request runs.
         with pytest.raises(requests.ConnectionError):
             for _ in range(100):
                 requests.get(f"{server.url}/health", timeout=10)
         assert not stopping.done()
-        api.gate.value.set()
+        api.gate.set()
         assert in_flight.result(timeout=10).json() == {"output": 25}
         stopping.result(timeout=10)
     assert server.state is ServerState.STOPPED
 
 
-def test_two_hundred_concurrent_requests_each_get_their_own_answer() -> None:
-    server = LitServer(SquareAPI(), accelerator="cpu", workers_per_device=2).start(port=0)
+def test_two_hundred_concurrent_requests_each_get_their_own_answer(worker_mode: str) -> None:
+    server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode, workers_per_device=2).start(port=0)
     try:
         with concurrent.futures.ThreadPoolExecutor(64) as pool:
             answers = list(pool.map(lambda i: predict(server, i).json(), range(200)))
@@ -198,17 +198,17 @@ def test_two_hundred_concurrent_requests_each_get_their_own_answer() -> None:
         server.stop()
 
 
-def test_two_workers_per_device_run_two_predicts_at_the_same_time() -> None:
+def test_two_workers_per_device_run_two_predicts_at_the_same_time(worker_mode: str) -> None:
     api = GatedPredictAPI()
-    server = LitServer(api, accelerator="cpu", workers_per_device=2).start(port=0)
+    server = LitServer(api, accelerator="cpu", worker_mode=worker_mode, workers_per_device=2).start(port=0)
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             first = pool.submit(predict, server, 2)
             second = pool.submit(predict, server, 3)
             # Both predicts are inside the hook together before either may finish.
-            assert api.entered.value.acquire(timeout=10)
-            assert api.entered.value.acquire(timeout=10)
-            api.gate.value.set()
+            assert api.entered.acquire(timeout=10)
+            assert api.entered.acquire(timeout=10)
+            api.gate.set()
             assert {first.result(10).json()["output"], second.result(10).json()["output"]} == {4, 9}
         assert sorted(w.name for w in server.status.workers) == ["litserve-worker-cpu-0", "litserve-worker-cpu-1"]
     finally:
@@ -226,8 +226,8 @@ class _LineWatcher(logging.Handler):
             self.seen.set()
 
 
-def test_run_logs_startup_lines_and_returns_when_stopped_from_another_thread() -> None:
-    server = LitServer(SquareAPI(), accelerator="cpu")
+def test_run_logs_startup_lines_and_returns_when_stopped_from_another_thread(worker_mode: str) -> None:
+    server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode)
     watcher = _LineWatcher("Application startup complete.")
     litserve_logger = logging.getLogger("litserve")
     litserve_logger.addHandler(watcher)

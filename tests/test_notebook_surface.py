@@ -50,8 +50,8 @@ class TextStreamAPI(LitAPI):
 # --- Client -----------------------------------------------------------------------------------------
 
 
-def test_client_predict_health_info_and_errors(lit_server: Start) -> None:
-    server = lit_server(TeapotAPI())
+def test_client_predict_health_info_and_errors(start_server: Start) -> None:
+    server = start_server(TeapotAPI())
     client = server.client()
     assert client.health()
     assert client.predict({"input": 4.0}) == {"output": 16.0}
@@ -65,8 +65,8 @@ def test_client_predict_health_info_and_errors(lit_server: Start) -> None:
     client.close()
 
 
-def test_client_async_inside_a_running_loop(lit_server: Start) -> None:
-    server = lit_server(SquareAPI(), workers_per_device=2)
+def test_client_async_inside_a_running_loop(start_server: Start) -> None:
+    server = start_server(SquareAPI(), workers_per_device=2)
     client = Client(server.url)
 
     async def cell() -> list[Any]:
@@ -76,8 +76,8 @@ def test_client_async_inside_a_running_loop(lit_server: Start) -> None:
     assert asyncio.run(cell()) == [{"output": i * i} for i in range(20)]
 
 
-def test_client_streams_ndjson_and_text(lit_server: Start) -> None:
-    server = lit_server([TokenStreamAPI(), _on_path(TextStreamAPI(), "/text")])
+def test_client_streams_ndjson_and_text(start_server: Start) -> None:
+    server = start_server([TokenStreamAPI(), _on_path(TextStreamAPI(), "/text")])
     client = server.client()
     assert list(client.stream({"n": 3})) == [{"token": 0}, {"token": 1}, {"token": 2}]
     assert "".join(client.stream({}, path="/text")) == "hello"
@@ -94,8 +94,8 @@ def _on_path(api: LitAPI, path: str) -> LitAPI:
     return api
 
 
-def test_client_passes_the_api_key(lit_server: Start) -> None:
-    server = lit_server(SquareAPI(), api_key="s3cret")
+def test_client_passes_the_api_key(start_server: Start) -> None:
+    server = start_server(SquareAPI(), api_key="s3cret")
     assert server.client().predict({"input": 3}) == {"output": 9}
     with pytest.raises(RequestFailedError) as caught:
         Client(server.url).predict({"input": 3})
@@ -111,8 +111,8 @@ def test_client_rejects_a_url_it_cannot_use() -> None:
 # --- LitServer.predict --------------------------------------------------------------------------------
 
 
-def test_in_process_predict_uses_the_same_workers(lit_server: Start) -> None:
-    server = lit_server(TeapotAPI())
+def test_in_process_predict_uses_the_same_workers(start_server: Start) -> None:
+    server = start_server(TeapotAPI())
     assert server.predict({"input": 5}) == {"output": 25}
     with pytest.raises(RequestFailedError) as caught:
         server.predict({"input": "tea"})
@@ -120,13 +120,13 @@ def test_in_process_predict_uses_the_same_workers(lit_server: Start) -> None:
     assert server.status.workers[0].served == 1
 
 
-def test_in_process_predict_times_out_like_http() -> None:
+def test_in_process_predict_times_out_like_http(worker_mode: str) -> None:
     api = GatedPredictAPI()
-    with LitServer(api, accelerator="cpu", timeout=0.2).start(port=0) as server:
+    with LitServer(api, accelerator="cpu", worker_mode=worker_mode, timeout=0.2).start(port=0) as server:
         with pytest.raises(RequestFailedError) as caught:
             server.predict({"input": 2})
         assert caught.value.status_code == 504
-        api.gate.value.set()
+        api.gate.set()
 
 
 def test_predict_before_start_says_what_to_do() -> None:

@@ -26,7 +26,6 @@ class ChildInit:
     device: str
     worker_names: tuple[str, ...]
     sys_path: tuple[str, ...]
-    log_level: int
 
 
 def main() -> None:
@@ -40,7 +39,11 @@ def main() -> None:
     except LinkClosedError:
         os._exit(0)
     sys.path[:] = list(init.sys_path)
-    logging.basicConfig(level=init.log_level, format=f"%(levelname)s [worker process {os.getpid()}] %(message)s")
+    # Errors travel to the server process, which logs them and keeps the last one for its status;
+    # logging them here as well would print every traceback twice.
+    quiet = logging.getLogger("litserve")
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
     try:
         _serve(link, init)
     except LinkClosedError:
@@ -103,12 +106,30 @@ def _serve(link: Any, init: ChildInit) -> None:
             cancelled = cancellations.get(message[1])
             if cancelled is not None:
                 cancelled.cancel(message[2])
+        elif kind == "health":
+            link.send(("health", message[1], _all_healthy(workers)))
         elif kind == "stop":
             requests.close()
             for worker in workers:
                 worker.join(message[1])
             link.send(("stopped",))
             return
+
+
+def _all_healthy(workers: list[Any]) -> bool:
+    import asyncio
+    import inspect
+
+    async def settle(verdict: Any) -> Any:
+        return await verdict
+
+    for worker in workers:
+        verdict = worker.is_healthy()
+        if inspect.isawaitable(verdict):
+            verdict = asyncio.run(settle(verdict))
+        if not verdict:
+            return False
+    return True
 
 
 def _format(exc: BaseException) -> str:

@@ -15,6 +15,7 @@ Batches are formed in the child, from its own queue, by the same worker loop as 
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import itertools
 import logging
@@ -23,6 +24,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Awaitable
 from typing import final
 
 from litserve.engine import bridge
@@ -39,7 +41,7 @@ __all__ = ["ProcessWorker", "RemoteError", "credits_for"]
 logger = logging.getLogger(__name__)
 
 _PROCESS_DIED = Outcome.failure(ErrorResponse(500, "Internal server error"))
-_SETUP_TIMEOUT_S = None  # setup() may load a large model; start() waits as long as thread mode does
+_HEALTH_TIMEOUT_S = 5.0  # a worker process that cannot say it is healthy within this is not
 
 
 class RemoteError(Exception):
@@ -71,7 +73,6 @@ class ProcessWorker:
             device=device,
             worker_names=worker_names,
             sys_path=tuple(sys.path),
-            log_level=logging.getLogger("litserve").getEffectiveLevel(),
         )
         self._source = source
         self._errors = errors
@@ -83,6 +84,7 @@ class ProcessWorker:
         self._stopping = False
         self._lock = threading.Lock()
         self._pending: dict[int, InferenceRequest] = {}
+        self._health_checks: dict[int, bridge.Reply[bool]] = {}
         self._ids = itertools.count()
         self._process: subprocess.Popen[bytes] | None = None
         self._link: Link | None = None
@@ -100,8 +102,30 @@ class ProcessWorker:
         process = self._process
         return None if process is None else process.pid
 
-    def is_healthy(self) -> bool:
-        return self.counters.state in (WorkerState.IDLE, WorkerState.BUSY)
+    def is_healthy(self) -> bool | Awaitable[bool]:
+        """Serving, and the LitAPI's own `health()` agrees in the child (asked over the socket)."""
+        link = self._link
+        if link is None or self.counters.state not in (WorkerState.IDLE, WorkerState.BUSY):
+            return False
+        loop = asyncio.get_running_loop()  # called by the /health route, on the HTTP loop
+        future: asyncio.Future[bool] = loop.create_future()
+        token = next(self._ids)
+        with self._lock:
+            self._health_checks[token] = bridge.Reply(loop, future)
+        try:
+            link.send(("health", token))
+        except LinkClosedError:
+            return False
+        return self._health_verdict(token, future)
+
+    async def _health_verdict(self, token: int, future: asyncio.Future[bool]) -> bool:
+        try:
+            return await asyncio.wait_for(future, _HEALTH_TIMEOUT_S)
+        except TimeoutError:
+            return False
+        finally:
+            with self._lock:
+                self._health_checks.pop(token, None)
 
     def start(self) -> None:
         self._receiver.start()
@@ -200,9 +224,14 @@ class ProcessWorker:
                 self._dropped(message[1], message[2])
             elif kind == "error":
                 record: ErrorRecord = message[1]
-                self._errors.keep(
-                    ErrorRecord(f"{self.name}/{record.where}", record.summary, record.traceback, record.at_s)
-                )
+                where = f"{self.name}/{record.where}"
+                self._errors.keep(ErrorRecord(where, record.summary, record.traceback, record.at_s))
+                logger.error("%s raised in worker process %s:\n%s", where, self.pid, record.traceback)
+            elif kind == "health":
+                with self._lock:
+                    waiting = self._health_checks.get(message[1])
+                if waiting is not None:
+                    bridge.deliver(waiting, bool(message[2]))
             elif kind == "stopped":
                 return
 
@@ -273,6 +302,11 @@ class ProcessWorker:
             link.send(("request", request_id, payload, request.deadline_s, request.context, model_data))
         except LinkClosedError:
             return  # the receiver sees the child's death and fails this request with the others
+        except Exception as exc:  # the payload cannot be pickled: fail this request, keep serving
+            self._errors.record(self.name, exc)
+            logger.error("could not send a request to %s", self.name, exc_info=exc)
+            self._answer(request_id, _PROCESS_DIED)
+            return
         self.counters.state = WorkerState.BUSY
         cancellation = request.cancellation
         cancellation.listener = lambda reason: self._cancel(request_id, reason)
@@ -335,5 +369,10 @@ class ProcessWorker:
 
 
 def credits_for(max_batch_size: int, workers: int) -> int:
-    """How many requests a child may hold: enough for every worker to fill a batch and queue the next."""
-    return max(2, 2 * max_batch_size * workers)
+    """How many requests a child may hold: one full batch per worker thread, no more.
+
+    Everything else waits in the server's queue, where queue depth, max_queue_size, deadlines and
+    hang-ups behave exactly as in thread mode. The price is a short gap between batches while an
+    answer travels back and the next request travels over.
+    """
+    return max_batch_size * workers

@@ -9,6 +9,7 @@ from quart import Request
 
 from litserve.codec import decode_json
 from litserve.exceptions import INVALID_JSON, ErrorResponse
+from litserve.request_context import UploadedFile
 
 __all__ = ["FORM_MIMETYPES", "read_payload"]
 
@@ -33,7 +34,9 @@ async def read_payload(request: Request, body_model: type[BaseModel] | None) -> 
         # The parser leaves a body it cannot read (multipart without a boundary) in the socket; answering
         # before it is consumed would break the keep-alive connection for the client's next request.
         await request.body
-        fields: dict[str, Any] = {**form.to_dict(), **files.to_dict()}
+        fields: dict[str, Any] = form.to_dict()
+        for name, upload in files.items():
+            fields[name] = UploadedFile(upload.filename, upload.content_type, upload.read())
         if body_model is None:
             return fields
         try:

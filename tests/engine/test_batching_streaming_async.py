@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -16,7 +15,8 @@ import torch
 
 from litserve import HTTPException, LitAPI, LitServer
 from litserve.testing import serving
-from tests.helpers import Shared, raw_request, wait_until
+from tests.helpers import raw_request, wait_until
+from tests.sync import CrossEvent, CrossLog, CrossSemaphore
 
 Start = Callable[..., LitServer]
 
@@ -33,9 +33,9 @@ class RecordingBatchAPI(LitAPI):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.sizes = Shared([])
-        self.arrived = Shared(threading.Semaphore(0))
-        self.gate = Shared(threading.Event())
+        self.sizes = CrossLog()
+        self.arrived = CrossSemaphore()
+        self.gate = CrossEvent()
 
     def decode_request(self, request: Any) -> Any:
         if request["input"] < 0:
@@ -43,63 +43,63 @@ class RecordingBatchAPI(LitAPI):
         return request["input"]
 
     def predict(self, x: Any) -> Any:
-        self.sizes.value.append(len(x))
-        self.arrived.value.release()
-        assert self.gate.value.wait(10)
+        self.sizes.append(len(x))
+        self.arrived.release()
+        assert self.gate.wait(10)
         return [v * v for v in x]
 
     def encode_response(self, output: Any) -> Any:
         return {"output": output}
 
 
-def test_batches_form_up_to_max_batch_size_and_each_answer_is_its_own() -> None:
+def test_batches_form_up_to_max_batch_size_and_each_answer_is_its_own(worker_mode: str) -> None:
     api = RecordingBatchAPI(max_batch_size=4, batch_timeout=0.5)
-    with serving(api) as server, concurrent.futures.ThreadPoolExecutor(8) as pool:
+    with serving(api, worker_mode=worker_mode) as server, concurrent.futures.ThreadPoolExecutor(8) as pool:
         first = pool.submit(post, server, {"input": 0})
-        assert api.arrived.value.acquire(timeout=10)  # the worker is busy with the first request
+        assert api.arrived.acquire(timeout=10)  # the worker is busy with the first request
         rest = [pool.submit(post, server, {"input": i}) for i in range(1, 8)]
         assert wait_until(lambda: server.status.endpoints[0].queue_depth == 7)
-        api.gate.value.set()
+        api.gate.set()
         answers = [first.result(10).json()] + [f.result(10).json() for f in rest]
     assert answers == [{"output": i * i} for i in range(8)]
-    assert api.sizes.value[0] == 1
-    assert max(api.sizes.value) == 4 and all(size <= 4 for size in api.sizes.value)
-    assert sum(api.sizes.value) == 8
+    assert api.sizes.values()[0] == 1
+    assert max(api.sizes.values()) == 4 and all(size <= 4 for size in api.sizes.values())
+    assert sum(api.sizes.values()) == 8
 
 
-def test_a_lone_request_is_served_as_a_batch_of_one() -> None:
+def test_a_lone_request_is_served_as_a_batch_of_one(worker_mode: str) -> None:
     api = RecordingBatchAPI(max_batch_size=8, batch_timeout=0.05)
-    api.gate.value.set()
-    with serving(api) as server:
+    api.gate.set()
+    with serving(api, worker_mode=worker_mode) as server:
         assert post(server, {"input": 3}).json() == {"output": 9}
-    assert api.sizes.value == [1]
+    assert api.sizes.values() == [1]
 
 
-def test_a_decode_error_fails_only_its_own_item() -> None:
+def test_a_decode_error_fails_only_its_own_item(worker_mode: str) -> None:
     api = RecordingBatchAPI(max_batch_size=4, batch_timeout=0.5)
-    with serving(api) as server, concurrent.futures.ThreadPoolExecutor(4) as pool:
+    with serving(api, worker_mode=worker_mode) as server, concurrent.futures.ThreadPoolExecutor(4) as pool:
         first = pool.submit(post, server, {"input": 1})
-        assert api.arrived.value.acquire(timeout=10)
+        assert api.arrived.acquire(timeout=10)
         bad = pool.submit(post, server, {"input": -1})
         good = pool.submit(post, server, {"input": 2})
         assert wait_until(lambda: server.status.endpoints[0].queue_depth == 2)
-        api.gate.value.set()
+        api.gate.set()
         assert first.result(10).json() == {"output": 1}
         assert (bad.result(10).status_code, bad.result(10).json()) == (400, {"detail": "negative input"})
         assert good.result(10).json() == {"output": 4}
-    assert api.sizes.value == [1, 1]  # the failed item never reached predict
+    assert api.sizes.values() == [1, 1]  # the failed item never reached predict
 
 
 class TorchBatchAPI(LitAPI):
     def __init__(self) -> None:
         super().__init__(max_batch_size=4, batch_timeout=0.5)
-        self.kinds = Shared([])
+        self.kinds = CrossLog()
 
     def decode_request(self, request: Any) -> Any:
         return torch.tensor(request["input"], dtype=torch.float32)
 
     def predict(self, x: Any) -> Any:
-        self.kinds.value.append((type(x).__name__, tuple(x.shape)))
+        self.kinds.append((type(x).__name__, list(x.shape)))
         return x.sum(dim=1)
 
     def encode_response(self, output: Any) -> Any:
@@ -111,25 +111,25 @@ class NumpyBatchAPI(TorchBatchAPI):
         return np.asarray(request["input"], dtype=np.float64)
 
     def predict(self, x: Any) -> Any:
-        self.kinds.value.append((type(x).__name__, x.shape))
+        self.kinds.append((type(x).__name__, list(x.shape)))
         return x.sum(axis=1)
 
 
 @pytest.mark.parametrize(("api_class", "kind"), [(TorchBatchAPI, "Tensor"), (NumpyBatchAPI, "ndarray")])
-def test_default_batch_stacks_tensors_and_arrays(api_class: type[TorchBatchAPI], kind: str) -> None:
+def test_default_batch_stacks_tensors_and_arrays(api_class: type[TorchBatchAPI], kind: str, worker_mode: str) -> None:
     api = api_class()
-    with serving(api) as server, concurrent.futures.ThreadPoolExecutor(4) as pool:
+    with serving(api, worker_mode=worker_mode) as server, concurrent.futures.ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda i: post(server, {"input": [i, i, i]}).json(), range(4)))
     assert answers == [{"output": 3.0 * i} for i in range(4)]
-    assert {k for k, _ in api.kinds.value} == {kind}
-    assert all(shape[1:] == (3,) for _, shape in api.kinds.value)
+    assert {k for k, _ in api.kinds.values()} == {kind}
+    assert all(shape[1:] == [3] for _, shape in api.kinds.values())
 
 
-def test_server_level_batching_arguments_are_deprecated_but_work() -> None:
+def test_server_level_batching_arguments_are_deprecated_but_work(worker_mode: str) -> None:
     api = RecordingBatchAPI()
-    api.gate.value.set()
+    api.gate.set()
     with pytest.warns(DeprecationWarning) as warned:
-        server = LitServer(api, accelerator="cpu", max_batch_size=2, batch_timeout=0.01)
+        server = LitServer(api, accelerator="cpu", worker_mode=worker_mode, max_batch_size=2, batch_timeout=0.01)
     assert [str(w.message).split(";")[1] for w in warned] == [
         " pass it to the LitAPI instead: MyAPI(max_batch_size=2)",
         " pass it to the LitAPI instead: MyAPI(batch_timeout=0.01)",
@@ -147,9 +147,9 @@ class GatedStreamAPI(LitAPI):
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(stream=True, **kwargs)
-        self.step = Shared(threading.Semaphore(0))
-        self.closed = Shared(threading.Event())
-        self.produced = Shared([])
+        self.step = CrossSemaphore()
+        self.closed = CrossEvent()
+        self.produced = CrossLog()
 
     def decode_request(self, request: Any) -> Any:
         return request["n"]
@@ -158,33 +158,33 @@ class GatedStreamAPI(LitAPI):
         try:
             for i in range(n):
                 if i > 0:
-                    assert self.step.value.acquire(timeout=10), "the test never released the next chunk"
-                self.produced.value.append(i)
+                    assert self.step.acquire(timeout=10), "the test never released the next chunk"
+                self.produced.append(i)
                 yield {"token": i}
         finally:
-            self.closed.value.set()
+            self.closed.set()
 
 
-def test_chunks_reach_the_client_as_they_are_produced(lit_server: Start) -> None:
+def test_chunks_reach_the_client_as_they_are_produced(start_server: Start) -> None:
     api = GatedStreamAPI()
-    server = lit_server(api)
+    server = start_server(api)
     with requests.post(server.url + "/predict", json={"n": 3}, stream=True, timeout=30) as response:
         assert response.headers["content-type"] == "application/x-ndjson"
         lines = response.iter_lines()
         # The first chunk arrives while predict is still blocked before producing the second.
         assert json.loads(next(lines)) == {"token": 0}
-        assert api.produced.value == [0]
-        api.step.value.release()
+        assert api.produced.values() == [0]
+        api.step.release()
         assert json.loads(next(lines)) == {"token": 1}
-        api.step.value.release()
+        api.step.release()
         assert json.loads(next(lines)) == {"token": 2}
         assert list(lines) == []
-    assert api.closed.value.wait(10)
+    assert api.closed.wait(10)
 
 
-def test_a_client_that_leaves_mid_stream_closes_the_generator(lit_server: Start) -> None:
+def test_a_client_that_leaves_mid_stream_closes_the_generator(start_server: Start) -> None:
     api = GatedStreamAPI()
-    server = lit_server(api)
+    server = start_server(api)
     assert server.port is not None
     sock = raw_request(server.port, "/predict", b'{"n": 1000}')
     received = b""
@@ -194,20 +194,20 @@ def test_a_client_that_leaves_mid_stream_closes_the_generator(lit_server: Start)
         received += chunk
     sock.close()
     assert wait_until(lambda: server.status.endpoints[0].cancelled == 1)
-    api.step.value.release()  # the generator yields once more, sees the client is gone, and is closed
-    assert api.closed.value.wait(10)
-    assert api.produced.value == [0, 1]
+    api.step.release()  # the generator yields once more, sees the client is gone, and is closed
+    assert api.closed.wait(10)
+    assert api.produced.values() == [0, 1]
     assert post(server, {"n": 1}).status_code == 200  # the worker moved on
 
 
-def test_the_deadline_ends_a_running_stream_with_an_error_line() -> None:
+def test_the_deadline_ends_a_running_stream_with_an_error_line(worker_mode: str) -> None:
     api = GatedStreamAPI()
-    with serving(api, timeout=0.3) as server:
+    with serving(api, worker_mode=worker_mode, timeout=0.3) as server:
         response = requests.post(server.url + "/predict", json={"n": 5}, timeout=30)
         assert response.status_code == 200
         assert response.content.splitlines() == [b'{"token":0}', b'{"error":"Request timed out","status":504}']
-        api.step.value.release()
-        assert api.closed.value.wait(10)
+        api.step.release()
+        assert api.closed.wait(10)
 
 
 class FailingStreamAPI(LitAPI):
@@ -222,8 +222,8 @@ class FailingStreamAPI(LitAPI):
         raise RuntimeError("broke mid-stream")
 
 
-def test_errors_before_and_after_the_first_chunk(lit_server: Start) -> None:
-    server = lit_server(FailingStreamAPI())
+def test_errors_before_and_after_the_first_chunk(start_server: Start) -> None:
+    server = start_server(FailingStreamAPI())
     early = post(server, {"early": True})
     assert (early.status_code, early.json()) == (418, {"detail": "no tea"})
     late = post(server, {})
@@ -237,32 +237,32 @@ class UnevenBatchedStreamAPI(LitAPI):
 
     def __init__(self) -> None:
         super().__init__(max_batch_size=4, batch_timeout=0.5, stream=True)
-        self.sizes = Shared([])
-        self.arrived = Shared(threading.Semaphore(0))
-        self.gate = Shared(threading.Event())
+        self.sizes = CrossLog()
+        self.arrived = CrossSemaphore()
+        self.gate = CrossEvent()
 
     def decode_request(self, request: Any) -> Any:
         return request["length"]
 
     def predict(self, lengths: list[int]) -> Iterator[list[Any]]:
-        self.sizes.value.append(len(lengths))
-        self.arrived.value.release()
-        assert self.gate.value.wait(10)
+        self.sizes.append(len(lengths))
+        self.arrived.release()
+        assert self.gate.wait(10)
         for step in range(max(lengths)):
             yield [f"{length}:{step};" if step < length else None for length in lengths]
 
 
-def test_batched_streams_of_uneven_lengths() -> None:
+def test_batched_streams_of_uneven_lengths(worker_mode: str) -> None:
     api = UnevenBatchedStreamAPI()
-    with serving(api) as server, concurrent.futures.ThreadPoolExecutor(4) as pool:
+    with serving(api, worker_mode=worker_mode) as server, concurrent.futures.ThreadPoolExecutor(4) as pool:
         first = pool.submit(post, server, {"length": 2})
-        assert api.arrived.value.acquire(timeout=10)
+        assert api.arrived.acquire(timeout=10)
         rest = [pool.submit(post, server, {"length": n}) for n in (1, 3, 4)]
         assert wait_until(lambda: server.status.endpoints[0].queue_depth == 3)
-        api.gate.value.set()
+        api.gate.set()
         bodies = [f.result(10).text for f in [first, *rest]]
     assert bodies == ["2:0;2:1;", "1:0;", "3:0;3:1;3:2;", "4:0;4:1;4:2;4:3;"]
-    assert api.sizes.value == [1, 3]
+    assert api.sizes.values() == [1, 3]
 
 
 # --- async ----------------------------------------------------------------------------------------------
@@ -294,8 +294,11 @@ class OverlapAPI(LitAPI):
 
 
 @pytest.mark.timeout(120)
-def test_one_async_worker_serves_a_hundred_requests_at_once() -> None:
-    with serving(OverlapAPI(100), workers_per_device=1) as server, concurrent.futures.ThreadPoolExecutor(100) as pool:
+def test_one_async_worker_serves_a_hundred_requests_at_once(worker_mode: str) -> None:
+    with (
+        serving(OverlapAPI(100), worker_mode=worker_mode, workers_per_device=1) as server,
+        concurrent.futures.ThreadPoolExecutor(100) as pool,
+    ):
         answers = list(pool.map(lambda i: post(server, {"input": i}).json(), range(100)))
     assert answers == [{"output": 2 * i} for i in range(100)]
     assert [w.name for w in server.status.workers] == ["litserve-worker-cpu-0"]
@@ -315,8 +318,8 @@ class AsyncStreamAPI(LitAPI):
             yield {"token": output["i"]}
 
 
-def test_async_generators_stream(lit_server: Start) -> None:
-    server = lit_server(AsyncStreamAPI())
+def test_async_generators_stream(start_server: Start) -> None:
+    server = start_server(AsyncStreamAPI())
     response = post(server, {"n": 3})
     assert [json.loads(line) for line in response.content.splitlines()] == [{"token": 0}, {"token": 1}, {"token": 2}]
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import concurrent.futures
 import io
 import logging
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -18,7 +17,8 @@ from litserve.request_context import RequestContext
 from litserve.runtime.sockets import is_loopback
 from litserve.testing import serving
 from tests.apis import GatedPredictAPI, SquareAPI
-from tests.helpers import Shared, raw_request, wait_until
+from tests.helpers import raw_request, wait_until
+from tests.sync import CrossEvent
 
 Start = Callable[..., LitServer]
 
@@ -32,8 +32,8 @@ def post(server: LitServer, payload: Any = None, path: str = "/predict", **kwarg
 # --- success and malformed bodies --------------------------------------------------------------------
 
 
-def test_success_is_compact_json(lit_server: Start) -> None:
-    response = post(lit_server(SquareAPI()), {"input": 4.0})
+def test_success_is_compact_json(start_server: Start) -> None:
+    response = post(start_server(SquareAPI()), {"input": 4.0})
     assert (response.status_code, response.headers["content-type"], response.content) == (
         200,
         "application/json",
@@ -42,8 +42,8 @@ def test_success_is_compact_json(lit_server: Start) -> None:
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"", b"\xff\xfe", b'{"input": 1'])
-def test_body_that_is_not_json_is_400(lit_server: Start, body: bytes) -> None:
-    server = lit_server(SquareAPI())
+def test_body_that_is_not_json_is_400(start_server: Start, body: bytes) -> None:
+    server = start_server(SquareAPI())
     response = post(server, data=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert response.json() == {"detail": "Request body is not valid JSON"}
@@ -71,13 +71,13 @@ class ModelAPI(LitAPI):
         return Out(label=output)
 
 
-def test_pydantic_model_validates_and_serialises(lit_server: Start) -> None:
-    server = lit_server(ModelAPI())
+def test_pydantic_model_validates_and_serialises(start_server: Start) -> None:
+    server = start_server(ModelAPI())
     assert post(server, {"name": "ab", "count": 2}).json() == {"label": "abab"}
 
 
-def test_pydantic_rejection_is_422_with_its_errors_and_no_urls(lit_server: Start) -> None:
-    server = lit_server(ModelAPI())
+def test_pydantic_rejection_is_422_with_its_errors_and_no_urls(start_server: Start) -> None:
+    server = start_server(ModelAPI())
     response = post(server, {"name": "ab", "count": "many"})
     assert response.status_code == 422
     errors = response.json()["detail"]
@@ -99,8 +99,8 @@ class FormAPI(LitAPI):
         return x
 
 
-def test_multipart_fields_and_files_reach_decode_request(lit_server: Start) -> None:
-    server = lit_server(FormAPI())
+def test_multipart_fields_and_files_reach_decode_request(start_server: Start) -> None:
+    server = start_server(FormAPI())
     response = post(server, data={"name": "cat"}, files={"file": ("cat.png", io.BytesIO(b"\x89PNG" * 10))})
     assert response.json() == {"name": "cat", "file": "cat.png", "size": 40}
 
@@ -110,8 +110,8 @@ class UrlencodedAPI(LitAPI):
         return dict(x)
 
 
-def test_urlencoded_form_reaches_decode_request(lit_server: Start) -> None:
-    assert post(lit_server(UrlencodedAPI()), data={"a": "1", "b": "two"}).json() == {"a": "1", "b": "two"}
+def test_urlencoded_form_reaches_decode_request(start_server: Start) -> None:
+    assert post(start_server(UrlencodedAPI()), data={"a": "1", "b": "two"}).json() == {"a": "1", "b": "two"}
 
 
 class ContextAPI(LitAPI):
@@ -130,8 +130,8 @@ class ContextAPI(LitAPI):
         }
 
 
-def test_hooks_that_ask_for_context_see_headers_query_and_path(lit_server: Start) -> None:
-    server = lit_server(ContextAPI())
+def test_hooks_that_ask_for_context_see_headers_query_and_path(start_server: Start) -> None:
+    server = start_server(ContextAPI())
     response = post(server, {"input": 5}, path="/predict?q=hello", headers={"X-User": "ada"})
     assert response.json() == {
         "x": 5,
@@ -148,8 +148,8 @@ def test_hooks_that_ask_for_context_see_headers_query_and_path(lit_server: Start
 INVALID_KEY = {"detail": "Invalid API Key. Check that you are passing a correct 'X-API-Key' in your header."}
 
 
-def test_api_key_from_the_environment_is_read_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
-    server = LitServer(SquareAPI(), accelerator="cpu")
+def test_api_key_from_the_environment_is_read_at_start(monkeypatch: pytest.MonkeyPatch, worker_mode: str) -> None:
+    server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode)
     monkeypatch.setenv("LIT_SERVER_API_KEY", "s3cret")  # set after construction: read by start()
     with server.start(port=0):
         assert post(server, {"input": 2}).status_code == 401
@@ -164,8 +164,8 @@ def test_api_key_from_the_environment_is_read_at_start(monkeypatch: pytest.Monke
         assert server.status.endpoints[0].client_errors == 3  # the three refused POSTs
 
 
-def test_api_key_argument(lit_server: Start) -> None:
-    server = lit_server(SquareAPI(), api_key="k")
+def test_api_key_argument(start_server: Start) -> None:
+    server = start_server(SquareAPI(), api_key="k")
     assert post(server, {"input": 3}).status_code == 401
     assert post(server, {"input": 3}, headers={"X-API-Key": "k"}).json() == {"output": 9}
 
@@ -177,8 +177,8 @@ class BearerAPI(SquareAPI):
         return request.headers.get("authorization") == "Bearer good"
 
 
-def test_authorize_hook_replaces_the_key_check(lit_server: Start) -> None:
-    server = lit_server(BearerAPI(), api_key="ignored-for-this-api")
+def test_authorize_hook_replaces_the_key_check(start_server: Start) -> None:
+    server = start_server(BearerAPI(), api_key="ignored-for-this-api")
     assert post(server, {"input": 3}, headers={"Authorization": "Bearer good"}).json() == {"output": 9}
     assert post(server, {"input": 3}, headers={"Authorization": "Bearer bad"}).status_code == 401
     banned = post(server, {"input": 3}, headers={"Authorization": "Bearer banned"})
@@ -193,15 +193,15 @@ def test_only_loopback_hosts_count_as_private() -> None:
 # --- body limit -----------------------------------------------------------------------------------------
 
 
-def test_body_larger_than_the_limit_is_413(lit_server: Start) -> None:
-    server = lit_server(SquareAPI(), max_payload_size="1KB")
+def test_body_larger_than_the_limit_is_413(start_server: Start) -> None:
+    server = start_server(SquareAPI(), max_payload_size="1KB")
     response = post(server, data=b'{"input": "' + b"x" * 2000 + b'"}', headers={"Content-Type": "application/json"})
     assert (response.status_code, response.json()) == (413, {"detail": "Payload too large"})
     assert post(server, {"input": 3}).json() == {"output": 9}
 
 
-def test_chunked_body_without_a_length_is_counted_too(lit_server: Start) -> None:
-    server = lit_server(SquareAPI(), max_payload_size=1024)
+def test_chunked_body_without_a_length_is_counted_too(start_server: Start) -> None:
+    server = start_server(SquareAPI(), max_payload_size=1024)
 
     def chunks() -> Iterator[bytes]:
         yield b'{"input": "'
@@ -257,15 +257,15 @@ class RaisingAPI(LitAPI):
         ("werkzeug", 409, "already exists"),
     ],
 )
-def test_http_exceptions_from_hooks_keep_their_status(lit_server: Start, kind: str, status: int, detail: Any) -> None:
-    response = post(lit_server(RaisingAPI()), {"kind": kind})
+def test_http_exceptions_from_hooks_keep_their_status(start_server: Start, kind: str, status: int, detail: Any) -> None:
+    response = post(start_server(RaisingAPI()), {"kind": kind})
     assert (response.status_code, response.json()) == (status, {"detail": detail})
 
 
 def test_other_exceptions_are_an_opaque_500_and_kept_as_last_error(
-    lit_server: Start, caplog: pytest.LogCaptureFixture
+    start_server: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = lit_server(RaisingAPI())
+    server = start_server(RaisingAPI())
     with caplog.at_level(logging.ERROR, logger="litserve"):
         response = post(server, {"kind": "crash"})
     assert (response.status_code, response.json()) == (500, {"detail": "Internal server error"})
@@ -273,7 +273,8 @@ def test_other_exceptions_are_an_opaque_500_and_kept_as_last_error(
     last = server.status.last_error
     assert last is not None and "RuntimeError: secret internals" in last.summary
     assert "Traceback" in last.traceback
-    assert [r for r in caplog.records if r.exc_info is not None]
+    # Logged with its traceback (in process mode the worker process's traceback, as text).
+    assert [r for r in caplog.records if r.exc_info is not None or "Traceback" in r.getMessage()]
     assert post(server, {"kind": "fine"}).json() == "fine"
 
 
@@ -288,8 +289,8 @@ class MismatchAPI(LitAPI):
         return list(output)
 
 
-def test_batch_size_mismatch_fails_that_batch_with_500(lit_server: Start) -> None:
-    server = lit_server(MismatchAPI())
+def test_batch_size_mismatch_fails_that_batch_with_500(start_server: Start) -> None:
+    server = start_server(MismatchAPI())
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(lambda i: post(server, i), range(4)))
     failed = [r for r in responses if r.status_code == 500]
@@ -301,85 +302,88 @@ def test_batch_size_mismatch_fails_that_batch_with_500(lit_server: Start) -> Non
 # --- overload, shutdown, timeouts -------------------------------------------------------------------------
 
 
-def test_full_queue_is_503_with_retry_after() -> None:
+def test_full_queue_is_503_with_retry_after(worker_mode: str) -> None:
     api = GatedPredictAPI()
-    with serving(api, max_queue_size=1) as server, concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with (
+        serving(api, worker_mode=worker_mode, max_queue_size=1) as server,
+        concurrent.futures.ThreadPoolExecutor(2) as pool,
+    ):
         running = pool.submit(post, server, {"input": 1})
-        assert api.entered.value.acquire(timeout=10)  # the worker holds request 1
+        assert api.entered.acquire(timeout=10)  # the worker holds request 1
         queued = pool.submit(post, server, {"input": 2})
         assert wait_until(lambda: server.status.endpoints[0].queue_depth == 1)
         refused = post(server, {"input": 3})
         assert (refused.status_code, refused.json()) == (503, {"detail": "Server is overloaded"})
         assert refused.headers["Retry-After"] == "1"
-        api.gate.value.set()
+        api.gate.set()
         assert running.result(10).json() == {"output": 1}
         assert queued.result(10).json() == {"output": 4}
 
 
-def test_requests_reaching_a_stopping_server_get_503(lit_server: Start) -> None:
-    server = lit_server(SquareAPI())
+def test_requests_reaching_a_stopping_server_get_503(start_server: Start) -> None:
+    server = start_server(SquareAPI())
     # The gate is what stop() closes first; closing it alone holds the server in that moment.
     server._running.gate.close()  # type: ignore[union-attr]
     response = post(server, {"input": 1})
     assert (response.status_code, response.json()) == (503, {"detail": "Server is shutting down"})
 
 
-def test_predict_outliving_the_timeout_is_504_and_the_server_goes_on() -> None:
+def test_predict_outliving_the_timeout_is_504_and_the_server_goes_on(worker_mode: str) -> None:
     api = GatedPredictAPI()
-    with serving(api, timeout=0.3, workers_per_device=2) as server:
+    with serving(api, worker_mode=worker_mode, timeout=0.3, workers_per_device=2) as server:
         response = post(server, {"input": 2})
         assert (response.status_code, response.json()) == (504, {"detail": "Request timed out"})
-        api.gate.value.set()  # the late result is discarded quietly
+        api.gate.set()  # the late result is discarded quietly
         assert post(server, {"input": 3}).json() == {"output": 9}
         endpoint = server.status.endpoints[0]
         assert (endpoint.timed_out, endpoint.ok) == (1, 1)
 
 
-def test_queued_request_past_its_deadline_is_never_run() -> None:
+def test_queued_request_past_its_deadline_is_never_run(worker_mode: str) -> None:
     api = GatedPredictAPI()
-    with serving(api, timeout=0.3) as server, concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with serving(api, worker_mode=worker_mode, timeout=0.3) as server, concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(post, server, {"input": 1})
-        assert api.entered.value.acquire(timeout=10)
+        assert api.entered.acquire(timeout=10)
         second = pool.submit(post, server, {"input": 2})  # waits in the queue behind the first
         assert first.result(10).status_code == 504
         assert second.result(10).status_code == 504
-        api.gate.value.set()
+        api.gate.set()
         assert wait_until(lambda: server.status.endpoints[0].dropped_timed_out == 1)
-        assert api.calls.value == [1]
+        assert api.calls.values() == [1]
 
 
-def test_clients_that_hang_up_while_queued_are_never_predicted() -> None:
+def test_clients_that_hang_up_while_queued_are_never_predicted(worker_mode: str) -> None:
     api = GatedPredictAPI()
-    with serving(api) as server, concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with serving(api, worker_mode=worker_mode) as server, concurrent.futures.ThreadPoolExecutor(1) as pool:
         port = server.port
         assert port is not None
         blocking = pool.submit(post, server, {"input": 1})
-        assert api.entered.value.acquire(timeout=10)
+        assert api.entered.acquire(timeout=10)
         sockets = [raw_request(port, "/predict", b'{"input": %d}' % i) for i in (2, 3, 4)]
         assert wait_until(lambda: server.status.endpoints[0].queue_depth == 3)
         for sock in sockets:
             sock.close()
         assert wait_until(lambda: server.status.endpoints[0].cancelled == 3)
-        api.gate.value.set()
+        api.gate.set()
         assert blocking.result(10).json() == {"output": 1}
         assert wait_until(lambda: server.status.endpoints[0].dropped_cancelled == 3)
         assert post(server, {"input": 5}).json() == {"output": 25}
-        assert api.calls.value == [1, 5]
+        assert api.calls.values() == [1, 5]
 
 
 # --- unknown routes -------------------------------------------------------------------------------------
 
 
-def test_unknown_path_and_wrong_method_are_json(lit_server: Start) -> None:
-    server = lit_server(SquareAPI())
+def test_unknown_path_and_wrong_method_are_json(start_server: Start) -> None:
+    server = start_server(SquareAPI())
     missing = requests.get(server.url + "/nope", timeout=10)
     assert (missing.status_code, missing.json()) == (404, {"detail": "Not Found"})
     wrong = requests.get(server.url + "/predict", timeout=10)
     assert (wrong.status_code, wrong.json()) == (405, {"detail": "Method Not Allowed"})
 
 
-def test_root_and_info(lit_server: Start) -> None:
-    server = lit_server(SquareAPI(max_batch_size=2, batch_timeout=0.01), model_metadata={"name": "square"})
+def test_root_and_info(start_server: Start) -> None:
+    server = start_server(SquareAPI(max_batch_size=2, batch_timeout=0.01), model_metadata={"name": "square"})
     assert requests.get(server.url + "/", timeout=10).text == "litserve running"
     info = requests.get(server.url + "/info", timeout=10).json()
     assert info["model"] == {"name": "square"}
@@ -391,15 +395,15 @@ def test_root_and_info(lit_server: Start) -> None:
 class UnhealthyAPI(SquareAPI):
     def __init__(self) -> None:
         super().__init__()
-        self.healthy = Shared(threading.Event())
+        self.healthy = CrossEvent()
 
     async def health(self) -> bool:  # async health checks are awaited
-        return self.healthy.value.is_set()
+        return self.healthy.is_set()
 
 
-def test_health_asks_the_litapi(lit_server: Start) -> None:
+def test_health_asks_the_litapi(start_server: Start) -> None:
     api = UnhealthyAPI()
-    server = lit_server(api)
+    server = start_server(api)
     assert requests.get(server.url + "/health", timeout=10).status_code == 503
-    api.healthy.value.set()
+    api.healthy.set()
     assert requests.get(server.url + "/health", timeout=10).text == "ok"

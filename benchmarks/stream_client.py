@@ -1,0 +1,246 @@
+"""A small asyncio load generator for streamed NDJSON responses over raw HTTP/1.1 keep-alive connections.
+
+Usage: python benchmarks/stream_client.py PORT [--concurrency 16] [--duration 10] [--count N]
+       [--warmup 1] [--tokens 32] [--cpu 1]
+
+Opens CONCURRENCY connections to 127.0.0.1:PORT with `asyncio.open_connection`; each sends
+`POST /predict` with `{"input": 1}` and reads the answer itself (status line, headers, then chunked
+transfer encoding, or Content-Length), back to back, until DURATION seconds have passed or COUNT
+requests were started. Per request it measures the time to first token (from writing the request
+to receiving the first complete NDJSON line) and counts the lines. Every response must be a 200
+with exactly TOKENS lines `{"token": i}` in order and a proper end (the zero-length chunk);
+anything else counts as an error. With --warmup it first runs that many seconds unmeasured.
+
+Prints one JSON object to stdout: requests, tokens, wall_s, tokens_per_s, requests_per_s, TTFT
+p50/p99 in ms, errors (with a few examples), and the client's own CPU use (a client near 100% is
+itself the bottleneck).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+REQUEST_TIMEOUT_S = 10.0
+_READ_SIZE = 65536
+
+
+class BadResponse(Exception):
+    """The server's answer was not the expected stream."""
+
+
+@dataclass
+class Stats:
+    """What the connections of one run measured."""
+
+    ttft_s: list[float] = field(default_factory=list)
+    requests: int = 0
+    tokens: int = 0
+    errors: int = 0
+    error_examples: list[str] = field(default_factory=list)
+    started: int = 0
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        if len(self.error_examples) < 5:
+            self.error_examples.append(message)
+
+
+def expected_body(tokens: int) -> bytes:
+    return b"".join(b'{"token":%d}\n' % i for i in range(tokens))
+
+
+def check_lines(body: bytes, tokens: int) -> None:
+    """Raise BadResponse unless `body` is exactly TOKENS lines {"token": i} in order, newline-ended."""
+    if not body.endswith(b"\n"):
+        raise BadResponse(f"the body does not end with a newline: {body[-80:]!r}")
+    lines = body[:-1].split(b"\n")
+    if len(lines) != tokens:
+        raise BadResponse(f"{len(lines)} lines instead of {tokens}: {body[:200]!r}")
+    for i, line in enumerate(lines):
+        try:
+            value = json.loads(line)
+        except ValueError as exc:
+            raise BadResponse(f"line {i} is not JSON: {line!r}") from exc
+        if value != {"token": i}:
+            raise BadResponse(f"line {i} is {value!r}, expected {{'token': {i}}}")
+
+
+class Connection:
+    """One keep-alive connection and its receive buffer; `request()` runs one request on it."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._request = request
+        self._buf = bytearray()
+        self._arrived_s = 0.0  # when the latest bytes arrived
+
+    async def _fill(self) -> None:
+        data = await self._reader.read(_READ_SIZE)
+        self._arrived_s = time.perf_counter()
+        if not data:
+            raise BadResponse("the server closed the connection mid-response")
+        self._buf += data
+
+    async def _line(self) -> bytes:
+        while (end := self._buf.find(b"\r\n")) < 0:
+            await self._fill()
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 2]
+        return line
+
+    async def _exactly(self, size: int) -> bytes:
+        while len(self._buf) < size:
+            await self._fill()
+        data = bytes(self._buf[:size])
+        del self._buf[:size]
+        return data
+
+    async def request(self) -> tuple[float | None, bytes, bool]:
+        """Send one request; return (TTFT in s or None, body, whether the server keeps the connection)."""
+        sent_s = time.perf_counter()
+        self._writer.write(self._request)
+        status = await self._line()
+        parts = status.split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+            raise BadResponse(f"not an HTTP/1.x status line: {status!r}")
+        headers: dict[bytes, bytes] = {}
+        while line := await self._line():
+            name, _, value = line.partition(b":")
+            headers[name.strip().lower()] = value.strip().lower()
+        keep_alive = headers.get(b"connection") != b"close"
+        body = bytearray()
+        ttft_s: float | None = None
+        if headers.get(b"transfer-encoding") == b"chunked":
+            while True:
+                size_line = await self._line()
+                size = int(size_line.split(b";", 1)[0], 16)
+                if size == 0:
+                    while await self._line():  # trailers, then the empty line that ends the message
+                        pass
+                    break
+                chunk = await self._exactly(size + 2)
+                if chunk[-2:] != b"\r\n":
+                    raise BadResponse(f"a chunk of {size} bytes is not followed by CRLF")
+                body += chunk[:-2]
+                if ttft_s is None and b"\n" in body:
+                    ttft_s = self._arrived_s - sent_s
+        elif b"content-length" in headers:
+            body += await self._exactly(int(headers[b"content-length"]))
+            if b"\n" in body:
+                ttft_s = self._arrived_s - sent_s
+        else:
+            raise BadResponse(f"neither chunked nor Content-Length: {headers!r}")
+        if parts[1] != b"200":
+            raise BadResponse(f"status {parts[1].decode()}: {bytes(body[:200])!r}")
+        return ttft_s, bytes(body), keep_alive
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+async def _connect(port: int, request: bytes) -> Connection:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    return Connection(reader, writer, request)
+
+
+async def _worker(port: int, request: bytes, tokens: int, deadline_s: float, count: int | None, stats: Stats) -> None:
+    expected = expected_body(tokens)
+    connection: Connection | None = None
+    try:
+        while time.perf_counter() < deadline_s and (count is None or stats.started < count):
+            stats.started += 1
+            try:
+                if connection is None:
+                    connection = await _connect(port, request)
+                ttft_s, body, keep_alive = await asyncio.wait_for(connection.request(), REQUEST_TIMEOUT_S)
+                if body != expected:  # the fast path is a byte compare; otherwise check it line by line
+                    check_lines(body, tokens)
+            except (BadResponse, OSError, ValueError, asyncio.TimeoutError) as exc:
+                stats.error(f"{type(exc).__name__}: {exc}")
+                if connection is not None:
+                    connection.close()
+                    connection = None
+                continue
+            stats.requests += 1
+            stats.tokens += tokens
+            if ttft_s is not None:
+                stats.ttft_s.append(ttft_s)
+            if not keep_alive:
+                connection.close()
+                connection = None
+    finally:
+        if connection is not None:
+            connection.close()
+
+
+async def run_load(port: int, concurrency: int, duration_s: float, count: int | None, tokens: int) -> dict[str, Any]:
+    """CONCURRENCY connections for DURATION seconds (or COUNT requests); the measured figures as a dict."""
+    payload = b'{"input":1}'
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (port, len(payload), payload)
+    )
+    stats = Stats()
+    start_s = time.perf_counter()
+    cpu_start_s = time.process_time()
+    deadline_s = start_s + duration_s
+    await asyncio.gather(*(_worker(port, request, tokens, deadline_s, count, stats) for _ in range(concurrency)))
+    wall_s = time.perf_counter() - start_s
+    cpu_s = time.process_time() - cpu_start_s
+    ttft_ms = sorted(t * 1e3 for t in stats.ttft_s)
+    return {
+        "concurrency": concurrency,
+        "requests": stats.requests,
+        "tokens": stats.tokens,
+        "wall_s": wall_s,
+        "tokens_per_s": stats.tokens / wall_s,
+        "requests_per_s": stats.requests / wall_s,
+        "ttft_p50_ms": percentile(ttft_ms, 50),
+        "ttft_p99_ms": percentile(ttft_ms, 99),
+        "errors": stats.errors,
+        "error_examples": stats.error_examples,
+        "client_cpu_pct": 100.0 * cpu_s / wall_s,
+    }
+
+
+def percentile(ordered: list[float], percent: float) -> float | None:
+    """Nearest-rank percentile of an ascending list (None when empty)."""
+    if not ordered:
+        return None
+    rank = max(1, min(len(ordered), round(percent / 100 * len(ordered) + 0.5)))
+    return ordered[rank - 1]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("port", type=int)
+    parser.add_argument("--concurrency", type=int, default=16, help="connections (default 16)")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds of measured load (default 10)")
+    parser.add_argument("--count", type=int, default=None, help="stop after this many requests (default: none)")
+    parser.add_argument("--warmup", type=float, default=0.0, help="seconds of unmeasured load first (default 0)")
+    parser.add_argument("--tokens", type=int, default=32, help="lines every response must have (default 32)")
+    parser.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
+    if args.warmup > 0:
+        asyncio.run(run_load(args.port, args.concurrency, args.warmup, None, args.tokens))
+    result = asyncio.run(run_load(args.port, args.concurrency, args.duration, args.count, args.tokens))
+    print(json.dumps(result))
+    return 0 if result["errors"] == 0 and result["requests"] > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
