@@ -327,6 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(SERVERS_DIR))
     import mlp_model  # the servers' own module: same model, same vector
 
+    git_at_start = git_state()  # litserve may change while a long run goes on: record both ends
     cpus = pick_cpus(args.pin)
     logs_dir = RESULTS_DIR / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -406,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
             "models": {m: mlp_model.MODELS[m] for m in args.model_names},
         },
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
-        "git": git_state(),
+        "git": {"at_start": git_at_start, "at_end": git_state()},
         "answers": {f"{m}/{s}": answers[m, s] for m, s in answers},
         "max_difference_between_servers": agreement,
         "table": [cell.as_json() for cell in ordered],

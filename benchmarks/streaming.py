@@ -202,6 +202,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    git_at_start = git_state()  # litserve may change while a long run goes on: record both ends
     cpus = pick_cpus(args.pin)
     logs_dir = RESULTS_DIR / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
             "client_cpu": cpus[1],
         },
         "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
-        "git": git_state(),
+        "git": {"at_start": git_at_start, "at_end": git_state()},
         "table": [cell.as_json() for cell in ordered],
         "ratios": found,
         "targets": {

@@ -210,7 +210,12 @@ def test_two_workers_per_device_run_two_predicts_at_the_same_time(worker_mode: s
             assert api.entered.acquire(timeout=10)
             api.gate.set()
             assert {first.result(10).json()["output"], second.result(10).json()["output"]} == {4, 9}
-        assert sorted(w.name for w in server.status.workers) == ["litserve-worker-cpu-0", "litserve-worker-cpu-1"]
+        names = sorted(w.name for w in server.status.workers)
+        if worker_mode == "thread":
+            assert names == ["litserve-worker-cpu-0", "litserve-worker-cpu-1"]
+        else:  # one worker process for the device, with both threads inside
+            assert names == ["litserve-proxy-cpu-0"]
+            assert server.status.workers[0].pid is not None
     finally:
         server.stop()
 

@@ -22,6 +22,7 @@ from typing import Any
 import mlp_model
 import torch
 
+import litserve
 from litserve import LitAPI, LitServer
 
 BATCH_SIZES: collections.Counter[int] = collections.Counter()
@@ -62,6 +63,7 @@ class MLPAPI(LitAPI):
 
 
 def main(argv: list[str]) -> None:
+    print(f"litserve from {litserve.__file__}", file=sys.stderr, flush=True)
     port, model_name = int(argv[1]), argv[2]
     max_batch_size, batch_timeout = int(argv[3]), float(argv[4])
     workers = int(argv[5]) if len(argv) > 5 else 1

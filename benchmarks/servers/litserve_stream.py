@@ -11,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+import litserve
 from litserve import LitAPI, LitServer
 
 
@@ -31,6 +32,7 @@ class TokenAPI(LitAPI):
 
 
 def main(argv: list[str]) -> None:
+    print(f"litserve from {litserve.__file__}", file=sys.stderr, flush=True)
     port = int(argv[1]) if len(argv) > 1 else 8000
     tokens = int(argv[2]) if len(argv) > 2 else 32
     LitServer(TokenAPI(tokens), accelerator="cpu", timeout=30).run(

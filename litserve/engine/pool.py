@@ -144,7 +144,7 @@ class WorkerPool:
                 if mode == "process":
                     from litserve.runtime.process import ProcessWorker, credits_for
 
-                    credits = credits_for(endpoint.api.max_batch_size, workers_per_device)
+                    credits = credits_for(endpoint.api.max_batch_size, workers_per_device, endpoint.api.enable_async)
                     endpoint.workers.append(
                         ProcessWorker(
                             f"litserve-proxy-{_worker_label(device)}-{index}",

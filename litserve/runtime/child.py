@@ -59,6 +59,7 @@ def _serve(link: Any, init: ChildInit) -> None:
     from litserve.engine.messages import Cancellation, InferenceRequest, Outcome, StreamEnd
     from litserve.engine.request_queue import RequestQueue
     from litserve.engine.worker import Worker
+    from litserve.exceptions import INTERNAL_ERROR
     from litserve.hooks import plan_hooks
     from litserve.status import ErrorLog
 
@@ -66,7 +67,7 @@ def _serve(link: Any, init: ChildInit) -> None:
         api = cloudpickle.loads(init.api_bytes)
         plan = plan_hooks(api)
     except BaseException as exc:
-        link.send(("setup_failed", f"{type(exc).__name__}: {exc}", _format(exc)))
+        link.send(("setup_failed", f"{type(exc).__name__}: {exc}", _format(exc), _pickled(exc)))
         return
     requests: RequestQueue[InferenceRequest] = RequestQueue()
     cancellations: dict[int, Cancellation] = {}
@@ -88,7 +89,7 @@ def _serve(link: Any, init: ChildInit) -> None:
     for worker in workers:
         failure = worker.ready.exception()
         if failure is not None:
-            link.send(("setup_failed", f"{type(failure).__name__}: {failure}", _format(failure)))
+            link.send(("setup_failed", f"{type(failure).__name__}: {failure}", _format(failure), _pickled(failure)))
             return
     link.send(("ready", os.getpid()))
     while True:
@@ -96,8 +97,13 @@ def _serve(link: Any, init: ChildInit) -> None:
         kind = message[0]
         if kind == "request":
             _, request_id, payload, deadline_s, context, model_data = message
-            if model_data is not None and plan.body_model is not None:
-                payload = plan.body_model.model_validate(model_data)
+            try:
+                if model_data is not None and plan.body_model is not None:
+                    payload = plan.body_model.model_validate(model_data)
+            except Exception as exc:  # fail this request only; the process keeps serving
+                errors.record("litserve-worker-process", exc)
+                link.send(("result", request_id, Outcome.failure(INTERNAL_ERROR)))
+                continue
             cancellation = Cancellation()
             cancellations[request_id] = cancellation
             reply = ChannelReply(request_id, send)
@@ -130,6 +136,15 @@ def _all_healthy(workers: list[Any]) -> bool:
         if not verdict:
             return False
     return True
+
+
+def _pickled(exc: BaseException) -> bytes | None:
+    import cloudpickle
+
+    try:
+        return bytes(cloudpickle.dumps(exc))
+    except Exception:  # an exception that cannot travel: the summary and traceback text still do
+        return None
 
 
 def _format(exc: BaseException) -> str:

@@ -30,6 +30,7 @@ from typing import final
 from litserve.engine import bridge
 from litserve.engine.messages import DropReason, InferenceRequest, Outcome, StreamEnd, StreamItem
 from litserve.engine.request_queue import RequestQueue
+from litserve.engine.worker import ASYNC_MAX_BATCHES_IN_FLIGHT
 from litserve.exceptions import ErrorResponse
 from litserve.hooks import HookPlan
 from litserve.runtime.child import ChildInit
@@ -121,7 +122,7 @@ class ProcessWorker:
     async def _health_verdict(self, token: int, future: asyncio.Future[bool]) -> bool:
         try:
             return await asyncio.wait_for(future, _HEALTH_TIMEOUT_S)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not TimeoutError: they differ before Python 3.11
             return False
         finally:
             with self._lock:
@@ -172,8 +173,14 @@ class ProcessWorker:
     def _handshake(self, link: Link) -> None:
         message = link.recv()
         if message[0] == "setup_failed":
-            _, summary, text = message
-            raise RemoteError(f"{summary}\n\nin the worker process:\n{text}")
+            _, summary, text, original = message
+            error = RemoteError(f"{summary}\n\nin the worker process:\n{text}")
+            if original is None:
+                raise error
+            import cloudpickle
+
+            # The user's own exception, so `except ValueError` around start() works in both modes.
+            raise cloudpickle.loads(original) from error
         assert message[0] == "ready", f"unexpected first message from a worker process: {message[0]}"
 
     def _receive_loop(self) -> None:
@@ -252,10 +259,9 @@ class ProcessWorker:
         self._child_ready.clear()
         self.counters.state = WorkerState.STARTING
         with self._lock:
-            lost = list(self._pending.values())
-            self._pending.clear()
-        for request in lost:
-            self._finish(request, _PROCESS_DIED)
+            lost = list(self._pending)
+        for request_id in lost:
+            self._answer(request_id, _PROCESS_DIED)  # releases each request's credit
         error = RemoteError(f"worker process {self.name} exited with code {returncode}; {len(lost)} requests failed")
         self._errors.record(self.name, error)
         logger.error("%s%s", error, "; starting it again" if self._restart else "")
@@ -278,6 +284,8 @@ class ProcessWorker:
             request = self._source.get()
             if request is None:
                 return
+            # The child may have died while we waited for a request: send only to a serving child.
+            self._child_ready.wait()
             reason = request.drop_reason(time.monotonic())
             if reason is not None:
                 self._count_drop(reason)
@@ -292,8 +300,9 @@ class ProcessWorker:
         payload, model_data = request.payload, None
         body_model = self._plan.body_model
         if body_model is not None and isinstance(payload, body_model):
-            # The model class may live only in the user's notebook: send its data, the child validates.
-            model_data = payload.model_dump(mode="python")
+            # The model class may live only in the user's notebook: send its JSON form (by alias, as it
+            # came in), and the child validates it again with its own copy of the class.
+            model_data = payload.model_dump(mode="json", by_alias=True, round_trip=True)
             payload = None
         link = self._link
         try:
@@ -301,7 +310,9 @@ class ProcessWorker:
                 raise LinkClosedError("no worker process")
             link.send(("request", request_id, payload, request.deadline_s, request.context, model_data))
         except LinkClosedError:
-            return  # the receiver sees the child's death and fails this request with the others
+            # The child died: answer now (the receiver may already have failed the others).
+            self._answer(request_id, _PROCESS_DIED)
+            return
         except Exception as exc:  # the payload cannot be pickled: fail this request, keep serving
             self._errors.record(self.name, exc)
             logger.error("could not send a request to %s", self.name, exc_info=exc)
@@ -362,17 +373,20 @@ class ProcessWorker:
             self._count_drop(reason)
 
     def _count_drop(self, reason: DropReason) -> None:
-        if reason is DropReason.TIMED_OUT:
-            self.counters.dropped_timed_out += 1
-        else:
-            self.counters.dropped_cancelled += 1
+        with self._lock:  # counted by the sender and the receiver thread
+            if reason is DropReason.TIMED_OUT:
+                self.counters.dropped_timed_out += 1
+            else:
+                self.counters.dropped_cancelled += 1
 
 
-def credits_for(max_batch_size: int, workers: int) -> int:
-    """How many requests a child may hold: one full batch per worker thread, no more.
+def credits_for(max_batch_size: int, workers: int, enable_async: bool) -> int:
+    """How many requests a child may hold: what its workers can run at once, no more.
 
-    Everything else waits in the server's queue, where queue depth, max_queue_size, deadlines and
-    hang-ups behave exactly as in thread mode. The price is a short gap between batches while an
-    answer travels back and the next request travels over.
+    That is one full batch per worker thread (an async worker runs many batches at once). Everything
+    else waits in the server's queue, where queue depth, max_queue_size, deadlines and hang-ups
+    behave exactly as in thread mode. The price is a short gap between batches while an answer
+    travels back and the next request travels over.
     """
-    return max_batch_size * workers
+    batches = ASYNC_MAX_BATCHES_IN_FLIGHT if enable_async else 1
+    return max_batch_size * workers * batches

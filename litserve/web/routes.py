@@ -134,7 +134,12 @@ class PredictRoute:
         if deadline_s is not None:
             timer = loop.call_later(deadline_s - time.monotonic(), queue.put_nowait, STREAM_TIMED_OUT)
         body = StreamBody(queue, cancellation, self._counters)
-        first = await body.first()
+        counters = self._counters
+        counters.in_flight += 1  # until the first chunk (or the error) is here
+        try:
+            first = await body.first()
+        finally:
+            counters.in_flight -= 1
         if isinstance(first, Outcome):
             if timer is not None:
                 timer.cancel()

@@ -58,7 +58,7 @@ def test_batches_form_up_to_max_batch_size_and_each_answer_is_its_own(worker_mod
         first = pool.submit(post, server, {"input": 0})
         assert api.arrived.acquire(timeout=10)  # the worker is busy with the first request
         rest = [pool.submit(post, server, {"input": i}) for i in range(1, 8)]
-        assert wait_until(lambda: server.status.endpoints[0].queue_depth == 7)
+        assert wait_until(lambda: server.status.endpoints[0].in_flight == 8)  # all arrived, one running
         api.gate.set()
         answers = [first.result(10).json()] + [f.result(10).json() for f in rest]
     assert answers == [{"output": i * i} for i in range(8)]
@@ -82,7 +82,7 @@ def test_a_decode_error_fails_only_its_own_item(worker_mode: str) -> None:
         assert api.arrived.acquire(timeout=10)
         bad = pool.submit(post, server, {"input": -1})
         good = pool.submit(post, server, {"input": 2})
-        assert wait_until(lambda: server.status.endpoints[0].queue_depth == 2)
+        assert wait_until(lambda: server.status.endpoints[0].in_flight == 3)
         api.gate.set()
         assert first.result(10).json() == {"output": 1}
         assert (bad.result(10).status_code, bad.result(10).json()) == (400, {"detail": "negative input"})
@@ -258,7 +258,7 @@ def test_batched_streams_of_uneven_lengths(worker_mode: str) -> None:
         first = pool.submit(post, server, {"length": 2})
         assert api.arrived.acquire(timeout=10)
         rest = [pool.submit(post, server, {"length": n}) for n in (1, 3, 4)]
-        assert wait_until(lambda: server.status.endpoints[0].queue_depth == 3)
+        assert wait_until(lambda: server.status.endpoints[0].in_flight == 4)
         api.gate.set()
         bodies = [f.result(10).text for f in [first, *rest]]
     assert bodies == ["2:0;2:1;", "1:0;", "3:0;3:1;3:2;", "4:0;4:1;4:2;4:3;"]
@@ -301,7 +301,7 @@ def test_one_async_worker_serves_a_hundred_requests_at_once(worker_mode: str) ->
     ):
         answers = list(pool.map(lambda i: post(server, {"input": i}).json(), range(100)))
     assert answers == [{"output": 2 * i} for i in range(100)]
-    assert [w.name for w in server.status.workers] == ["litserve-worker-cpu-0"]
+    assert len(server.status.workers) == 1
 
 
 class AsyncStreamAPI(LitAPI):
