@@ -106,6 +106,8 @@ def validate_api_settings(api: LitAPI) -> None:
     path = api.api_path
     if not isinstance(path, str) or not path.startswith("/"):
         raise ValueError(f"api_path must be a string starting with '/', e.g. '/predict'; got {path!r}")
+    if path != "/" and path.endswith("/"):
+        raise ValueError(f"api_path must not end with '/', got {path!r}; write {path.rstrip('/')!r}")
     if path in RESERVED_PATHS:
         raise ValueError(f"api_path {path!r} is reserved by the server; pick another, e.g. '/predict'")
     for flag in ("stream", "enable_async"):

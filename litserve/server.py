@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import logging
-import signal
-import sys
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
-from types import FrameType, TracebackType
+from collections.abc import Sequence
+from types import TracebackType
 from typing import Any
 
 from litserve.api import LitAPI, validate_api_settings
@@ -24,6 +21,8 @@ from litserve.engine.pool import Endpoint, WorkerMode, WorkerPool
 from litserve.exceptions import ServerStateError
 from litserve.hooks import validate_hooks
 from litserve.notebook import PanelTimer, status_html, status_panel, status_text
+from litserve.runtime import registry
+from litserve.runtime.console import StopRequested, show_logs, stop_on_sigterm
 from litserve.runtime.sockets import bind_listening_socket, is_loopback
 from litserve.runtime.thread import HttpThread
 from litserve.status import ErrorLog, ServerState, ServerStatus
@@ -37,19 +36,6 @@ logger = logging.getLogger("litserve")
 
 _HTTP_START_TIMEOUT_S = 30.0
 _WORKER_JOIN_TIMEOUT_S = 5.0
-
-# Servers of this process by port: starting on a port another LitServer holds stops that one first,
-# so re-running a notebook cell replaces the old server instead of failing with "address in use".
-_registry_lock = threading.Lock()
-_running_by_port: dict[int, LitServer] = {}
-_atexit_registered = False
-
-
-def _stop_all_at_exit() -> None:
-    with _registry_lock:
-        servers = list(_running_by_port.values())
-    for server in servers:
-        server.stop()
 
 
 class _Running:
@@ -73,10 +59,6 @@ class _Running:
         self.http = http
         self.gate = gate
         self.started_s = time.monotonic()
-
-
-class _StopRequested(BaseException):
-    """Raised in run()'s thread by SIGTERM, so it unwinds like Ctrl+C."""
 
 
 class LitServer:
@@ -179,6 +161,7 @@ class LitServer:
         self._stopped = threading.Event()
         self._errors = ErrorLog()
         self._panels: list[PanelTimer] = []
+        self._panel: tuple[Any, PanelTimer | None] | None = None
 
     @staticmethod
     def _apply_deprecated(apis: list[LitAPI], **values: Any) -> None:
@@ -242,7 +225,7 @@ class LitServer:
         with self._lock:
             self._running = running
             self._state = ServerState.RUNNING
-        self._register(running.port)
+        registry.remember(running.port, self)
         if not is_loopback(host) and running.api_key is None:
             logger.warning("litserve is listening on %s, reachable from other machines, without an API key", host)
         if generate_client_file:  # before the startup line, so whoever waits for that line finds the file
@@ -252,7 +235,7 @@ class LitServer:
         return self
 
     def _start(self, host: str, port: int) -> _Running:
-        _stop_server_on_port(port, self)
+        registry.stop_holder_of(port, self)
         with contextlib.ExitStack() as undo:
             sock = bind_listening_socket(host, port)
             undo.callback(sock.close)
@@ -302,22 +285,37 @@ class LitServer:
         Idempotent and bounded by `shutdown_timeout` plus a few seconds for workers. A worker stuck
         inside a hook is left to finish on its own (it is a daemon thread) and logged.
         """
+        current = threading.current_thread().name
+        if current.startswith("litserve-") and current != "litserve-stopper":
+            # Called from a hook or the HTTP thread: it cannot wait for itself, so stop from a helper.
+            threading.Thread(target=self.stop, name="litserve-stopper", daemon=True).start()
+            return
         with self._lock:
-            if self._state is not ServerState.RUNNING:
-                return
-            running = self._running
-            assert running is not None
-            self._state = ServerState.STOPPING
-        running.gate.close()
-        running.http.stop(self._settings.graceful_timeout_s + _WORKER_JOIN_TIMEOUT_S)
-        running.pool.stop(_WORKER_JOIN_TIMEOUT_S)
-        self._unregister(running.port)
-        with self._lock:
-            self._state = ServerState.STOPPED
-            panels, self._panels = self._panels, []
-        self._stopped.set()
-        for panel in panels:  # they refresh once more to show "stopped", then end
-            panel.join(_WORKER_JOIN_TIMEOUT_S)
+            state, running = self._state, self._running
+            if state is ServerState.RUNNING:
+                assert running is not None
+                self._state = ServerState.STOPPING
+        if state is ServerState.STOPPING:  # another thread is stopping it: return once it is done
+            self._stopped.wait(self._settings.graceful_timeout_s + 3 * _WORKER_JOIN_TIMEOUT_S)
+            return
+        if state is not ServerState.RUNNING or running is None:
+            return
+        # Every step runs even if an earlier one is interrupted (a second Ctrl+C), so a stop never
+        # leaves the server half-stopped: the state always ends STOPPED and the port is released.
+        try:
+            running.gate.close()
+            running.http.stop(self._settings.graceful_timeout_s + _WORKER_JOIN_TIMEOUT_S)
+        finally:
+            try:
+                running.pool.stop(_WORKER_JOIN_TIMEOUT_S)
+            finally:
+                registry.forget(running.port, self)
+                with self._lock:
+                    self._state = ServerState.STOPPED
+                    panels, self._panels = self._panels, []
+                self._stopped.set()
+                for panel in panels:  # they refresh once more to show "stopped", then end
+                    panel.join(_WORKER_JOIN_TIMEOUT_S)
         logger.info("litserve stopped (was on http://%s:%d)", running.host, running.port)
 
     def run(
@@ -334,13 +332,13 @@ class LitServer:
         working directory unless it exists or `generate_client_file=False`. Works in Jupyter too: it
         does not use the calling thread's event loop.
         """
-        _show_logs(log_level)
-        with _stop_signals():
+        show_logs(log_level)
+        with stop_on_sigterm():
             try:
                 self.start(host, port, generate_client_file=generate_client_file)
                 while not self._stopped.wait():
                     pass  # pragma: no cover - wait() without a timeout returns only when set
-            except (KeyboardInterrupt, _StopRequested):
+            except (KeyboardInterrupt, StopRequested):
                 logger.info("stopping on request")
             finally:
                 self.stop()
@@ -445,9 +443,14 @@ class LitServer:
         stop() ends) and shows "stopped" afterwards. Displaying the server as a cell's last expression
         shows the same panel.
         """
+        with self._lock:
+            shown = self._panel
+        if shown is not None and shown[1] is not None and shown[1].is_alive:
+            return shown[0]  # one live panel per server, however often the server is displayed
         panel, timer = status_panel(lambda: self.status, self.stop, self._stopped)
-        if timer is not None:
-            with self._lock:
+        with self._lock:
+            self._panel = (panel, timer)
+            if timer is not None:
                 self._panels = [t for t in self._panels if t.is_alive] + [timer]
         return panel
 
@@ -464,57 +467,3 @@ class LitServer:
     def __repr__(self) -> str:
         where = f" on {self.url}" if self._running is not None else ""
         return f"<LitServer {self._state.value}{where} apis={[type(a).__name__ for a in self._apis]}>"
-
-    # --- one server per port in this process ------------------------------------------------------
-
-    def _register(self, port: int) -> None:
-        global _atexit_registered
-        with _registry_lock:
-            _running_by_port[port] = self
-            if not _atexit_registered:
-                atexit.register(_stop_all_at_exit)
-                _atexit_registered = True
-
-    @staticmethod
-    def _unregister(port: int) -> None:
-        with _registry_lock:
-            _running_by_port.pop(port, None)
-
-
-def _stop_server_on_port(port: int, newcomer: LitServer) -> None:
-    if port == 0:
-        return
-    with _registry_lock:
-        previous = _running_by_port.get(port)
-    if previous is not None and previous is not newcomer:
-        logger.info("stopping the LitServer already on port %d to start the new one", port)
-        previous.stop()
-
-
-def _show_logs(level: str) -> None:
-    """run() only: send litserve's log lines to stderr unless the user configured logging already."""
-    root = logging.getLogger()
-    if logger.handlers or root.handlers:
-        logger.setLevel(level.upper())
-        return
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-    logger.addHandler(handler)
-    logger.setLevel(level.upper())
-
-
-@contextlib.contextmanager
-def _stop_signals() -> Iterator[None]:
-    """Turn SIGTERM into `_StopRequested` while run() blocks; only the main thread may set handlers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise _StopRequested()
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)

@@ -9,11 +9,12 @@ from typing import Any, Final, final
 
 from litserve.codec import error_body
 from litserve.engine.bridge import ChannelReply, FutureReply, Reply, StreamReply
-from litserve.exceptions import ErrorResponse
+from litserve.exceptions import REQUEST_TIMED_OUT, ErrorResponse
 from litserve.request_context import RequestContext
 
 __all__ = [
     "STREAM_END",
+    "TIMED_OUT_OUTCOME",
     "Cancellation",
     "DropReason",
     "InferenceRequest",
@@ -118,3 +119,7 @@ class InferenceRequest:
         if reason is None and self.deadline_s is not None and now_s >= self.deadline_s:
             return DropReason.TIMED_OUT
         return reason
+
+
+# The answer to a request whose deadline passed; compare by status, since it may have crossed processes.
+TIMED_OUT_OUTCOME: Final = Outcome.failure(REQUEST_TIMED_OUT)

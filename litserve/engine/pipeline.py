@@ -18,8 +18,15 @@ from pydantic import BaseModel
 from litserve.api import LitAPI
 from litserve.codec import encode_json
 from litserve.engine.bridge import ChannelReply, StreamReply, abandon, push
-from litserve.engine.messages import STREAM_END, DropReason, InferenceRequest, Outcome, StreamItem, StreamStart
-from litserve.exceptions import REQUEST_TIMED_OUT
+from litserve.engine.messages import (
+    STREAM_END,
+    TIMED_OUT_OUTCOME,
+    DropReason,
+    InferenceRequest,
+    Outcome,
+    StreamItem,
+    StreamStart,
+)
 from litserve.hooks import CONTEXT_HOOKS, HookPlan
 
 __all__ = ["BatchSizeMismatchError", "Fail", "Hooks", "StreamFanout", "answer", "encode_chunk", "stream"]
@@ -28,7 +35,6 @@ Hook = Callable[[Any, Any], Any]
 Fail = Callable[[Exception], Outcome]
 
 NDJSON = "application/x-ndjson"
-_TIMED_OUT = Outcome.failure(REQUEST_TIMED_OUT)
 
 
 class BatchSizeMismatchError(Exception):
@@ -151,7 +157,7 @@ class StreamFanout:
             if reason is not None:
                 self._active.discard(j)
                 if reason is DropReason.TIMED_OUT:
-                    push(_stream_reply(request), _TIMED_OUT)
+                    push(_stream_reply(request), TIMED_OUT_OUTCOME)
                 else:
                     abandon(request.reply, reason)
                 continue

@@ -16,10 +16,11 @@ from collections.abc import Awaitable, Sequence
 from typing import Literal, Protocol, final
 
 from litserve.api import LitAPI
-from litserve.engine.messages import InferenceRequest
+from litserve.engine.bridge import StreamReply, deliver, push
+from litserve.engine.messages import InferenceRequest, Outcome
 from litserve.engine.request_queue import RequestQueue
 from litserve.engine.worker import Worker
-from litserve.exceptions import WorkerSetupError
+from litserve.exceptions import SHUTTING_DOWN, WorkerSetupError
 from litserve.hooks import plan_hooks
 from litserve.status import EndpointCounters, EndpointStatus, ErrorLog, Latency, WorkerCounters, WorkerStatus
 
@@ -50,6 +51,8 @@ class WorkerHandle(Protocol):
 
 
 logger = logging.getLogger(__name__)
+
+_SHUTTING_DOWN = Outcome.failure(SHUTTING_DOWN)
 
 
 @final
@@ -196,4 +199,11 @@ class WorkerPool:
         stuck = [w.name for w in self.workers if not w.join(max(0.0, deadline_s - time.monotonic()))]
         if stuck:
             logger.warning("workers %s are still inside a LitAPI hook; they will end when it returns", stuck)
+        for endpoint in self._endpoints:
+            # Whatever no worker took (they are stuck or gone) is answered, so no caller waits forever.
+            for request in endpoint.queue.drain_nowait():
+                if isinstance(request.reply, StreamReply):
+                    push(request.reply, _SHUTTING_DOWN)
+                else:
+                    deliver(request.reply, _SHUTTING_DOWN)
         return stuck

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import logging
 import threading
 import time
@@ -121,15 +122,22 @@ class Worker:
         self.counters.state = WorkerState.IDLE
         self._ready.set_result(None)
         try:
-            hooks = Hooks.bind(api, self._plan)
-            if api.enable_async:
-                self._serve_async(api, hooks)
-            else:
-                self._serve_sync(api, hooks)
+            self._serve(api)
         finally:
             self.counters.state = WorkerState.STOPPED
+            # The last references to the model go before the device's cached memory is released.
             self._api = None
+            del api
+            if self._runtime.stream is not None:  # a CUDA worker: free the model's blocks first
+                gc.collect()
             self._runtime.release()
+
+    def _serve(self, api: LitAPI) -> None:
+        hooks = Hooks.bind(api, self._plan)
+        if api.enable_async:
+            self._serve_async(api, hooks)
+        else:
+            self._serve_sync(api, hooks)
 
     def _next_batch(self, api: LitAPI) -> Batch | None:
         batch = collect_batch(self._source, api.max_batch_size, float(api.batch_timeout), self._clock)
@@ -158,7 +166,7 @@ class Worker:
                         self.counters.served += len(requests)
                     else:
                         self._deliver(requests, answer(hooks, requests, self._failure))
-            except Exception as exc:  # a bug of ours: never let it kill the worker
+            except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
                 self._internal_error(requests, exc)
             self.counters.state = WorkerState.IDLE
 
@@ -177,7 +185,10 @@ class Worker:
                     self.counters.served += len(requests)
                 else:
                     self._deliver(requests, await answer_async(hooks, requests, self._failure))
-            except Exception as exc:
+            except asyncio.CancelledError as exc:  # answer the batch, then let the cancellation go on
+                self._internal_error(requests, exc)
+                raise
+            except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
                 self._internal_error(requests, exc)
             finally:
                 capacity.release()
@@ -225,10 +236,12 @@ class Worker:
         else:
             deliver_all(zip((_reply(r) for r in requests), outcomes, strict=True))
 
-    def _internal_error(self, requests: Sequence[InferenceRequest], exc: Exception) -> None:
+    def _internal_error(self, requests: Sequence[InferenceRequest], exc: BaseException) -> None:
+        """Something escaped the pipeline (a BaseException from a hook, or a bug of ours): fail the batch."""
+        self.counters.errors += 1
         self._errors.record(self.name, exc)
-        logger.exception("worker %s failed to answer a batch", self.name)
-        failure = self._failure(exc)
+        logger.error("worker %s failed to answer a batch", self.name, exc_info=exc)
+        failure = Outcome.failure(INTERNAL_ERROR)
         for request in requests:
             reply = request.reply
             if isinstance(reply, StreamReply):

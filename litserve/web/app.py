@@ -36,7 +36,11 @@ def create_app(context: WebContext) -> Quart:
         status = exc.code or INTERNAL_ERROR.status
         answer = PAYLOAD_TOO_LARGE if status == PAYLOAD_TOO_LARGE.status else ErrorResponse(status, exc.name)
         _count(context, exc, answer.status)
-        return error(answer)
+        response = error(answer)
+        allow = dict(exc.get_headers()).get("Allow")
+        if allow:  # 405 says which methods the path takes
+            response.headers["Allow"] = allow
+        return response
 
     @app.errorhandler(Exception)
     async def unexpected_error(exc: Exception) -> Response:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from typing import Any, final
 
@@ -11,11 +12,10 @@ from quart import Response, request
 
 from litserve.codec import encode_json, error_body
 from litserve.engine.bridge import Reply, StreamReply
-from litserve.engine.messages import Cancellation, DropReason, InferenceRequest, Outcome, StreamItem
+from litserve.engine.messages import TIMED_OUT_OUTCOME, Cancellation, DropReason, InferenceRequest, Outcome, StreamItem
 from litserve.engine.pool import Endpoint
 from litserve.exceptions import (
     NOT_READY,
-    REQUEST_TIMED_OUT,
     SERVER_OVERLOADED,
     SHUTTING_DOWN,
     ErrorResponse,
@@ -25,14 +25,14 @@ from litserve.exceptions import (
 from litserve.request_context import RequestContext
 from litserve.web.auth import API_KEY_HEADER, run_authorize
 from litserve.web.context import WebContext
-from litserve.web.streaming import TIMED_OUT as STREAM_TIMED_OUT
 from litserve.web.streaming import StreamBody
 from litserve.web.validation import read_payload
 
 __all__ = ["PredictRoute", "error", "guarded", "health", "info", "root"]
 
+logger = logging.getLogger(__name__)
+
 _JSON = "application/json"
-_TIMED_OUT = Outcome.failure(REQUEST_TIMED_OUT)
 _OVERLOADED = Outcome.failure(SERVER_OVERLOADED)
 _SHUTTING_DOWN = Outcome.failure(SHUTTING_DOWN)
 # Answers given before the request body was read also close the connection: the unread body would
@@ -62,7 +62,7 @@ def _expire(future: asyncio.Future[Outcome], cancellation: Cancellation) -> None
     # Runs on the loop when the request's deadline passes, queued or running.
     cancellation.cancel(DropReason.TIMED_OUT)
     if not future.done():
-        future.set_result(_TIMED_OUT)
+        future.set_result(TIMED_OUT_OUTCOME)
 
 
 def _request_context() -> RequestContext:
@@ -132,7 +132,7 @@ class PredictRoute:
             return _SHUTTING_DOWN
         timer = None
         if deadline_s is not None:
-            timer = loop.call_later(deadline_s - time.monotonic(), queue.put_nowait, STREAM_TIMED_OUT)
+            timer = loop.call_later(deadline_s - time.monotonic(), queue.put_nowait, TIMED_OUT_OUTCOME)
         body = StreamBody(queue, cancellation, self._counters)
         counters = self._counters
         counters.in_flight += 1  # until the first chunk (or the error) is here
@@ -206,9 +206,13 @@ def health(context: WebContext) -> Any:
             return not_ready()
         for endpoint in context.endpoints:
             for worker in endpoint.workers:
-                verdict = worker.is_healthy()
-                if inspect.isawaitable(verdict):
-                    verdict = await verdict
+                try:
+                    verdict = worker.is_healthy()
+                    if inspect.isawaitable(verdict):
+                        verdict = await verdict
+                except Exception as exc:  # a failing health() means "not ready", never a 500
+                    logger.warning("health() raised in %s: %s: %s", worker.name, type(exc).__name__, exc)
+                    return not_ready()
                 if not verdict:
                     return not_ready()
         return Response("ok", status=200, content_type="text/plain")

@@ -9,14 +9,20 @@ from typing import final
 from quart import Response
 
 from litserve.codec import encode_json
-from litserve.engine.messages import STREAM_END, Cancellation, DropReason, Outcome, StreamItem, StreamStart
-from litserve.exceptions import REQUEST_TIMED_OUT
+from litserve.engine.messages import (
+    STREAM_END,
+    TIMED_OUT_OUTCOME,
+    Cancellation,
+    DropReason,
+    Outcome,
+    StreamItem,
+    StreamStart,
+)
 from litserve.status import EndpointCounters
 
-__all__ = ["StreamBody", "TIMED_OUT"]
+__all__ = ["StreamBody"]
 
 NDJSON = "application/x-ndjson"
-TIMED_OUT = Outcome.failure(REQUEST_TIMED_OUT)
 
 
 def _error_line(outcome: Outcome) -> bytes:
@@ -27,7 +33,7 @@ def _error_line(outcome: Outcome) -> bytes:
 class StreamBody:
     """Owns one streamed request on the loop: waits for its first item, then yields the rest.
 
-    The deadline timer puts TIMED_OUT on the same queue the worker writes to, so one `await` serves
+    The deadline timer puts TIMED_OUT_OUTCOME on the same queue the worker writes to, so one `await` serves
     both. Ending early for any reason (client gone, deadline, server stopping) marks the request
     cancelled, which the worker sees at its next chunk and closes the user's generators.
 
@@ -51,7 +57,7 @@ class StreamBody:
             self._counters.cancelled += 1
             raise
         if isinstance(item, Outcome):
-            if item is TIMED_OUT:
+            if item.status == TIMED_OUT_OUTCOME.status:
                 self._cancellation.cancel(DropReason.TIMED_OUT)
             return item
         if isinstance(item, StreamStart):
@@ -85,7 +91,7 @@ class StreamBody:
                     else:
                         finished = True
                         if isinstance(item, Outcome):
-                            if item is TIMED_OUT:
+                            if item.status == TIMED_OUT_OUTCOME.status:
                                 self._cancellation.cancel(DropReason.TIMED_OUT)
                                 self._counters.timed_out += 1
                             parts.append(_error_line(item))
