@@ -211,7 +211,8 @@ class ProcessWorker:
             if self._stopping:
                 break
             self._child_died(exited)
-        self.counters.state = WorkerState.STOPPED
+        if self.counters.state is not WorkerState.FAILED:
+            self.counters.state = WorkerState.STOPPED
 
     def _read_answers(self, link: Link) -> None:
         while True:

@@ -86,3 +86,22 @@ def test_interrupting_the_kernel_stops_a_blocking_run(kernel: Kernel) -> None:
     after = kernel.run("server.state.value")
     assert after.text == "'stopped'"
     assert port_is_free(port)
+
+
+def test_a_cell_defined_api_serves_in_process_mode(kernel: Kernel) -> None:
+    started = kernel.run(
+        "import os\n"
+        "from litserve import LitAPI, LitServer\n"
+        "class Where(LitAPI):\n"
+        "    def setup(self, device):\n"
+        "        self.pid = os.getpid()\n"
+        "    def predict(self, x):\n"
+        "        return {'x': x * 2, 'pid': self.pid}\n"
+        "server = LitServer(Where(), accelerator='cpu', devices=2, worker_mode='process').start(port=0)\n"
+        "answers = [server.client().predict(i) for i in range(4)]\n"
+        "[a['x'] for a in answers], all(a['pid'] != os.getpid() for a in answers), len(server.status.workers)"
+    )
+    assert started.status == "ok", started.error
+    assert started.text == "([0, 2, 4, 6], True, 2)"
+    stopped = kernel.run("server.stop()\nserver.state.value")
+    assert stopped.text == "'stopped'"

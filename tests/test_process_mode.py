@@ -1,0 +1,204 @@
+"""What only process mode has: worker processes that can die, restart, be orphaned and be reaped."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Any
+
+import pytest
+import requests
+from pydantic import BaseModel, Field
+
+from litserve import LitAPI, LitServer, WorkerSetupError
+from litserve.status import WorkerState
+from tests.apis import FailingSetupAPI, SquareAPI
+from tests.helpers import free_port, wait_until
+from tests.sync import CrossEvent, CrossLog, CrossSemaphore
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def post(server: LitServer, payload: Any) -> requests.Response:
+    return requests.post(server.url + "/predict", json=payload, timeout=30)
+
+
+def is_gone(pid: int) -> bool:
+    """True once `pid` is not running (exited, or a zombie waiting to be reaped by someone else)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+class PidAPI(LitAPI):
+    def setup(self, device: str) -> None:
+        self.pid = os.getpid()
+
+    def predict(self, x: Any) -> Any:
+        return {"x": x, "pid": self.pid}
+
+
+def test_two_cpu_devices_get_one_process_each_and_stop_reaps_them() -> None:
+    server = LitServer(PidAPI(), accelerator="cpu", devices=2, worker_mode="process").start(port=0)
+    try:
+        workers = server.status.workers
+        pids = {w.pid for w in workers}
+        assert len(workers) == 2 and len(pids) == 2 and os.getpid() not in pids
+        assert [w.device for w in workers] == ["cpu", "cpu"]
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: post(server, i).json(), range(40)))
+        assert [a["x"] for a in answers] == list(range(40))
+        assert {a["pid"] for a in answers} <= pids
+        assert requests.get(server.url + "/info", timeout=10).json()["server"]["worker_mode"] == "process"
+    finally:
+        server.stop()
+    assert all(is_gone(pid) for pid in pids if pid is not None)
+
+
+class CrashingAPI(SquareAPI):
+    """predict() of {"input": "crash"} kills its process once the test says so; setup() is counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setups = CrossLog()
+        self.entered = CrossSemaphore()
+        self.second_setup_gate = CrossEvent()
+
+    def setup(self, device: str) -> None:
+        self.setups.append(os.getpid())
+        if len(self.setups.values()) > 1:
+            assert self.second_setup_gate.wait(20), "the test never let the restarted worker finish setup()"
+        super().setup(device)
+
+    def predict(self, x: Any) -> Any:
+        if x == "crash":
+            self.entered.release()
+            threading.Event().wait(30)  # held here until the test kills this process
+        return super().predict(x)
+
+
+def test_a_killed_worker_process_fails_only_its_requests_and_is_started_again() -> None:
+    api = CrashingAPI()
+    with LitServer(api, accelerator="cpu", worker_mode="process").start(port=0) as server:
+        first_pid = server.status.workers[0].pid
+        assert first_pid is not None
+        with concurrent.futures.ThreadPoolExecutor(6) as pool:
+            doomed = pool.submit(post, server, {"input": "crash"})
+            assert api.entered.acquire(20)
+            waiting = [pool.submit(post, server, {"input": i}) for i in range(5)]
+            assert wait_until(lambda: server.status.endpoints[0].in_flight == 6)
+            os.kill(first_pid, signal.SIGKILL)
+            assert (doomed.result(20).status_code, doomed.result(20).json()) == (
+                500,
+                {"detail": "Internal server error"},
+            )
+            # While the new process runs setup() again, the server is not ready.
+            assert wait_until(lambda: server.status.workers[0].restarts == 1)
+            assert requests.get(server.url + "/health", timeout=10).status_code == 503
+            api.second_setup_gate.set()
+            assert [f.result(20).json() for f in waiting] == [{"output": i * i} for i in range(5)]
+        status = server.status
+        worker = status.workers[0]
+        assert worker.pid != first_pid and worker.state is WorkerState.IDLE
+        assert requests.get(server.url + "/health", timeout=10).text == "ok"
+        endpoint = status.endpoints[0]
+        assert (endpoint.ok, endpoint.server_errors) == (5, 1)
+        assert status.last_error is not None and "exited" in status.last_error.summary
+        assert len(api.setups.values()) == 2
+    assert is_gone(first_pid)
+
+
+def test_without_restarts_a_dead_worker_process_leaves_the_server_not_ready() -> None:
+    api = CrashingAPI()
+    with LitServer(api, accelerator="cpu", worker_mode="process", restart_workers=False, timeout=2).start(
+        port=0
+    ) as server:
+        pid = server.status.workers[0].pid
+        assert pid is not None
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            doomed = pool.submit(post, server, {"input": "crash"})
+            assert api.entered.acquire(20)
+            os.kill(pid, signal.SIGKILL)
+            assert doomed.result(20).status_code == 500
+        assert wait_until(lambda: server.status.workers[0].state is WorkerState.FAILED)
+        assert requests.get(server.url + "/health", timeout=10).status_code == 503
+        assert post(server, {"input": 2}).status_code == 504  # nobody left to run it
+
+
+def test_setup_failing_in_a_worker_process_raises_the_users_error_with_its_traceback() -> None:
+    server = LitServer(FailingSetupAPI(), accelerator="cpu", worker_mode="process")
+    with pytest.raises(WorkerSetupError, match="model weights not found") as caught:
+        server.start(port=0)
+    cause = caught.value.__cause__
+    assert isinstance(cause, RuntimeError)
+    assert "in the worker process" in str(cause.__cause__) and "Traceback" in str(cause.__cause__)
+    assert [t.name for t in threading.enumerate() if t.name.startswith("litserve-")] == []
+
+
+class Item(BaseModel):
+    text: str = Field(alias="inputText")
+
+
+class AliasAPI(LitAPI):
+    def decode_request(self, request: Item) -> str:
+        return request.text
+
+    def predict(self, x: str) -> str:
+        return x.upper()
+
+
+def test_body_models_with_aliases_cross_to_the_worker_process(lit_server: Any) -> None:
+    server = lit_server(AliasAPI(), worker_mode="process")
+    assert post(server, {"inputText": "hi"}).json() == "HI"
+    assert post(server, {"text": "hi"}).status_code == 422
+    assert server.status.workers[0].restarts == 0
+
+
+@pytest.mark.integration
+def test_worker_processes_exit_when_the_server_process_is_killed_and_never_run_main(tmp_path: Any) -> None:
+    marker = tmp_path / "main-body-ran"
+    script = tmp_path / "serve.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, sys, threading
+            with open({str(marker)!r}, "a") as f:  # the script's body: must run once, here only
+                f.write(str(os.getpid()) + "\\n")
+            from litserve import LitAPI, LitServer
+
+            class Echo(LitAPI):
+                def predict(self, x):
+                    return x
+
+            if __name__ == "__main__":
+                server = LitServer(Echo(), accelerator="cpu", devices=2, worker_mode="process")
+                server.start(port={free_port()})
+                assert server.client().predict([1]) == [1]
+                print(" ".join(str(w.pid) for w in server.status.workers), flush=True)
+                threading.Event().wait(60)
+            """
+        )
+    )
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        assert parent.stdout is not None
+        line = parent.stdout.readline()
+        child_pids = [int(pid) for pid in line.split()]
+        assert len(child_pids) == 2, line
+        parent.kill()  # SIGKILL: no atexit, no stop()
+        parent.wait(10)
+        assert wait_until(lambda: all(is_gone(pid) for pid in child_pids), 20), "a worker process outlived its server"
+        assert marker.read_text().split() == [str(parent.pid)]
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(10)
+        if parent.stdout is not None:
+            parent.stdout.close()
