@@ -22,7 +22,7 @@ from litserve.exceptions import ServerStateError
 from litserve.hooks import validate_hooks
 from litserve.notebook import PanelTimer, status_html, status_panel, status_text
 from litserve.runtime import registry
-from litserve.runtime.console import StopRequested, show_logs, stop_on_sigterm
+from litserve.runtime.console import StopRequested, show_logs, stop_on_signals
 from litserve.runtime.sockets import bind_listening_socket, is_loopback
 from litserve.runtime.thread import HttpThread
 from litserve.status import ErrorLog, ServerState, ServerStatus
@@ -333,7 +333,7 @@ class LitServer:
         does not use the calling thread's event loop.
         """
         show_logs(log_level)
-        with stop_on_sigterm():
+        with stop_on_signals():
             try:
                 self.start(host, port, generate_client_file=generate_client_file)
                 while not self._stopped.wait():

@@ -103,6 +103,11 @@ class CrossEvent:
     def __deepcopy__(self, memo: dict[int, Any]) -> CrossEvent:
         return self
 
+    @property
+    def path(self) -> str:
+        """The FIFO a process outside Python's reach can read one byte from to wait for the gate."""
+        return self._tokens.path
+
     def set(self) -> None:
         if not os.path.exists(self._flag):
             open(self._flag, "w").close()

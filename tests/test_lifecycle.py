@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import signal
 import socket
+import subprocess
+import sys
 import threading
+from typing import Any
 
 import pytest
 import requests
@@ -14,6 +18,7 @@ import requests
 from litserve import LitServer, PortInUseError, ServerState, ServerStateError, WorkerSetupError
 from tests.apis import FailingSetupAPI, GatedPredictAPI, GatedSetupAPI, SquareAPI
 from tests.helpers import free_port, open_fd_count, port_is_free
+from tests.sync import CrossEvent, CrossSemaphore
 
 
 def predict(server: LitServer, value: float) -> requests.Response:
@@ -248,3 +253,76 @@ def test_run_logs_startup_lines_and_returns_when_stopped_from_another_thread(wor
         litserve_logger.setLevel(logging.NOTSET)
     assert not runner.is_alive()
     assert server.state is ServerState.STOPPED
+
+
+SLOW_SCRIPT = """
+import os, sys
+from litserve import LitAPI, LitServer
+
+ENTERED, GATE = sys.argv[2], sys.argv[3]
+
+class Slow(LitAPI):
+    def predict(self, x):
+        fd = os.open(ENTERED, os.O_WRONLY)
+        os.write(fd, b"x")
+        os.close(fd)
+        with open(GATE, "rb") as gate:
+            gate.read(1)
+        return x
+
+if __name__ == "__main__":
+    LitServer(Slow(), accelerator="cpu", shutdown_timeout=30).run(port=int(sys.argv[1]), generate_client_file=False)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(120)
+def test_a_second_sigterm_while_stopping_does_not_break_the_stop(tmp_path: Any) -> None:
+    entered, gate = CrossSemaphore(), CrossEvent()
+    script = tmp_path / "slow.py"
+    script.write_text(SLOW_SCRIPT)
+    port = free_port()
+    stopping = threading.Event()
+    ready = threading.Event()
+    lines: list[str] = []
+    process = subprocess.Popen(
+        [sys.executable, str(script), str(port), entered.path, gate.path],
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+    def read_stderr() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            lines.append(line)
+            if "Application startup complete." in line:
+                ready.set()
+            if "stopping on request" in line:
+                stopping.set()
+        ready.set()
+        stopping.set()
+
+    reader = threading.Thread(target=read_stderr, name="stderr-of-slow")
+    reader.start()
+    try:
+        assert ready.wait(60), "".join(lines)
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(requests.post, f"http://127.0.0.1:{port}/predict", json=[1], timeout=60)
+            assert entered.acquire(30)
+            process.send_signal(signal.SIGTERM)
+            assert stopping.wait(30)  # stop() now waits for the request in flight
+            process.send_signal(signal.SIGTERM)  # ignored: the stop already under way must finish
+            gate.set()
+            assert in_flight.result(30).json() == [1]
+        assert process.wait(30) == 0, "".join(lines)
+        assert "Traceback" not in "".join(lines)
+        assert "litserve stopped" in "".join(lines)
+    finally:
+        gate.set()
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+        reader.join(10)
+        if process.stderr is not None:
+            process.stderr.close()

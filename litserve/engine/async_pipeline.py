@@ -98,7 +98,7 @@ async def stream_async(
     if not live_positions:
         return
     live = [requests[i] for i in live_positions]
-    fanout = StreamFanout(live, clock)
+    fanout = StreamFanout(live, clock, may_block=False)
     contexts = hooks.contexts(live)
     predicted: Any = None
     per_step: Any = None

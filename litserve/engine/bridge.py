@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
@@ -23,6 +24,7 @@ __all__ = [
     "deliver",
     "deliver_all",
     "push",
+    "wait_for_room",
 ]
 
 T = TypeVar("T")
@@ -57,10 +59,25 @@ class ChannelReply:
 
 @dataclass(frozen=True, slots=True)
 class StreamReply(Generic[T]):
-    """Where a streamed request's chunks go: an asyncio.Queue owned by `loop`, read by the response body."""
+    """Where a streamed request's chunks go: an asyncio.Queue owned by `loop`, read by the response body.
+
+    `window` bounds how many chunks may wait unsent: a synchronous worker takes a slot per chunk and
+    the response body gives it back as it sends, so a slow client slows its stream, not the memory.
+    """
 
     loop: asyncio.AbstractEventLoop
     queue: asyncio.Queue[T]
+    window: threading.Semaphore | None = None
+
+
+def wait_for_room(reply: Any, timeout_s: float | None) -> bool:
+    """Called on a worker thread before a chunk: block while the stream's client is this far behind.
+
+    False when `timeout_s` passed first. Replies without a window never wait.
+    """
+    if isinstance(reply, StreamReply) and reply.window is not None:
+        return reply.window.acquire(timeout=timeout_s)
+    return True
 
 
 def push(reply: StreamReply[T] | ChannelReply, item: T) -> None:

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from litserve.api import LitAPI
 from litserve.codec import encode_json
-from litserve.engine.bridge import ChannelReply, StreamReply, abandon, push
+from litserve.engine.bridge import ChannelReply, StreamReply, abandon, push, wait_for_room
 from litserve.engine.messages import (
     STREAM_END,
     TIMED_OUT_OUTCOME,
@@ -143,9 +143,12 @@ class StreamFanout:
     left, `send_step` returns False so the caller stops and closes the generators.
     """
 
-    def __init__(self, requests: Sequence[InferenceRequest], clock: Callable[[], float]) -> None:
+    def __init__(
+        self, requests: Sequence[InferenceRequest], clock: Callable[[], float], may_block: bool = True
+    ) -> None:
         self._requests = list(requests)
         self._clock = clock
+        self._may_block = may_block  # a synchronous worker waits for slow clients; an event loop must not
         self._started = [False] * len(requests)
         self._active = set(range(len(requests)))
 
@@ -164,6 +167,12 @@ class StreamFanout:
             item = items[j]
             if item is None and is_batched:
                 continue  # nothing for this request at this step
+            if self._may_block:
+                wait_s = None if request.deadline_s is None else max(0.0, request.deadline_s - now_s)
+                if not wait_for_room(request.reply, wait_s):  # the client fell behind until the deadline
+                    self._active.discard(j)
+                    push(_stream_reply(request), TIMED_OUT_OUTCOME)
+                    continue
             data, media_type = encode_chunk(item)
             push(_stream_reply(request), data if self._started[j] else StreamStart(media_type, data))
             self._started[j] = True

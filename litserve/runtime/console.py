@@ -1,4 +1,4 @@
-"""What only `run()` does to the process: show litserve's log lines, and stop on SIGTERM."""
+"""What only `run()` does to the process: show litserve's log lines, and stop on SIGINT or SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import threading
 from collections.abc import Iterator
 from types import FrameType
 
-__all__ = ["StopRequested", "show_logs", "stop_on_sigterm"]
+__all__ = ["StopRequested", "show_logs", "stop_on_signals"]
 
 
 class StopRequested(BaseException):
@@ -29,17 +29,26 @@ def show_logs(level: str) -> None:
 
 
 @contextlib.contextmanager
-def stop_on_sigterm() -> Iterator[None]:
-    """Turn SIGTERM into `StopRequested` while run() blocks; only the main thread may set handlers."""
+def stop_on_signals() -> Iterator[None]:
+    """While run() blocks, SIGINT and SIGTERM raise `StopRequested` once; later ones are ignored.
+
+    Only the first signal interrupts: a second one (GNU `timeout` signals the process and its group)
+    must not break the stop that the first one started. SIGINT is handled even when the process was
+    started with it ignored (`cmd &` in a script). Only the main thread may set handlers.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    received = threading.Event()
 
-    def on_sigterm(signum: int, frame: FrameType | None) -> None:
-        raise StopRequested()
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        if not received.is_set():
+            received.set()
+            raise StopRequested()
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

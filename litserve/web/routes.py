@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import threading
 import time
 from typing import Any, final
 
@@ -25,7 +26,7 @@ from litserve.exceptions import (
 from litserve.request_context import RequestContext
 from litserve.web.auth import API_KEY_HEADER, run_authorize
 from litserve.web.context import WebContext
-from litserve.web.streaming import StreamBody
+from litserve.web.streaming import STREAM_WINDOW, StreamBody
 from litserve.web.validation import read_payload
 
 __all__ = ["PredictRoute", "error", "guarded", "health", "info", "root"]
@@ -123,7 +124,8 @@ class PredictRoute:
         queue: asyncio.Queue[StreamItem] = asyncio.Queue()
         cancellation = Cancellation()
         deadline_s = None if self._timeout_s is None else arrival_s + self._timeout_s
-        request_ = InferenceRequest(payload, StreamReply(loop, queue), deadline_s, cancellation, context)
+        window = threading.Semaphore(STREAM_WINDOW)
+        request_ = InferenceRequest(payload, StreamReply(loop, queue, window), deadline_s, cancellation, context)
         try:
             self._queue.put_nowait(request_)
         except QueueFullError:
@@ -133,7 +135,7 @@ class PredictRoute:
         timer = None
         if deadline_s is not None:
             timer = loop.call_later(deadline_s - time.monotonic(), queue.put_nowait, TIMED_OUT_OUTCOME)
-        body = StreamBody(queue, cancellation, self._counters)
+        body = StreamBody(queue, window, cancellation, self._counters)
         counters = self._counters
         counters.in_flight += 1  # until the first chunk (or the error) is here
         try:

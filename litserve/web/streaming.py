@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator
 from typing import final
 
@@ -20,7 +21,10 @@ from litserve.engine.messages import (
 )
 from litserve.status import EndpointCounters
 
-__all__ = ["StreamBody"]
+__all__ = ["STREAM_WINDOW", "StreamBody"]
+
+# Chunks a stream may have produced and not yet sent before its (synchronous) worker waits.
+STREAM_WINDOW = 64
 
 NDJSON = "application/x-ndjson"
 
@@ -42,9 +46,14 @@ class StreamBody:
     """
 
     def __init__(
-        self, queue: asyncio.Queue[StreamItem], cancellation: Cancellation, counters: EndpointCounters
+        self,
+        queue: asyncio.Queue[StreamItem],
+        window: threading.Semaphore,
+        cancellation: Cancellation,
+        counters: EndpointCounters,
     ) -> None:
         self._queue = queue
+        self._window = window
         self._cancellation = cancellation
         self._counters = counters
 
@@ -61,6 +70,7 @@ class StreamBody:
                 self._cancellation.cancel(DropReason.TIMED_OUT)
             return item
         if isinstance(item, StreamStart):
+            self._window.release()
             return item
         if item is STREAM_END:
             return None
@@ -88,6 +98,7 @@ class StreamBody:
                 while True:
                     if isinstance(item, bytes):
                         parts.append(item)
+                        self._window.release()
                     else:
                         finished = True
                         if isinstance(item, Outcome):
@@ -104,6 +115,7 @@ class StreamBody:
         finally:
             if timer is not None:
                 timer.cancel()
+            self._window.release(STREAM_WINDOW)  # a worker waiting for room wakes and sees why
             if not finished:
                 # The client left (Quart cancels the response) or the server is stopping.
                 self._cancellation.cancel(DropReason.DISCONNECTED)
