@@ -119,19 +119,27 @@ class PredictRoute:
             return await self._stream(payload, context, arrival_s)
         return await self._run(payload, context, arrival_s)
 
-    async def _stream(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome | Response:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[StreamItem] = asyncio.Queue()
-        cancellation = Cancellation()
-        deadline_s = None if self._timeout_s is None else arrival_s + self._timeout_s
-        window = threading.Semaphore(STREAM_WINDOW)
-        request_ = InferenceRequest(payload, StreamReply(loop, queue, window), deadline_s, cancellation, context)
+    def _enqueue(self, request_: InferenceRequest) -> Outcome | None:
+        """Queue the request for a worker; the answer instead when the queue is full or closed."""
         try:
             self._queue.put_nowait(request_)
         except QueueFullError:
             return _OVERLOADED
         except QueueClosedError:
             return _SHUTTING_DOWN
+        return None
+
+    async def _stream(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome | Response:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[StreamItem] = asyncio.Queue()
+        cancellation = Cancellation()
+        deadline_s = None if self._timeout_s is None else arrival_s + self._timeout_s
+        window = threading.Semaphore(STREAM_WINDOW)
+        refused = self._enqueue(
+            InferenceRequest(payload, StreamReply(loop, queue, window), deadline_s, cancellation, context)
+        )
+        if refused is not None:
+            return refused
         timer = None
         if deadline_s is not None:
             timer = loop.call_later(deadline_s - time.monotonic(), queue.put_nowait, TIMED_OUT_OUTCOME)
@@ -155,12 +163,9 @@ class PredictRoute:
         cancellation = Cancellation()
         timeout_s = self._timeout_s
         deadline_s = None if timeout_s is None else arrival_s + timeout_s
-        try:
-            self._queue.put_nowait(InferenceRequest(payload, Reply(loop, future), deadline_s, cancellation, context))
-        except QueueFullError:
-            return _OVERLOADED
-        except QueueClosedError:
-            return _SHUTTING_DOWN
+        refused = self._enqueue(InferenceRequest(payload, Reply(loop, future), deadline_s, cancellation, context))
+        if refused is not None:
+            return refused
         timer = None
         if deadline_s is not None:
             timer = loop.call_later(deadline_s - time.monotonic(), _expire, future, cancellation)
