@@ -36,8 +36,9 @@ def status_text(status: ServerStatus) -> str:
             f"{endpoint.queue_depth} queued; p50 {_ms(endpoint.latency.p50_s)} ms"
         )
         for worker in endpoint.workers:
+            process = "" if worker.pid is None else f", pid {worker.pid}, {worker.restarts} restarts"
             lines.append(
-                f"    {worker.name} ({worker.device}): {worker.state.value}, "
+                f"    {worker.name} ({worker.device}{process}): {worker.state.value}, "
                 f"{worker.served} served, {worker.errors} errors"
             )
     if status.last_error is not None:
@@ -76,10 +77,12 @@ def status_html(status: ServerStatus) -> str:
         "<th>in flight</th><th>queued</th><th>p50 / p95 / p99 ms</th><th>batches</th></tr>",
         *(_endpoint_rows(e) for e in status.endpoints),
         "</table>",
-        "<table><tr><th>worker</th><th>device</th><th>state</th><th>served</th><th>errors</th></tr>",
+        "<table><tr><th>worker</th><th>device</th><th>state</th><th>served</th><th>errors</th>"
+        "<th>pid</th><th>restarts</th></tr>",
         *(
             f"<tr><td>{html.escape(w.name)}</td><td>{html.escape(w.device)}</td><td>{w.state.value}</td>"
-            f"<td>{w.served}</td><td>{w.errors}</td></tr>"
+            f"<td>{w.served}</td><td>{w.errors}</td><td>{'-' if w.pid is None else w.pid}</td>"
+            f"<td>{w.restarts}</td></tr>"
             for w in status.workers
         ),
         "</table>",

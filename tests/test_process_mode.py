@@ -202,3 +202,48 @@ def test_worker_processes_exit_when_the_server_process_is_killed_and_never_run_m
             parent.wait(10)
         if parent.stdout is not None:
             parent.stdout.close()
+
+
+def test_the_status_views_show_each_worker_process() -> None:
+    from litserve.notebook import status_html, status_text
+
+    with LitServer(SquareAPI(), accelerator="cpu", devices=2, worker_mode="process").start(port=0) as server:
+        status = server.status
+        pids = [w.pid for w in status.workers]
+        text, page = status_text(status), status_html(status)
+        for pid in pids:
+            assert f"pid {pid}, 0 restarts" in text
+            assert f"<td>{pid}</td><td>0</td>" in page
+
+
+def _cuda_devices() -> int:
+    try:
+        import torch
+    except ImportError:
+        return 0
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_devices() < 2, reason="needs two CUDA devices")
+def test_each_worker_process_sees_its_own_gpu() -> None:
+    class DeviceAPI(LitAPI):
+        def setup(self, device: str) -> None:
+            import torch as child_torch
+
+            self.tensor = child_torch.ones(1, device=device)
+
+        def predict(self, x: Any) -> Any:
+            import torch as child_torch
+
+            return {"device": str(self.tensor.device), "current": child_torch.cuda.current_device(), "pid": os.getpid()}
+
+    with LitServer(DeviceAPI(), accelerator="cuda", devices=2, worker_mode="process").start(port=0) as server:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            answers = list(pool.map(lambda i: post(server, i).json(), range(32)))
+        by_pid: dict[int, set[str]] = {}
+        for answer in answers:
+            by_pid.setdefault(answer["pid"], set()).add(answer["device"])
+            assert answer["device"] == f"cuda:{answer['current']}"
+        assert sorted(d for devices in by_pid.values() for d in devices) == ["cuda:0", "cuda:1"]
+        assert [w.device for w in server.status.workers] == ["cuda:0", "cuda:1"]

@@ -1,45 +1,47 @@
 """Benchmark server: a LitServer serving the MLP benchmark's model.
 
-Usage: python litserve_mlp.py PORT MODEL MAX_BATCH_SIZE BATCH_TIMEOUT_S [WORKERS_PER_DEVICE]
+Usage: python litserve_mlp.py PORT MODEL MAX_BATCH_SIZE BATCH_TIMEOUT_S [WORKERS_PER_DEVICE [MODE [DEVICES]]]
+
+MODE is litserve's `worker_mode`, "thread" (default) or "process"; DEVICES the number of CPU devices
+(default 1). In process mode there is one worker process per device, each with WORKERS_PER_DEVICE
+threads; HTTP and the queues stay in this process.
 
 decode_request turns `{"input": [...]}` into a tensor, predict runs the model on the stacked batch
 (default `batch`/`unbatch`), encode_response answers `{"output": [10 floats]}`. predict also counts
-the size of every batch it sees; at exit the histogram is printed to stderr as one line,
-`batch sizes: {"1": n1, "2": n2, ...}`, and the time spent in predict as `predict time: {...}`
-(wall and worker-thread CPU seconds, and the span from the first predict to the last);
-benchmarks/mlp.py reads both back from the log.
+the size of every batch it sees and the time it spends in the model (`mlp_stats`, per process). At
+exit this process prints its own counters to stderr as `batch sizes: {"1": n1, ...}` and
+`predict time: {...}` (wall and worker-thread CPU seconds, and the span from the first predict to the
+last). In process mode predict runs in the worker processes, so those two lines are empty and each
+worker process prints `child stats: {"pid": ..., "batch_sizes": {...}, ...}` lines instead (see
+mlp_stats.py); benchmarks/mlp.py reads all of them back from the log and adds them up.
 """
 
 from __future__ import annotations
 
-import collections
 import json
 import sys
-import threading
 import time
 from typing import Any
 
 import mlp_model
+import mlp_stats
 import torch
 
 import litserve
 from litserve import LitAPI, LitServer
 
-BATCH_SIZES: collections.Counter[int] = collections.Counter()
-PREDICT_S = [0.0]  # total wall-clock seconds inside the model
-PREDICT_CPU_S = [0.0]  # total CPU seconds of the worker thread inside the model (time.thread_time)
-FIRST_LAST_S = [0.0, 0.0]  # monotonic time of the first predict start and the last predict end
-_lock = threading.Lock()  # workers_per_device > 1 means several threads count
-
 
 class MLPAPI(LitAPI):
-    def __init__(self, model_name: str, max_batch_size: int, batch_timeout: float) -> None:
+    def __init__(self, model_name: str, max_batch_size: int, batch_timeout: float, in_child: bool = False) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
         self.model_name = model_name
+        self.in_child = in_child  # process mode: setup() and predict run in a worker process
 
     def setup(self, device: str) -> None:
-        torch.set_num_threads(1)
+        torch.set_num_threads(1)  # per process: in process mode this runs in each worker process too
         self.model = mlp_model.build_model(self.model_name).to(device)
+        if self.in_child:
+            mlp_stats.start_reporter()
 
     def decode_request(self, request: Any) -> Any:
         return torch.tensor(request["input"])
@@ -49,13 +51,7 @@ class MLPAPI(LitAPI):
         start_s, start_cpu_s = time.monotonic(), time.thread_time()
         output = mlp_model.run_batch(self.model, x if batched else x.unsqueeze(0))
         end_s, cpu_s = time.monotonic(), time.thread_time() - start_cpu_s
-        with _lock:
-            BATCH_SIZES[x.shape[0] if batched else 1] += 1
-            PREDICT_S[0] += end_s - start_s
-            PREDICT_CPU_S[0] += cpu_s
-            if not FIRST_LAST_S[0]:
-                FIRST_LAST_S[0] = start_s
-            FIRST_LAST_S[1] = end_s
+        mlp_stats.record(x.shape[0] if batched else 1, start_s, end_s, cpu_s)
         return output if batched else output[0]
 
     def encode_response(self, output: Any) -> Any:
@@ -67,22 +63,17 @@ def main(argv: list[str]) -> None:
     port, model_name = int(argv[1]), argv[2]
     max_batch_size, batch_timeout = int(argv[3]), float(argv[4])
     workers = int(argv[5]) if len(argv) > 5 else 1
+    mode = argv[6] if len(argv) > 6 else "thread"
+    devices = int(argv[7]) if len(argv) > 7 else 1
     torch.set_num_threads(1)
-    api = MLPAPI(model_name, max_batch_size, batch_timeout)
+    api = MLPAPI(model_name, max_batch_size, batch_timeout, in_child=mode == "process")
     try:
-        LitServer(api, accelerator="cpu", timeout=60, workers_per_device=workers).run(
-            host="127.0.0.1", port=port, generate_client_file=False
-        )
+        LitServer(
+            api, accelerator="cpu", devices=devices, timeout=60, workers_per_device=workers, worker_mode=mode
+        ).run(host="127.0.0.1", port=port, generate_client_file=False)
     finally:
-        histogram = {str(size): count for size, count in sorted(BATCH_SIZES.items())}
-        print(f"batch sizes: {json.dumps(histogram)}", file=sys.stderr, flush=True)
-        span_s = FIRST_LAST_S[1] - FIRST_LAST_S[0]
-        stats = {
-            "predict_s": round(PREDICT_S[0], 4),
-            "predict_cpu_s": round(PREDICT_CPU_S[0], 4),
-            "span_s": round(span_s, 4),
-        }
-        print(f"predict time: {json.dumps(stats)}", file=sys.stderr, flush=True)
+        print(f"batch sizes: {json.dumps(mlp_stats.batch_sizes())}", file=sys.stderr, flush=True)
+        print(f"predict time: {json.dumps(mlp_stats.predict_time())}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -105,3 +106,20 @@ def test_a_cell_defined_api_serves_in_process_mode(kernel: Kernel) -> None:
     assert started.text == "([0, 2, 4, 6], True, 2)"
     stopped = kernel.run("server.stop()\nserver.state.value")
     assert stopped.text == "'stopped'"
+
+
+def test_shutting_the_kernel_down_stops_its_servers(tmp_path: Any) -> None:
+    port = free_port()
+    report = tmp_path / "state-at-exit"
+    with Kernel() as kernel:
+        # Registered before the server starts, so it runs after litserve's own exit hook (LIFO).
+        hook = kernel.run(
+            f"import atexit\natexit.register(lambda: open({str(report)!r}, 'w').write(server.state.value))"
+        )
+        assert hook.status == "ok", hook.error
+        started = kernel.run(DEFINE_AND_START.format(factor=2, port=port))
+        assert started.status == "ok", started.error
+        assert not port_is_free(port)
+    # The kernel exited without anyone calling stop(): litserve's exit hook stopped the server.
+    assert report.read_text() == "stopped"
+    assert port_is_free(port)

@@ -70,3 +70,10 @@ def test_pytorch_model() -> None:
     assert value(out["predict"]) == "(2, 1.0)"
     assert value(out["same"]) == "True"
     assert value(out["stop"]) == "'stopped'"
+
+
+def test_process_mode() -> None:
+    out = run_notebook("process_mode.ipynb")
+    assert value(out["start"]) == "[('cpu', True), ('cpu', True)]"
+    assert value(out["answers"]) == "([0, 10, 20, 30, 40, 50, 60, 70], True)"
+    assert value(out["stop"]) == "'stopped'"

@@ -407,3 +407,17 @@ def test_health_asks_the_litapi(start_server: Start) -> None:
     assert requests.get(server.url + "/health", timeout=10).status_code == 503
     api.healthy.set()
     assert requests.get(server.url + "/health", timeout=10).text == "ok"
+
+
+def test_headers_past_the_limit_are_431_and_the_server_goes_on(start_server: Start) -> None:
+    server = start_server(SquareAPI())
+    assert server.port is not None
+    sock = raw_request(server.port, "/predict", b'{"input": 2}', {"X-Big": "a" * 70_000})
+    try:
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 431")  # Hypercorn's limit: 16 KiB of request head
+    assert post(server, {"input": 3}).json() == {"output": 9}
