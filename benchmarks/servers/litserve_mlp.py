@@ -41,7 +41,7 @@ class MLPAPI(LitAPI):
         torch.set_num_threads(1)  # per process: in process mode this runs in each worker process too
         self.model = mlp_model.build_model(self.model_name).to(device)
         if self.in_child:
-            mlp_stats.start_reporter()
+            mlp_stats.start_reporter({"torch_threads": torch.get_num_threads()})
 
     def decode_request(self, request: Any) -> Any:
         return torch.tensor(request["input"])

@@ -57,21 +57,27 @@ def predict_time() -> dict[str, float]:
         }
 
 
-def start_reporter() -> None:
-    """In a worker process: print the counters whenever they change (once per process, daemon thread)."""
+def start_reporter(extra: dict[str, Any] | None = None) -> None:
+    """In a worker process: print the counters whenever they change (once per process, daemon thread).
+
+    `extra` goes into every line as it is (the server passes `torch_threads`, to show that setup()'s
+    `torch.set_num_threads(1)` holds in the worker process too).
+    """
     with _lock:
         if _reporter:
             return
-        thread = threading.Thread(target=_report_loop, name="mlp-stats-reporter", daemon=True)
+        thread = threading.Thread(target=_report_loop, args=(dict(extra or {}),), name="mlp-stats", daemon=True)
         _reporter.append(thread)
     thread.start()
 
 
-def _report_loop() -> None:
+def _report_loop(extra: dict[str, Any]) -> None:
     last: Any = None
     while True:
-        now = {"pid": os.getpid(), "batch_sizes": batch_sizes(), **predict_time()}
+        now = {"pid": os.getpid(), **extra, "batch_sizes": batch_sizes(), **predict_time()}
         if now != last:
-            print(f"child stats: {json.dumps(now)}", file=sys.stderr, flush=True)
+            # One write(2) per line: the server process writes to the same log, and print() under
+            # PYTHONUNBUFFERED writes the text and its newline separately, so lines could run together.
+            os.write(sys.stderr.fileno(), f"child stats: {json.dumps(now)}\n".encode())
             last = now
         time.sleep(REPORT_INTERVAL_S)
