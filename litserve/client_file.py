@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import logging
+from importlib import resources
 from pathlib import Path
 
 __all__ = ["write_client_file"]
 
 logger = logging.getLogger(__name__)
-
-_TEMPLATE = """\
-# Written by litserve: a minimal client for the server it started. Edit freely.
-import os
-
-import requests
-
-headers = {{}}
-if os.environ.get("LIT_SERVER_API_KEY"):
-    headers["X-API-Key"] = os.environ["LIT_SERVER_API_KEY"]
-
-response = requests.post("{url}", json={{"input": 4.0}}, headers=headers, timeout=60)
-print(f"Status: {{response.status_code}}\\nResponse:\\n {{response.text}}")
-"""
 
 
 def write_client_file(url: str, directory: Path | None = None) -> Path | None:
@@ -29,6 +16,8 @@ def write_client_file(url: str, directory: Path | None = None) -> Path | None:
     path = (directory or Path.cwd()) / "client.py"
     if path.exists():
         return None
-    path.write_text(_TEMPLATE.format(url=url))
+    # The template is a data file of the package: the client's own code, kept out of the library's.
+    template = resources.files("litserve").joinpath("templates/client.py.txt").read_text()
+    path.write_text(template.replace("{url}", url))
     logger.info("wrote %s; run it with: python client.py", path)
     return path
