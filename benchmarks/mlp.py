@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from run import ServerProcess, WrkResult, free_port, git_state, pick_cpus, run_wrk
+from run import ServerProcess, WrkResult, free_port, git_state, interleaved, pick_cpus, run_wrk
 
 HERE = Path(__file__).resolve().parent
 SERVERS_DIR = HERE / "servers"
@@ -558,44 +558,40 @@ def main(argv: list[str] | None = None) -> int:
     cells = {(m, s, c): Cell(m, s, c) for m in args.model_names for c in args.concurrencies for s in args.server_names}
     answers: dict[tuple[str, str], list[float]] = {}
     new_leftovers: list[str] = []
-    flip = False
-    for round_index in range(args.rounds):
-        for model, concurrency in [(m, c) for m in args.model_names for c in args.concurrencies]:
-            names = list(reversed(args.server_names)) if flip else list(args.server_names)
-            flip = not flip
-            for name in names:
-                safe = name.replace(":", "_")
-                log_path = logs_dir / f"mlp-{model}-c{concurrency}-{safe}-r{round_index + 1}.log"
-                got = measure(name, model, concurrency, args, cpus, log_path, luas[model], checks[model])
-                cell = cells[model, name, concurrency]
-                cell.runs.append(got.result)
-                cpu_ms = 1e3 * got.server_cpu_s / max(1, got.result.requests)
-                cell.server_cpu_ms_per_request.append(cpu_ms)
-                cell.children_cpu_ms_per_request.append(1e3 * got.children_cpu_s / max(1, got.result.requests))
-                answers.setdefault((model, name), got.answer)
-                stray = [pid for pid in leftover_worker_processes() if pid not in leftovers]
-                if stray:
-                    new_leftovers.append(f"after {log_path.name}: worker processes {stray} still running")
-                    got.problems.append(f"worker processes {stray} still running after the server stopped")
-                if got.batch_sizes is not None:
-                    cell.batch_sizes.append(got.batch_sizes)
-                if got.predict_time is not None:
-                    cell.predict_time.append(got.predict_time)
-                cell.server_log_problems.extend(f"{log_path.name}: {line}" for line in got.problems)
-                result = got.result
-                mean = Cell(model, name, batch_sizes=[got.batch_sizes] if got.batch_sizes else []).mean_batch_size()
-                print(
-                    f"round {round_index + 1} {model} c={concurrency} {name:>10} {result.rps:8.0f} req/s "
-                    f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  requests {result.requests}  "
-                    f"non-2xx {result.non_2xx}  socket errors {result.socket_error_total}  "
-                    f"server CPU {100 * got.server_cpu_s / args.duration:.0f}% = {cpu_ms:.3f} ms/request"
-                    + (f" (worker processes {got.children_cpu_s / args.duration:.0%})" if _is_process(name) else "")
-                    + ("" if mean is None else f"  mean batch {mean:.2f}")
-                    + ("" if got.predict_time is None else f"  predict {got.predict_time}"),
-                    flush=True,
-                )
-                for line in got.problems[:5]:
-                    print(f"    server log: {line}", flush=True)
+    groups = [(m, c) for m in args.model_names for c in args.concurrencies]
+    for round_index, (model, concurrency), name in interleaved(args.server_names, groups, args.rounds):
+        safe = name.replace(":", "_")
+        log_path = logs_dir / f"mlp-{model}-c{concurrency}-{safe}-r{round_index + 1}.log"
+        got = measure(name, model, concurrency, args, cpus, log_path, luas[model], checks[model])
+        cell = cells[model, name, concurrency]
+        cell.runs.append(got.result)
+        cpu_ms = 1e3 * got.server_cpu_s / max(1, got.result.requests)
+        cell.server_cpu_ms_per_request.append(cpu_ms)
+        cell.children_cpu_ms_per_request.append(1e3 * got.children_cpu_s / max(1, got.result.requests))
+        answers.setdefault((model, name), got.answer)
+        stray = [pid for pid in leftover_worker_processes() if pid not in leftovers]
+        if stray:
+            new_leftovers.append(f"after {log_path.name}: worker processes {stray} still running")
+            got.problems.append(f"worker processes {stray} still running after the server stopped")
+        if got.batch_sizes is not None:
+            cell.batch_sizes.append(got.batch_sizes)
+        if got.predict_time is not None:
+            cell.predict_time.append(got.predict_time)
+        cell.server_log_problems.extend(f"{log_path.name}: {line}" for line in got.problems)
+        result = got.result
+        mean = Cell(model, name, batch_sizes=[got.batch_sizes] if got.batch_sizes else []).mean_batch_size()
+        print(
+            f"round {round_index + 1} {model} c={concurrency} {name:>10} {result.rps:8.0f} req/s "
+            f"p50 {result.p50_ms:7.2f} ms  p99 {result.p99_ms:7.2f} ms  requests {result.requests}  "
+            f"non-2xx {result.non_2xx}  socket errors {result.socket_error_total}  "
+            f"server CPU {100 * got.server_cpu_s / args.duration:.0f}% = {cpu_ms:.3f} ms/request"
+            + (f" (worker processes {got.children_cpu_s / args.duration:.0%})" if _is_process(name) else "")
+            + ("" if mean is None else f"  mean batch {mean:.2f}")
+            + ("" if got.predict_time is None else f"  predict {got.predict_time}"),
+            flush=True,
+        )
+        for line in got.problems[:5]:
+            print(f"    server log: {line}", flush=True)
     # Every server answered the fixed input within TOLERANCE of the reference; also compare them pairwise.
     agreement: dict[str, float] = {}
     for model in args.model_names:

@@ -26,6 +26,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,6 +366,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def interleaved(names: list[str], groups: list[Any], rounds: int) -> Iterator[tuple[int, Any, str]]:
+    """Every (round, group, server) to measure, alternating which server goes first (ABBA) so that
+    drift of the machine during a run favours none of them. A group is a concurrency, or any key."""
+    flip = False
+    for round_index in range(rounds):
+        for group in groups:
+            order = list(reversed(names)) if flip else list(names)
+            flip = not flip
+            for name in order:
+                yield round_index, group, name
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if shutil.which("wrk") is None:
@@ -378,27 +391,21 @@ def main(argv: list[str] | None = None) -> int:
         f"server cpu={cpus[0]}, wrk cpu={cpus[1]}"
     )
     cells = {(n, c): Cell(n, c) for c in args.concurrency_levels for n in args.server_names}
-    flip = False
-    for round_index in range(args.rounds):
-        for concurrency in args.concurrency_levels:
-            # Alternate which server goes first (ABBA) so drift does not favour one of them.
-            names = list(reversed(args.server_names)) if flip else list(args.server_names)
-            flip = not flip
-            for name in names:
-                log_path = logs_dir / f"{name}-c{concurrency}-r{round_index + 1}.log"
-                result, problems = measure(name, concurrency, args, cpus, log_path)
-                cell = cells[name, concurrency]
-                cell.runs.append(result)
-                cell.server_log_problems.extend(f"{log_path.name}: {line}" for line in problems)
-                print(
-                    f"round {round_index + 1} {name:>4} c={concurrency:<3} {result.rps:9.0f} req/s "
-                    f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  "
-                    f"requests {result.requests}  non-2xx {result.non_2xx}  socket errors "
-                    + ", ".join(f"{k} {v}" for k, v in result.socket_errors.items()),
-                    flush=True,
-                )
-                for line in problems[:5]:
-                    print(f"    server log: {line}", flush=True)
+    for round_index, concurrency, name in interleaved(args.server_names, args.concurrency_levels, args.rounds):
+        log_path = logs_dir / f"{name}-c{concurrency}-r{round_index + 1}.log"
+        result, problems = measure(name, concurrency, args, cpus, log_path)
+        cell = cells[name, concurrency]
+        cell.runs.append(result)
+        cell.server_log_problems.extend(f"{log_path.name}: {line}" for line in problems)
+        print(
+            f"round {round_index + 1} {name:>4} c={concurrency:<3} {result.rps:9.0f} req/s "
+            f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  "
+            f"requests {result.requests}  non-2xx {result.non_2xx}  socket errors "
+            + ", ".join(f"{k} {v}" for k, v in result.socket_errors.items()),
+            flush=True,
+        )
+        for line in problems[:5]:
+            print(f"    server log: {line}", flush=True)
     ordered = [cells[n, c] for n in args.server_names for c in args.concurrency_levels]
     print()
     print(markdown_table(ordered))

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from run import ServerProcess, free_port, git_state, pick_cpus
+from run import ServerProcess, free_port, git_state, interleaved, pick_cpus
 
 HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
@@ -211,28 +211,23 @@ def main(argv: list[str] | None = None) -> int:
         f"rounds={args.rounds}, server cpu={cpus[0]}, client cpu={cpus[1]}"
     )
     cells = {(n, c): Cell(n, c) for c in args.concurrency_levels for n in args.server_names}
-    flip = False
     failed = False
-    for round_index in range(args.rounds):
-        for concurrency in args.concurrency_levels:
-            names = list(reversed(args.server_names)) if flip else list(args.server_names)
-            flip = not flip
-            for name in names:
-                log_path = logs_dir / f"stream-{name}-c{concurrency}-r{round_index + 1}.log"
-                result, problems = measure(name, concurrency, args, cpus, log_path)
-                cell = cells[name, concurrency]
-                cell.runs.append(result)
-                cell.server_log_problems.extend(f"{log_path.name}: {line}" for line in problems)
-                failed = failed or result["errors"] > 0
-                print(
-                    f"round {round_index + 1} {name:>8} c={concurrency:<3} {result['tokens_per_s']:9.0f} tokens/s "
-                    f"{result['requests_per_s']:7.0f} req/s  TTFT p50 {result['ttft_p50_ms']:.3f} ms "
-                    f"p99 {result['ttft_p99_ms']:.3f} ms  requests {result['requests']}  errors {result['errors']}  "
-                    f"client CPU {result['client_cpu_pct']:.0f}%",
-                    flush=True,
-                )
-                for line in result["error_examples"][:3] + problems[:5]:
-                    print(f"    {line}", flush=True)
+    for round_index, concurrency, name in interleaved(args.server_names, args.concurrency_levels, args.rounds):
+        log_path = logs_dir / f"stream-{name}-c{concurrency}-r{round_index + 1}.log"
+        result, problems = measure(name, concurrency, args, cpus, log_path)
+        cell = cells[name, concurrency]
+        cell.runs.append(result)
+        cell.server_log_problems.extend(f"{log_path.name}: {line}" for line in problems)
+        failed = failed or result["errors"] > 0
+        print(
+            f"round {round_index + 1} {name:>8} c={concurrency:<3} {result['tokens_per_s']:9.0f} tokens/s "
+            f"{result['requests_per_s']:7.0f} req/s  TTFT p50 {result['ttft_p50_ms']:.3f} ms "
+            f"p99 {result['ttft_p99_ms']:.3f} ms  requests {result['requests']}  errors {result['errors']}  "
+            f"client CPU {result['client_cpu_pct']:.0f}%",
+            flush=True,
+        )
+        for line in result["error_examples"][:3] + problems[:5]:
+            print(f"    {line}", flush=True)
     ordered = [cells[n, c] for n in args.server_names for c in args.concurrency_levels]
     print()
     print(markdown_table(ordered))
