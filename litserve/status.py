@@ -111,7 +111,6 @@ class ErrorLog:
     def __init__(self, on_record: Callable[[ErrorRecord], None] | None = None) -> None:
         self._lock = threading.Lock()
         self._last: ErrorRecord | None = None
-        self._count = 0
         self._on_record = on_record  # a worker process forwards each record to its parent
 
     def record(self, where: str, exc: BaseException) -> None:
@@ -122,7 +121,6 @@ class ErrorLog:
         """Keep an already formatted record (one that came from a worker process)."""
         with self._lock:
             self._last = record
-            self._count += 1
         if self._on_record is not None:
             self._on_record(record)
 

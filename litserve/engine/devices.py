@@ -8,12 +8,11 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal, final
+from typing import Any, final
 
 __all__ = ["ACCELERATORS", "DeviceRuntime", "detect_accelerator", "resolve_devices"]
 
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
-Accelerator = Literal["auto", "cpu", "cuda", "gpu", "mps"]
 
 
 def _torch() -> Any | None:

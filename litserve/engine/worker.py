@@ -70,11 +70,6 @@ class Worker:
         self._feeder: threading.Thread | None = None
 
     @property
-    def api(self) -> LitAPI | None:
-        """This worker's own LitAPI copy (None once the worker has stopped)."""
-        return self._api
-
-    @property
     def ready(self) -> concurrent.futures.Future[None]:
         """Resolves when setup() finished, or carries setup()'s exception."""
         return self._ready

@@ -7,13 +7,16 @@ import logging
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
-from litserve.exceptions import INTERNAL_ERROR, PAYLOAD_TOO_LARGE, ErrorResponse
+from litserve.exceptions import INTERNAL_ERROR, METHOD_NOT_ALLOWED, NOT_FOUND, PAYLOAD_TOO_LARGE, ErrorResponse
 from litserve.web.context import WebContext
 from litserve.web.routes import PredictRoute, error, guarded, health, info, root
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
+
+# Quart's own refusals, answered from the one status-code table.
+_BY_STATUS = {answer.status: answer for answer in (NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE)}
 
 
 def create_app(context: WebContext) -> Quart:
@@ -34,7 +37,7 @@ def create_app(context: WebContext) -> Quart:
     @app.errorhandler(WerkzeugHTTPException)
     async def http_error(exc: WerkzeugHTTPException) -> Response:
         status = exc.code or INTERNAL_ERROR.status
-        answer = PAYLOAD_TOO_LARGE if status == PAYLOAD_TOO_LARGE.status else ErrorResponse(status, exc.name)
+        answer = _BY_STATUS.get(status) or ErrorResponse(status, exc.name)
         _count(context, exc, answer.status)
         response = error(answer)
         allow = dict(exc.get_headers()).get("Allow")
