@@ -263,14 +263,14 @@ class LitServer:
                 api_key=None if api_key is None else ApiKeyCheck(api_key),
                 max_payload_bytes=self._settings.max_payload_bytes,
             )
-            http = HttpThread(create_app(context), sock, self._settings.graceful_timeout_s)
+            http = HttpThread(create_app(context), sock, self._settings.graceful_timeout_s, pool.leave_loop)
             running = _Running(host, bound_port, endpoints, pool, http, gate, api_key)
             with self._lock:
                 # Visible to status (and so /health) while setup() runs; state stays STARTING.
                 self._running = running
             undo.callback(self._forget_running)
             undo.callback(http.stop, self._settings.graceful_timeout_s + _WORKER_JOIN_TIMEOUT_S)
-            http.start(_HTTP_START_TIMEOUT_S)
+            pool.use_loop(http.start(_HTTP_START_TIMEOUT_S))
             pool.wait_ready()
             undo.pop_all()
         return running

@@ -23,7 +23,9 @@ __all__ = [
     "call_in_loop",
     "deliver",
     "deliver_all",
+    "deliver_here",
     "push",
+    "push_here",
     "wait_for_room",
 ]
 
@@ -104,6 +106,19 @@ def deliver(reply: Reply[T] | FutureReply[T] | ChannelReply, value: T) -> None:
     except RuntimeError:
         # The loop is closed: the server stopped and the request is gone with it.
         pass
+
+
+def deliver_here(reply: Reply[T] | FutureReply[T] | ChannelReply, value: T) -> None:
+    """`deliver`, called on the thread of the reply's own loop (while it runs): no wake-up needed."""
+    if isinstance(reply, Reply):
+        _set_if_pending(reply.future, value)
+    else:
+        deliver(reply, value)
+
+
+def push_here(reply: StreamReply[T], item: T) -> None:
+    """`push`, called on the thread of the stream's own loop (while it runs)."""
+    reply.queue.put_nowait(item)
 
 
 def deliver_all(results: Iterable[tuple[Reply[T] | FutureReply[T] | ChannelReply, T]]) -> None:

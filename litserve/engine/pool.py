@@ -6,6 +6,7 @@ process with `workers_per_device` threads inside; here it is represented by its 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import concurrent.futures
 import copy
@@ -13,7 +14,7 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Sequence
-from typing import Literal, Protocol, final
+from typing import TYPE_CHECKING, Literal, Protocol, final
 
 from litserve.api import LitAPI
 from litserve.engine.bridge import StreamReply, deliver, push
@@ -23,6 +24,9 @@ from litserve.engine.worker import Worker
 from litserve.exceptions import SHUTTING_DOWN, WorkerSetupError
 from litserve.hooks import plan_hooks
 from litserve.status import EndpointCounters, EndpointStatus, ErrorLog, Latency, WorkerCounters, WorkerStatus
+
+if TYPE_CHECKING:
+    from litserve.runtime.process import ProcessWorker
 
 __all__ = ["Endpoint", "WorkerHandle", "WorkerMode", "WorkerPool"]
 
@@ -136,19 +140,21 @@ class WorkerPool:
         restart_processes: bool = True,
     ) -> None:
         self._endpoints = list(endpoints)
+        self._processes: list[ProcessWorker] = []
         number = itertools.count()
         for endpoint in self._endpoints:
             if mode == "process":
                 api_bytes = _ship_api(endpoint.api)
+                from litserve.runtime.process import Dispatch, ProcessWorker, credits_for
+
+                processes: list[ProcessWorker] = []
             for index, device in enumerate(devices):
                 names = tuple(
                     f"litserve-worker-{_worker_label(device)}-{next(number)}" for _ in range(workers_per_device)
                 )
                 if mode == "process":
-                    from litserve.runtime.process import ProcessWorker, credits_for
-
                     credits = credits_for(endpoint.api.max_batch_size, workers_per_device, endpoint.api.enable_async)
-                    endpoint.workers.append(
+                    processes.append(
                         ProcessWorker(
                             f"litserve-proxy-{_worker_label(device)}-{index}",
                             api_bytes,
@@ -166,6 +172,10 @@ class WorkerPool:
                     endpoint.workers.append(
                         Worker(name, _copy_api(endpoint.api), device, endpoint.queue, errors, endpoint.plan)
                     )
+            if mode == "process":
+                endpoint.workers.extend(processes)
+                self._processes.extend(processes)
+                endpoint.queue.on_put = Dispatch(processes)
 
     @property
     def workers(self) -> list[WorkerHandle]:
@@ -174,6 +184,16 @@ class WorkerPool:
     def start(self) -> None:
         for worker in self.workers:
             worker.start()
+
+    def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The HTTP event loop runs: worker processes exchange requests and answers on it from now on."""
+        for process in self._processes:
+            process.use_loop(loop)
+
+    def leave_loop(self) -> None:
+        """Called on the HTTP loop's thread as the loop ends: worker processes take their sockets back."""
+        for process in self._processes:
+            process.leave_loop()
 
     def wait_ready(self) -> None:
         """Block until every worker finished setup(); raise WorkerSetupError on the first failure."""

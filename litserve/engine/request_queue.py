@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import queue
+from collections.abc import Callable
 from typing import Final, Generic, TypeVar, final
 
 from litserve.exceptions import QueueClosedError, QueueFullError
@@ -24,8 +25,10 @@ class RequestQueue(Generic[T]):
     """Many producers (the HTTP loop), many consumers (workers).
 
     Built on `queue.SimpleQueue`, whose put and get are implemented in C: the hot path costs one
-    put and one get. The size bound is checked before the put, so under a burst it can be exceeded
-    by at most the number of concurrent producers; the HTTP loop is one thread, so it is exact there.
+    put and one get. The size bound is checked before the put, so under a burst it can be exceeded by
+    at most the number of concurrent producers; the HTTP loop is one thread, so it is exact there.
+    `on_put`, when set, is called after each put, on the putting thread (process mode sends the
+    request to a worker process right there).
     """
 
     def __init__(self, max_size: int | None = None) -> None:
@@ -34,6 +37,7 @@ class RequestQueue(Generic[T]):
         self._items: queue.SimpleQueue[T | _Closed] = queue.SimpleQueue()
         self._max_size = max_size
         self._is_closed = False
+        self.on_put: Callable[[], None] | None = None
 
     @property
     def is_closed(self) -> bool:
@@ -50,6 +54,9 @@ class RequestQueue(Generic[T]):
         if self._max_size is not None and self._items.qsize() >= self._max_size:
             raise QueueFullError(f"{self._max_size} requests are already waiting")
         self._items.put(item)
+        on_put = self.on_put
+        if on_put is not None:
+            on_put()
 
     def get(self, timeout_s: float | None = None) -> T | None:
         """Take the next request, waiting up to `timeout_s` (None: until one comes or the queue closes).

@@ -5,6 +5,10 @@ out of band, as their own frames, without being copied into the pickle. Both end
 what is unpickled here was pickled by litserve, never bytes read from the network.
 
 Frame: u32 buffer count, u64 pickle length, u64 length of each buffer, the pickle, the buffers.
+
+`encode` and `FrameReader` are the format; `Link` uses them for a blocking socket (the worker process,
+and the server process before and after its event loop runs), and `runtime.process` uses them on the
+server's event loop with a non-blocking socket.
 """
 
 from __future__ import annotations
@@ -15,60 +19,116 @@ import struct
 import threading
 from typing import Any, final
 
-__all__ = ["Link", "LinkClosedError"]
+__all__ = ["Link", "LinkClosedError", "FrameReader", "encode", "send_all"]
 
 _COUNT = struct.Struct("<I")
 _LENGTH = struct.Struct("<Q")
+_RECV_SIZE = 1 << 18
 
 
 class LinkClosedError(ConnectionError):
     """The other end went away (the process exited or closed its socket)."""
 
 
+def encode(message: Any) -> list[bytes | memoryview]:
+    """One message as the pieces of its frame, to be written in order (buffers are not copied)."""
+    buffers: list[pickle.PickleBuffer] = []
+    data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
+    if not buffers:
+        return [_COUNT.pack(0) + _LENGTH.pack(len(data)) + data]
+    raws = [buffer.raw() for buffer in buffers]
+    head = _COUNT.pack(len(raws)) + b"".join(_LENGTH.pack(n) for n in (len(data), *(r.nbytes for r in raws)))
+    return [head + data, *raws]
+
+
+def send_all(sock: socket.socket, pieces: list[bytes | memoryview]) -> None:
+    """Write every piece on a blocking socket (scatter-gather, no joining of big buffers)."""
+    views = [memoryview(p).cast("B") for p in pieces]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= views[0].nbytes:
+            sent -= views[0].nbytes
+            views.pop(0)
+        if views and sent:
+            views[0] = views[0][sent:]
+
+
+@final
+class FrameReader:
+    """Turns bytes read from the socket, in whatever pieces they come, into whole messages."""
+
+    __slots__ = ("_buffer",)
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[Any]:
+        """Add what was read; return the messages it completed, in order."""
+        buffer = self._buffer
+        buffer += data
+        messages: list[Any] = []
+        at, end = 0, len(buffer)
+        while end - at >= _COUNT.size + _LENGTH.size:
+            (count,) = _COUNT.unpack_from(buffer, at)
+            head = _COUNT.size + _LENGTH.size * (count + 1)
+            if end - at < head:
+                break
+            lengths = struct.unpack_from(f"<{count + 1}Q", buffer, at + _COUNT.size)
+            if end - at < head + sum(lengths):
+                break
+            start = at + head
+            data_end = start + lengths[0]
+            pickled = bytes(buffer[start:data_end])
+            buffers = []
+            for n in lengths[1:]:
+                buffers.append(bytes(buffer[data_end : data_end + n]))
+                data_end += n
+            messages.append(pickle.loads(pickled, buffers=buffers))
+            at = data_end
+        if at:
+            del buffer[:at]
+        return messages
+
+
 @final
 class Link:
-    """One end of a socket pair: `send` from any thread, `recv` from one reader thread."""
+    """One end of a socket pair, blocking: `send` from any thread, `recv` from one reader thread."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, reader: FrameReader | None = None) -> None:
         self._sock = sock
-        self._reader = sock.makefile("rb", buffering=1 << 16)
+        self._frames = FrameReader() if reader is None else reader
+        self._ready: list[Any] = []
         self._send_lock = threading.Lock()
+
+    @property
+    def frames(self) -> FrameReader:
+        """The frame state, to hand over to a non-blocking reader without losing bytes read ahead."""
+        return self._frames
 
     def send(self, message: Any) -> None:
         """Send one message; raises LinkClosedError when the other end is gone."""
-        buffers: list[pickle.PickleBuffer] = []
-        data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
-        raws = [buffer.raw() for buffer in buffers]
-        head = _COUNT.pack(len(raws)) + b"".join(_LENGTH.pack(n) for n in (len(data), *(r.nbytes for r in raws)))
+        pieces = encode(message)
         try:
             with self._send_lock:
-                self._sock.sendall(head + data)
-                for raw in raws:
-                    self._sock.sendall(raw)
+                send_all(self._sock, pieces)
         except OSError as exc:
             raise LinkClosedError("the other process is gone") from exc
 
     def recv(self) -> Any:
         """Block for the next message; raises LinkClosedError at end of stream."""
-        (count,) = _COUNT.unpack(self._read(_COUNT.size))
-        lengths = struct.unpack(f"<{count + 1}Q", self._read(_LENGTH.size * (count + 1)))
-        data = self._read(lengths[0])
-        buffers = [self._read(n) for n in lengths[1:]]
-        return pickle.loads(data, buffers=buffers)
-
-    def _read(self, size: int) -> bytes:
-        try:
-            chunk: bytes = self._reader.read(size)
-        except (OSError, ValueError) as exc:  # ValueError: read on a closed file
-            raise LinkClosedError("the other process is gone") from exc
-        if len(chunk) != size:
-            raise LinkClosedError("the other process is gone")
-        return chunk
+        while not self._ready:
+            try:
+                data = self._sock.recv(_RECV_SIZE)
+            except OSError as exc:
+                raise LinkClosedError("the other process is gone") from exc
+            if not data:
+                raise LinkClosedError("the other process is gone")
+            self._ready.extend(self._frames.feed(data))
+        return self._ready.pop(0)
 
     def close(self) -> None:
         try:
             self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
-        self._reader.close()
         self._sock.close()

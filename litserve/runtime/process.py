@@ -1,14 +1,20 @@
 """Process mode: one worker process per device, driven from the server process.
 
 The HTTP thread, the request queues, deadlines, disconnects and the status stay in the server
-process. For each child process this module keeps two threads:
+process. Requests cross to a child, and answers come back, on the server's event loop itself, with
+no thread in between:
 
-- `litserve-proxy-<device>-<n>-send` takes requests from the endpoint's queue while the child has
-  room (`credits`: as many as its workers can batch at once) and sends each one across, once;
-- `litserve-proxy-<device>-<n>-recv` reads the child's answers and hands them to the waiting
-  requests through the bridge, and notices at once when the child dies (end of stream on the
-  socket): its requests get 500, the child is started again (setup() runs again), and /health says
-  "not ready" until it is back.
+- when a request is queued (`RequestQueue.on_put`) or an answer frees room in a child, `pump` takes
+  requests from the endpoint's queue while the child has room (`credits`: as many as its workers can
+  batch at once) and writes each one to the child's socket, once, without blocking: what the socket
+  cannot take now waits in a buffer that the loop flushes when it can;
+- the loop reads the child's socket when it is readable and hands each answer to its request at
+  once; end of stream means the child died: its requests get 500.
+
+One thread per child, `litserve-proxy-<device>-<n>`, starts the child and waits for its `setup()`,
+attaches its socket to the loop, and starts it again when it dies (setup() runs again; /health says
+"not ready" until it is back). Before the event loop runs and after it ended (while stopping), that
+thread reads the socket itself, blocking.
 
 Batches are formed in the child, from its own queue, by the same worker loop as thread mode.
 """
@@ -19,13 +25,14 @@ import asyncio
 import concurrent.futures
 import itertools
 import logging
+import queue
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Awaitable
-from typing import final
+from collections.abc import Awaitable, Sequence
+from typing import Any, final
 
 from litserve.engine import bridge
 from litserve.engine.messages import DropReason, InferenceRequest, Outcome, StreamEnd, StreamItem
@@ -34,15 +41,17 @@ from litserve.engine.worker import ASYNC_MAX_BATCHES_IN_FLIGHT
 from litserve.exceptions import ErrorResponse
 from litserve.hooks import HookPlan
 from litserve.runtime.child import ChildInit
-from litserve.runtime.ipc import Link, LinkClosedError
+from litserve.runtime.ipc import FrameReader, LinkClosedError, encode, send_all
 from litserve.status import ErrorLog, ErrorRecord, WorkerCounters, WorkerState
 
-__all__ = ["ProcessWorker", "RemoteError", "credits_for"]
+__all__ = ["Dispatch", "ProcessWorker", "RemoteError", "credits_for"]
 
 logger = logging.getLogger(__name__)
 
 _PROCESS_DIED = Outcome.failure(ErrorResponse(500, "Internal server error"))
 _HEALTH_TIMEOUT_S = 5.0  # a worker process that cannot say it is healthy within this is not
+_RECV_SIZE = 1 << 18
+_DETACH_WAIT_S = 5.0  # stop() waiting for a still-running loop to let go of a child's socket
 
 
 class RemoteError(Exception):
@@ -51,7 +60,11 @@ class RemoteError(Exception):
 
 @final
 class ProcessWorker:
-    """A worker process serving one endpoint on one device, with `len(worker_names)` threads inside."""
+    """A worker process serving one endpoint on one device, with `len(worker_names)` threads inside.
+
+    Its state is guarded by one lock, so any thread may queue, cancel or pump; socket reads happen on
+    the event loop once `use_loop` gave it one, and on the supervisor thread otherwise.
+    """
 
     def __init__(
         self,
@@ -79,18 +92,28 @@ class ProcessWorker:
         self._errors = errors
         self._plan = plan
         self._restart = restart
-        self._credits = threading.Semaphore(credits)
-        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._child_ready = threading.Event()  # set while a child is serving (or we are stopping)
-        self._stopping = False
         self._lock = threading.Lock()
+        self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._wake = threading.Event()  # the supervisor has something to look at
+        self._ids = itertools.count()
+        # Guarded by _lock:
+        self._free = credits  # how many more requests the child may hold
         self._pending: dict[int, InferenceRequest] = {}
         self._health_checks: dict[int, bridge.Reply[bool]] = {}
-        self._ids = itertools.count()
         self._process: subprocess.Popen[bytes] | None = None
-        self._link: Link | None = None
-        self._sender = threading.Thread(target=self._send_loop, name=f"{name}-send", daemon=True)
-        self._receiver = threading.Thread(target=self._receive_loop, name=f"{name}-recv", daemon=True)
+        self._sock: socket.socket | None = None
+        self._frames = FrameReader()
+        self._live = False  # the child finished setup() and its socket is open
+        self._stopping = False
+        self._stop_sent = False
+        self._stop_deadline_s = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._loop_done = False  # the loop ended (or stop() took the socket back): never attach again
+        self._attached = False  # the loop reads and writes the socket
+        self._unsent = bytearray()  # what the non-blocking socket did not take yet (attached only)
+        self._let_go = threading.Event()  # set once the loop has handed the socket back
+        self._supervisor = threading.Thread(target=self._supervise, name=name, daemon=True)
 
     # --- the WorkerHandle surface (what pool, status and /health read) -----------------------------------
 
@@ -105,17 +128,17 @@ class ProcessWorker:
 
     def is_healthy(self) -> bool | Awaitable[bool]:
         """Serving, and the LitAPI's own `health()` agrees in the child (asked over the socket)."""
-        link = self._link
-        if link is None or self.counters.state not in (WorkerState.IDLE, WorkerState.BUSY):
+        if self.counters.state not in (WorkerState.IDLE, WorkerState.BUSY):
             return False
         loop = asyncio.get_running_loop()  # called by the /health route, on the HTTP loop
         future: asyncio.Future[bool] = loop.create_future()
         token = next(self._ids)
         with self._lock:
             self._health_checks[token] = bridge.Reply(loop, future)
-        try:
-            link.send(("health", token))
-        except LinkClosedError:
+            sent = self._write(encode(("health", token)))
+        if not sent:
+            with self._lock:
+                self._health_checks.pop(token, None)
             return False
         return self._health_verdict(token, future)
 
@@ -129,49 +152,237 @@ class ProcessWorker:
                 self._health_checks.pop(token, None)
 
     def start(self) -> None:
-        self._receiver.start()
+        self._supervisor.start()
 
     def join(self, timeout_s: float | None) -> bool:
-        """Stop: send nothing new, let the child finish what it has, end it, join both threads."""
+        """Stop: send what is still queued, then "stop"; the child finishes what it has and exits."""
         deadline_s = time.monotonic() + (timeout_s if timeout_s is not None else 3600.0)
-        self._stopping = True
-        self._child_ready.set()
-        self._credits.release()  # wake the sender if it waits for room
-        if self._sender.ident is not None:
-            self._sender.join(max(0.0, deadline_s - time.monotonic()))
-        link, process = self._link, self._process
-        if link is not None:
-            try:
-                link.send(("stop", max(0.0, deadline_s - time.monotonic())))
-            except LinkClosedError:
-                pass
-        if self._receiver.ident is not None:
-            self._receiver.join(max(0.0, deadline_s - time.monotonic()))
+        with self._lock:
+            self._stopping = True
+            self._stop_deadline_s = deadline_s
+            loop, attached = self._loop, self._attached
+        if attached and loop is not None and bridge.call_in_loop(loop, self._detach):
+            # The loop still runs (its thread did not end in time): it lets go of the socket first.
+            self._let_go.wait(min(_DETACH_WAIT_S, max(0.0, deadline_s - time.monotonic())))
+        self._wake.set()
+        self.pump()
+        if self._supervisor.ident is not None:
+            self._supervisor.join(max(0.0, deadline_s - time.monotonic()))
+        process = self._process
         if process is not None and process.poll() is None:
             process.kill()
             process.wait(5)
-            self._receiver.join(5)
-        return not self._receiver.is_alive() and not self._sender.is_alive()
+            self._supervisor.join(5)
+        return not self._supervisor.is_alive()
+
+    # --- the event loop ----------------------------------------------------------------------------------
+
+    def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        """The server's event loop runs: from now on it does this child's socket I/O."""
+        with self._lock:
+            self._loop = loop
+        self._wake.set()
+
+    def leave_loop(self) -> None:
+        """Called on the loop's thread as it ends: hand the socket back to the supervisor thread."""
+        self._detach()
+
+    def _attach(self) -> None:
+        # On the loop, asked by the supervisor once the child is ready.
+        with self._lock:
+            loop, sock = self._loop, self._sock
+            if self._attached or self._loop_done or self._stopping or not self._live or loop is None or sock is None:
+                return
+            sock.setblocking(False)
+            self._loop_thread = threading.get_ident()
+            loop.add_reader(sock.fileno(), self._on_readable)
+            self._attached = True
+        self.pump()
+
+    def _detach(self) -> None:
+        # On the loop: stop reading and writing here; the supervisor reads on, blocking.
+        with self._lock:
+            self._loop_done = True
+            if self._attached:
+                self._unregister()
+                sock = self._sock
+                if sock is not None:
+                    sock.setblocking(True)
+                    unsent, self._unsent = bytes(self._unsent), bytearray()
+                    try:
+                        if unsent:
+                            sock.sendall(unsent)
+                    except OSError:
+                        pass  # the child is gone: the supervisor reads end of stream
+        self._let_go.set()
+        self._wake.set()
+
+    def _unregister(self) -> None:
+        # With the lock held, on the loop.
+        loop, sock = self._loop, self._sock
+        self._attached = False
+        if loop is not None and sock is not None and not loop.is_closed():
+            loop.remove_reader(sock.fileno())
+            loop.remove_writer(sock.fileno())
+
+    def _on_readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(_RECV_SIZE)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:  # the child died (or closed its end)
+            with self._lock:
+                if self._attached:
+                    self._unregister()
+                self._live = False
+            self._wake.set()
+            return
+        for message in self._frames.feed(data):
+            self._handle(message, on_loop=True)
+        self.pump()
+
+    def _on_writable(self) -> None:
+        with self._lock:
+            sock = self._sock
+            if not self._attached or sock is None:
+                return
+            try:
+                sent = sock.send(self._unsent)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                sent = len(self._unsent)  # the child is gone; the reader sees end of stream
+            del self._unsent[:sent]
+            if not self._unsent and self._loop is not None:
+                self._loop.remove_writer(sock.fileno())
+
+    def _on_loop(self) -> bool:
+        """With the lock held: is this the loop's thread, and does the loop own the socket?"""
+        return self._attached and threading.get_ident() == self._loop_thread
+
+    def _ensure_writer(self) -> None:
+        with self._lock:
+            if self._attached and self._unsent and self._loop is not None and self._sock is not None:
+                self._loop.add_writer(self._sock.fileno(), self._on_writable)
+
+    def _write(self, pieces: list[bytes | memoryview]) -> bool:
+        """With the lock held: write one frame now, or buffer it; False when there is no child to take it."""
+        sock = self._sock
+        if sock is None or not self._live:
+            return False
+        if not self._attached:
+            try:
+                send_all(sock, pieces)
+            except OSError:
+                return False
+            return True
+        if self._unsent:  # keep frames in order behind what waits already
+            for piece in pieces:
+                self._unsent += piece
+            return True
+        try:
+            sent = sock.sendmsg(pieces)
+        except (BlockingIOError, InterruptedError):
+            sent = 0
+        except OSError:
+            return False
+        total = sum(memoryview(p).nbytes for p in pieces)
+        if sent < total:
+            skip = sent
+            for piece in pieces:
+                view = memoryview(piece).cast("B")
+                if skip >= view.nbytes:
+                    skip -= view.nbytes
+                    continue
+                self._unsent += view[skip:]
+                skip = 0
+            loop = self._loop
+            if loop is not None:
+                if self._on_loop():
+                    loop.add_writer(sock.fileno(), self._on_writable)
+                else:
+                    bridge.call_in_loop(loop, self._ensure_writer)
+        return True
 
     # --- the child ---------------------------------------------------------------------------------------
 
-    def _spawn(self) -> Link:
+    def _supervise(self) -> None:
+        first = True
+        while True:
+            try:
+                self._spawn()
+                self._handshake()
+            except BaseException as exc:
+                self._end_child()
+                self.counters.state = WorkerState.FAILED
+                if first:
+                    self._ready.set_exception(exc)
+                else:
+                    self._errors.record(self.name, exc)
+                    logger.error("worker process %s could not be restarted: %s", self.name, exc)
+                return
+            self.counters.state = WorkerState.IDLE
+            with self._lock:
+                self._live = True
+            if first:
+                first = False
+                self._ready.set_result(None)
+            self._serve_child()
+            exited = self._end_child()
+            with self._lock:
+                stopping = self._stopping
+            if stopping:
+                break
+            self._child_died(exited)
+            if not self._restart:
+                return
+        if self.counters.state is not WorkerState.FAILED:
+            self.counters.state = WorkerState.STOPPED
+
+    def _spawn(self) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 [sys.executable, "-m", "litserve.runtime.child", str(child_end.fileno())],
                 pass_fds=[child_end.fileno()],
                 stdin=subprocess.DEVNULL,
             )
+        except BaseException:
+            parent_end.close()
+            raise
         finally:
             child_end.close()
-        link = Link(parent_end)
-        link.send(self._init)
-        self._link = link
-        return link
+        with self._lock:
+            self._process = process
+            self._sock = parent_end
+            self._frames = FrameReader()
+            self._unsent = bytearray()
+            self._stop_sent = False
+        send_all(parent_end, encode(self._init))
 
-    def _handshake(self, link: Link) -> None:
-        message = link.recv()
+    def _recv(self, inbox: list[Any]) -> Any:
+        """Blocking read of the next message (supervisor thread, while no loop reads the socket)."""
+        sock = self._sock
+        while not inbox:
+            if sock is None:
+                raise LinkClosedError("no worker process")
+            try:
+                data = sock.recv(_RECV_SIZE)
+            except OSError as exc:
+                raise LinkClosedError("the worker process is gone") from exc
+            if not data:
+                raise LinkClosedError("the worker process is gone")
+            inbox.extend(self._frames.feed(data))
+        return inbox.pop(0)
+
+    def _handshake(self) -> None:
+        inbox: list[Any] = []
+        message = self._recv(inbox)
         if message[0] == "setup_failed":
             _, summary, text, original = message
             error = RemoteError(f"{summary}\n\nin the worker process:\n{text}")
@@ -183,71 +394,56 @@ class ProcessWorker:
             raise cloudpickle.loads(original) from error
         assert message[0] == "ready", f"unexpected first message from a worker process: {message[0]}"
 
-    def _receive_loop(self) -> None:
-        first = True
-        while not self._stopping:
-            try:
-                link = self._spawn()
-                self._handshake(link)
-            except BaseException as exc:
-                self._end_child()
-                self.counters.state = WorkerState.FAILED
-                if first:
-                    self._ready.set_exception(exc)
-                else:
-                    self._errors.record(self.name, exc)
-                    logger.error("worker process %s could not be restarted: %s", self.name, exc)
-                self._child_ready.set()  # let the sender leave: there is no child to send to
-                self._stopping = True
+    def _serve_child(self) -> None:
+        """Until the child is gone or has stopped: let the loop do its I/O, or do it here."""
+        while True:
+            self._wake.clear()
+            with self._lock:
+                if not self._live:
+                    return
+                attached = self._attached
+                loop = None if (self._stopping or self._loop_done) else self._loop
+            if attached:
+                self._wake.wait()
+            elif loop is not None:
+                if not bridge.call_in_loop(loop, self._attach):
+                    with self._lock:
+                        self._loop_done = True
+                    continue
+                self._wake.wait()
+            elif self._stopping or self._loop_done:
+                self._read_blocking()
                 return
-            self.counters.state = WorkerState.IDLE
-            self._child_ready.set()
-            if first:
-                first = False
-                self._ready.set_result(None)
-                self._sender.start()
-            self._read_answers(link)
-            exited = self._end_child()
-            if self._stopping:
-                break
-            self._child_died(exited)
-        if self.counters.state is not WorkerState.FAILED:
-            self.counters.state = WorkerState.STOPPED
+            else:
+                self._wake.wait()  # the event loop does not run yet (start() is still in progress)
 
-    def _read_answers(self, link: Link) -> None:
+    def _read_blocking(self) -> None:
+        # The loop is gone or we are stopping: the supervisor thread reads until "stopped" or the end.
+        self.pump()
+        inbox: list[Any] = []
         while True:
             try:
-                message = link.recv()
+                message = self._recv(inbox)
             except LinkClosedError:
-                return
-            kind = message[0]
-            if kind == "results":
-                for request_id, outcome in message[1]:
-                    self._answer(request_id, outcome)
-            elif kind == "result":
-                self._answer(message[1], message[2])
-            elif kind == "chunk":
-                self._chunk(message[1], message[2])
-            elif kind == "dropped":
-                self._dropped(message[1], message[2])
-            elif kind == "error":
-                record: ErrorRecord = message[1]
-                where = f"{self.name}/{record.where}"
-                self._errors.keep(ErrorRecord(where, record.summary, record.traceback, record.at_s))
-                logger.error("%s raised in worker process %s:\n%s", where, self.pid, record.traceback)
-            elif kind == "health":
-                with self._lock:
-                    waiting = self._health_checks.get(message[1])
-                if waiting is not None:
-                    bridge.deliver(waiting, bool(message[2]))
-            elif kind == "stopped":
-                return
+                break
+            if message[0] == "stopped":
+                break
+            self._handle(message, on_loop=False)
+            self.pump()
+        with self._lock:
+            self._live = False
 
     def _end_child(self) -> int | None:
-        link, process = self._link, self._process
-        self._link = None
-        if link is not None:
-            link.close()
+        with self._lock:
+            sock, process = self._sock, self._process
+            self._sock = None
+            self._live = False
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
         if process is None:
             return None
         try:
@@ -257,108 +453,133 @@ class ProcessWorker:
             return process.wait(5)
 
     def _child_died(self, returncode: int | None) -> None:
-        self._child_ready.clear()
         self.counters.state = WorkerState.STARTING
         with self._lock:
             lost = list(self._pending)
         for request_id in lost:
-            self._answer(request_id, _PROCESS_DIED)  # releases each request's credit
+            self._answer(request_id, _PROCESS_DIED, on_loop=False)  # gives each request's credit back
         error = RemoteError(f"worker process {self.name} exited with code {returncode}; {len(lost)} requests failed")
         self._errors.record(self.name, error)
         logger.error("%s%s", error, "; starting it again" if self._restart else "")
         if not self._restart:
             self.counters.state = WorkerState.FAILED
-            self._stopping = True
-            self._child_ready.set()
             return
         self.restarts += 1
 
     # --- requests in and answers out ---------------------------------------------------------------------
 
-    def _send_loop(self) -> None:
-        # Holds a credit for every request the child has and not yet answered.
-        while True:
-            self._credits.acquire()
-            self._child_ready.wait()
-            if self._stopping:
-                return
-            request = self._source.get()
-            if request is None:
-                return
-            # The child may have died while we waited for a request: send only to a serving child.
-            self._child_ready.wait()
-            reason = request.drop_reason(time.monotonic())
-            if reason is not None:
-                self._count_drop(reason)
-                self._credits.release()
-                continue
-            self._send(request)
+    def pump(self) -> None:
+        """Send queued requests while the child has room; after the last one when stopping, "stop"."""
+        source = self._source
+        with self._lock:
+            while self._free > 0 and self._live:
+                try:
+                    request = source.get_nowait()
+                except queue.Empty:
+                    return
+                if request is None:  # closed and empty: we are stopping
+                    if self._stopping and not self._stop_sent:
+                        remaining_s = max(0.0, self._stop_deadline_s - time.monotonic())
+                        self._stop_sent = self._write(encode(("stop", remaining_s)))
+                    return
+                reason = request.drop_reason(time.monotonic())
+                if reason is not None:
+                    self._count_drop(reason)
+                    continue
+                self._send(request)
 
     def _send(self, request: InferenceRequest) -> None:
+        # With the lock held.
         request_id = next(self._ids)
-        with self._lock:
-            self._pending[request_id] = request
         payload, model_data = request.payload, None
         body_model = self._plan.body_model
-        if body_model is not None and isinstance(payload, body_model):
-            # The model class may live only in the user's notebook: send its JSON form (by alias, as it
-            # came in), and the child validates it again with its own copy of the class.
-            model_data = payload.model_dump(mode="json", by_alias=True, round_trip=True)
-            payload = None
-        link = self._link
         try:
-            if link is None:
-                raise LinkClosedError("no worker process")
-            link.send(("request", request_id, payload, request.deadline_s, request.context, model_data))
-        except LinkClosedError:
-            # The child died: answer now (the receiver may already have failed the others).
-            self._answer(request_id, _PROCESS_DIED)
-            return
+            if body_model is not None and isinstance(payload, body_model):
+                # The model class may live only in the user's notebook: send its JSON form (by alias, as
+                # it came in), and the child validates it again with its own copy of the class.
+                model_data = payload.model_dump(mode="json", by_alias=True, round_trip=True)
+                payload = None
+            pieces = encode(("request", request_id, payload, request.deadline_s, request.context, model_data))
         except Exception as exc:  # the payload cannot be pickled: fail this request, keep serving
             self._errors.record(self.name, exc)
             logger.error("could not send a request to %s", self.name, exc_info=exc)
-            self._answer(request_id, _PROCESS_DIED)
+            self._finish(request, _PROCESS_DIED, on_loop=self._on_loop())
             return
+        if not self._write(pieces):  # the child just died: the supervisor restarts it
+            self._finish(request, _PROCESS_DIED, on_loop=self._on_loop())
+            return
+        self._pending[request_id] = request
+        self._free -= 1
         self.counters.state = WorkerState.BUSY
         cancellation = request.cancellation
         cancellation.listener = lambda reason: self._cancel(request_id, reason)
         if cancellation.reason is not None:  # cancelled while being sent
-            self._cancel(request_id, cancellation.reason)
+            self._write(encode(("cancel", request_id, cancellation.reason)))
 
     def _cancel(self, request_id: int, reason: DropReason) -> None:
-        # Runs on the HTTP loop when a client leaves or a deadline passes: a short write to the child.
-        link = self._link
-        if link is not None:
-            try:
-                link.send(("cancel", request_id, reason))
-            except LinkClosedError:
-                pass
+        # When a client leaves or a deadline passes (on the loop, or a `predict()` caller's thread).
+        with self._lock:
+            if request_id in self._pending:
+                self._write(encode(("cancel", request_id, reason)))
+
+    def _handle(self, message: Any, on_loop: bool) -> None:
+        kind = message[0]
+        if kind == "results":
+            for request_id, outcome in message[1]:
+                self._answer(request_id, outcome, on_loop)
+        elif kind == "result":
+            self._answer(message[1], message[2], on_loop)
+        elif kind == "chunk":
+            self._chunk(message[1], message[2], on_loop)
+        elif kind == "dropped":
+            if self._take(message[1]) is not None:
+                with self._lock:
+                    self._count_drop(message[2])
+        elif kind == "error":
+            record: ErrorRecord = message[1]
+            where = f"{self.name}/{record.where}"
+            self._errors.keep(ErrorRecord(where, record.summary, record.traceback, record.at_s))
+            logger.error("%s raised in worker process %s:\n%s", where, self.pid, record.traceback)
+        elif kind == "health":
+            with self._lock:
+                waiting = self._health_checks.get(message[1])
+            if waiting is not None:
+                if on_loop:
+                    bridge.deliver_here(waiting, bool(message[2]))
+                else:
+                    bridge.deliver(waiting, bool(message[2]))
 
     def _take(self, request_id: int) -> InferenceRequest | None:
         with self._lock:
             request = self._pending.pop(request_id, None)
-            if not self._pending:
-                self.counters.state = WorkerState.IDLE
-        if request is not None:
-            self._credits.release()
+            if request is not None:
+                self._free += 1
+                if not self._pending:
+                    self.counters.state = WorkerState.IDLE
         return request
 
-    def _answer(self, request_id: int, outcome: Outcome) -> None:
+    def _answer(self, request_id: int, outcome: Outcome, on_loop: bool) -> None:
         request = self._take(request_id)
         if request is not None:
-            self._finish(request, outcome)
+            self._finish(request, outcome, on_loop)
 
-    def _finish(self, request: InferenceRequest, outcome: Outcome) -> None:
+    def _finish(self, request: InferenceRequest, outcome: Outcome, on_loop: bool) -> None:
         if outcome.status < 400:
             self.counters.served += 1
         elif outcome.status >= 500:
             self.counters.errors += 1
-        if isinstance(request.reply, bridge.StreamReply):
-            bridge.push(request.reply, outcome)
+        reply = request.reply
+        if isinstance(reply, bridge.StreamReply):
+            if on_loop:
+                bridge.push_here(reply, outcome)
+            else:
+                bridge.push(reply, outcome)
+        elif on_loop:
+            bridge.deliver_here(reply, outcome)
         else:
-            bridge.deliver(request.reply, outcome)
+            bridge.deliver(reply, outcome)
 
-    def _chunk(self, request_id: int, item: StreamItem) -> None:
+    def _chunk(self, request_id: int, item: StreamItem, on_loop: bool) -> None:
         if isinstance(item, Outcome | StreamEnd):
             request = self._take(request_id)
             if request is not None and isinstance(item, StreamEnd):
@@ -367,18 +588,32 @@ class ProcessWorker:
             with self._lock:
                 request = self._pending.get(request_id)
         if request is not None and isinstance(request.reply, bridge.StreamReply):
-            bridge.push(request.reply, item)
-
-    def _dropped(self, request_id: int, reason: DropReason) -> None:
-        if self._take(request_id) is not None:
-            self._count_drop(reason)
+            if on_loop:
+                bridge.push_here(request.reply, item)
+            else:
+                bridge.push(request.reply, item)
 
     def _count_drop(self, reason: DropReason) -> None:
-        with self._lock:  # counted by the sender and the receiver thread
-            if reason is DropReason.TIMED_OUT:
-                self.counters.dropped_timed_out += 1
-            else:
-                self.counters.dropped_cancelled += 1
+        # With the lock held.
+        if reason is DropReason.TIMED_OUT:
+            self.counters.dropped_timed_out += 1
+        else:
+            self.counters.dropped_cancelled += 1
+
+
+@final
+class Dispatch:
+    """An endpoint queue's `on_put` in process mode: offer the new request to each worker process in turn."""
+
+    def __init__(self, workers: Sequence[ProcessWorker]) -> None:
+        self._workers = tuple(workers)
+        self._turn = itertools.cycle(range(len(self._workers)))
+
+    def __call__(self) -> None:
+        workers = self._workers
+        first = next(self._turn)
+        for worker in workers[first:] + workers[:first]:
+            worker.pump()
 
 
 def credits_for(max_batch_size: int, workers: int, enable_async: bool) -> int:

@@ -13,6 +13,7 @@ import concurrent.futures
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any, final
 
 from hypercorn.asyncio.run import worker_serve
@@ -38,10 +39,20 @@ def _hypercorn_config(graceful_timeout_s: float) -> Config:
 
 @final
 class HttpThread:
-    """Runs `app` on `sock` in a thread named `litserve-http` until `stop()`."""
+    """Runs `app` on `sock` in a thread named `litserve-http` until `stop()`.
 
-    def __init__(self, app: Quart, sock: socket.socket, graceful_timeout_s: float) -> None:
+    `on_loop_exit` runs on that thread once serving ended, before the loop closes.
+    """
+
+    def __init__(
+        self,
+        app: Quart,
+        sock: socket.socket,
+        graceful_timeout_s: float,
+        on_loop_exit: Callable[[], None] | None = None,
+    ) -> None:
         self._app = app
+        self._on_loop_exit = on_loop_exit
         self._sock = sock
         self._config = _hypercorn_config(graceful_timeout_s)
         self._ready: concurrent.futures.Future[asyncio.AbstractEventLoop] = concurrent.futures.Future()
@@ -61,12 +72,22 @@ class HttpThread:
             return True
         loop, shutdown = self._loop, self._shutdown
         if loop is not None and shutdown is not None:
-            bridge.call_in_loop(loop, shutdown.set)
+            bridge.call_in_loop(loop, self._begin_shutdown, loop, shutdown)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             logger.warning("the litserve-http thread did not stop within %.1f s", timeout_s)
             return False
         return True
+
+    def _begin_shutdown(self, loop: asyncio.AbstractEventLoop, shutdown: asyncio.Event) -> None:
+        # On the loop. Stop accepting first: an accept already queued in this loop iteration would
+        # otherwise open a connection that Hypercorn, shutting down, neither serves nor closes until
+        # the graceful period ends. Connections still in the backlog are reset when Hypercorn closes
+        # the socket, so a client connecting now is refused at once.
+        fd = self._sock.fileno()
+        if fd != -1:  # -1: already closed
+            loop.remove_reader(fd)
+        shutdown.set()
 
     def _main(self) -> None:
         loop = asyncio.new_event_loop()
@@ -82,7 +103,11 @@ class HttpThread:
                 _cancel_leftover_tasks(loop)
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
-                loop.close()
+                try:
+                    if self._on_loop_exit is not None:
+                        self._on_loop_exit()
+                finally:
+                    loop.close()
                 self._sock.close()
             if not self._ready.done():
                 self._ready.set_exception(RuntimeError("the HTTP server stopped before it was ready"))

@@ -1,0 +1,101 @@
+"""The frame format between the server and its worker processes, fed in every way a socket can split it."""
+
+from __future__ import annotations
+
+import pickle
+import socket
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+
+from litserve.runtime.ipc import FrameReader, Link, LinkClosedError, encode, send_all
+
+MESSAGES: list[Any] = [
+    ("request", 7, {"input": [1.0, 2.0]}, None, None, None),
+    ("results", [(1, b"x" * 100_000), (2, b"")]),
+    ("chunk", 3, np.arange(50_000, dtype=np.float32)),  # travels out of band
+    ("health", 4, True),
+]
+
+
+def frame_bytes(message: Any) -> bytes:
+    return b"".join(bytes(piece) for piece in encode(message))
+
+
+def same(a: Any, b: Any) -> bool:
+    return pickle.dumps(a) == pickle.dumps(b)
+
+
+def test_an_array_travels_out_of_band_as_its_own_piece() -> None:
+    array = np.arange(1000, dtype=np.int64)
+    pieces = encode(("chunk", 1, array))
+    assert len(pieces) == 2
+    assert memoryview(pieces[1]).nbytes == array.nbytes
+
+
+@pytest.mark.parametrize("piece_size", [1, 7, 4096, 1 << 20])
+def test_messages_come_out_whole_and_in_order_however_the_bytes_are_split(piece_size: int) -> None:
+    stream = b"".join(frame_bytes(m) for m in MESSAGES)
+    reader = FrameReader()
+    received: list[Any] = []
+    for at in range(0, len(stream), piece_size):
+        received.extend(reader.feed(stream[at : at + piece_size]))
+    assert len(received) == len(MESSAGES)
+    for got, sent in zip(received, MESSAGES, strict=True):
+        assert same(got, sent)
+    assert reader.feed(b"") == []
+
+
+def test_a_link_carries_messages_bigger_than_the_socket_buffer_both_ways() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a, b = Link(left), Link(right)
+    big = np.ones(2_000_000, dtype=np.float32)  # 8 MB: far more than the socket buffer holds
+    try:
+        writer = threading.Thread(
+            target=lambda: [a.send(("chunk", i, big)) for i in range(3)] + [b.send(("result", 9, b"y" * 3_000_000))]
+        )
+        writer.start()
+        for i in range(3):
+            kind, number, array = b.recv()
+            assert (kind, number) == ("chunk", i)
+            assert np.array_equal(array, big)
+        assert a.recv() == ("result", 9, b"y" * 3_000_000)
+        writer.join(10)
+        assert not writer.is_alive()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_closed_link_says_so() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    a, b = Link(left), Link(right)
+    a.close()
+    with pytest.raises(LinkClosedError):
+        b.recv()
+    with pytest.raises(LinkClosedError):
+        b.send(("health", 1, True))
+    b.close()
+
+
+def test_send_all_writes_every_piece_on_a_blocking_socket() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    payload = [b"a" * 300_000, memoryview(np.arange(100_000, dtype=np.int32)), b"z"]
+    expected = b"".join(bytes(p) for p in payload)
+    received = bytearray()
+
+    def read() -> None:
+        while len(received) < len(expected):
+            received.extend(right.recv(1 << 16))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        send_all(left, payload)
+        reader.join(10)
+        assert bytes(received) == expected
+    finally:
+        left.close()
+        right.close()
