@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import time
 
 import pytest
 
@@ -68,3 +69,48 @@ def test_drain_returns_waiting_items_and_keeps_the_queue_closed() -> None:
 def test_bad_bound_is_rejected() -> None:
     with pytest.raises(ValueError, match="max_queue_size"):
         RequestQueue(max_size=0)
+
+
+def test_two_consumers_gathering_batches_with_timeouts_never_strand_an_item() -> None:
+    """The pattern of two workers collecting batches: block for the first item, then wait a little
+    for more. queue.SimpleQueue on CPython 3.11 can leave the loser of a race blocked past its
+    timeout, holding the items it already took; every burst here must be fully taken, promptly."""
+    q: RequestQueue[int] = RequestQueue()
+    taken: list[int] = []
+    progress = threading.Condition()
+
+    def gather() -> None:
+        while (first := q.get()) is not None:
+            batch = [first]
+            deadline_s = time.monotonic() + 0.002
+            while len(batch) < 16:
+                try:
+                    item = q.get(max(0.0, deadline_s - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    break
+                batch.append(item)
+            sum(i * i for i in range(5000))  # "predict": holds the GIL a while, like real work
+            with progress:
+                taken.extend(batch)
+                progress.notify_all()
+
+    consumers = [threading.Thread(target=gather, name=f"gatherer-{i}") for i in range(2)]
+    for thread in consumers:
+        thread.start()
+    try:
+        sent = 0
+        for _ in range(400):
+            for _ in range(16):
+                q.put_nowait(sent)
+                sent += 1
+                time.sleep(0.0001)  # requests arrive spread out, not all in one go
+            with progress:
+                all_taken = progress.wait_for(lambda n=sent: len(taken) == n, timeout=5)
+                assert all_taken, f"{sent - len(taken)} items stranded"
+    finally:
+        q.close()
+        for thread in consumers:
+            thread.join(10)
+    assert sorted(taken) == list(range(sent))
