@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import pickle
 import socket
+import struct
 import threading
 from typing import Any
 
 import numpy as np
 import pytest
 
-from litserve.runtime.ipc import FrameReader, Link, LinkClosedError, encode, send_all
+from litserve.runtime.ipc import BadFrame, FrameReader, Link, LinkClosedError, encode, send_all
 
 MESSAGES: list[Any] = [
     ("request", 7, {"input": [1.0, 2.0]}, None, None, None),
@@ -96,6 +97,35 @@ def test_send_all_writes_every_piece_on_a_blocking_socket() -> None:
         send_all(left, payload)
         reader.join(10)
         assert bytes(received) == expected
+    finally:
+        left.close()
+        right.close()
+
+
+def test_a_frame_that_cannot_be_unpickled_is_skipped_and_the_next_one_still_comes_out() -> None:
+    garbage = b"certainly not a pickle"
+    bad = struct.pack("<I", 0) + struct.pack("<Q", len(garbage)) + garbage
+    reader = FrameReader()
+    first, second = reader.feed(bad + frame_bytes(("health", 1, True)))
+    assert isinstance(first, BadFrame)
+    assert second == ("health", 1, True)
+
+
+def test_send_all_writes_more_pieces_than_one_sendmsg_may_carry() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    pieces: list[bytes | memoryview] = [bytes([i % 256]) * 10 for i in range(3000)]  # IOV_MAX is 1024
+    received = bytearray()
+
+    def read() -> None:
+        while len(received) < 30_000:
+            received.extend(right.recv(1 << 16))
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        send_all(left, pieces)
+        reader.join(10)
+        assert bytes(received) == b"".join(pieces)
     finally:
         left.close()
         right.close()

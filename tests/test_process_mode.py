@@ -5,19 +5,21 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
 import threading
 from typing import Any
 
+import numpy as np
 import pytest
 import requests
 from pydantic import BaseModel, Field
 
-from litserve import LitAPI, LitServer, WorkerSetupError
+from litserve import LitAPI, LitServer, RequestFailedError, WorkerSetupError
 from litserve.status import WorkerState
-from tests.apis import FailingSetupAPI, SquareAPI
+from tests.apis import FailingSetupAPI, GatedPredictAPI, SquareAPI
 from tests.helpers import free_port, wait_until
 from tests.sync import CrossEvent, CrossLog, CrossSemaphore
 
@@ -247,3 +249,67 @@ def test_each_worker_process_sees_its_own_gpu() -> None:
             assert answer["device"] == f"cuda:{answer['current']}"
         assert sorted(d for devices in by_pid.values() for d in devices) == ["cuda:0", "cuda:1"]
         assert [w.device for w in server.status.workers] == ["cuda:0", "cuda:1"]
+
+
+# --- the socket to a worker process: failures on the way -------------------------------------------------
+
+
+def test_a_write_to_a_worker_process_that_just_died_puts_the_request_back_and_stops_sending() -> None:
+    """The child died and its end of stream is not read yet: the next write fails. That request must
+    wait for the restarted child, and the rest of the queue must not be sent to the dead one."""
+    from litserve.engine.bridge import FutureReply
+    from litserve.engine.messages import Cancellation, InferenceRequest
+    from litserve.engine.request_queue import RequestQueue
+    from litserve.hooks import plan_hooks
+    from litserve.runtime.process import ProcessWorker
+    from litserve.status import ErrorLog
+
+    source: RequestQueue[InferenceRequest] = RequestQueue()
+    plan = plan_hooks(SquareAPI())
+    worker = ProcessWorker("litserve-proxy-cpu-0", b"", "cpu", ("w",), source, ErrorLog(), plan, 4, True)
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    theirs.close()  # the child is gone
+    ours.setblocking(False)
+    futures: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(100)]
+    try:
+        worker._sock, worker._live = ours, True  # as right after a handshake
+        for i, future in enumerate(futures):
+            source.put_nowait(InferenceRequest({"input": i}, FutureReply(future), None, Cancellation()))
+        worker.pump()
+        assert source.qsize() == 100
+        assert not any(f.done() for f in futures)
+        assert source.get_nowait().payload == {"input": 0}  # back at the head, in order
+    finally:
+        assert worker.join(1)
+        ours.close()
+
+
+class ArraysAPI(LitAPI):
+    def decode_request(self, request: Any) -> Any:
+        return request["arrays"]
+
+    def predict(self, arrays: Any) -> Any:
+        return float(sum(a.sum() for a in arrays))
+
+    def encode_response(self, output: Any) -> Any:
+        return {"output": output}
+
+
+def test_a_payload_of_thousands_of_arrays_crosses_to_the_worker_process(start_server: Any) -> None:
+    """Each array is its own out-of-band buffer: more than one sendmsg() may carry (IOV_MAX)."""
+    server = start_server(ArraysAPI())
+    arrays = [np.full(3, i, dtype=np.float64) for i in range(3000)]
+    assert server.predict({"arrays": arrays}) == {"output": 3.0 * sum(range(3000))}
+
+
+def test_requests_a_worker_process_holds_when_stop_must_kill_it_are_answered() -> None:
+    api = GatedPredictAPI()
+    server = LitServer(api, accelerator="cpu", worker_mode="process", shutdown_timeout=0.5).start(port=0)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        held = pool.submit(server.predict, {"input": 2})
+        assert api.entered.acquire(20)
+        server.stop()  # the child is stuck in predict: it is killed at the deadline
+        with pytest.raises(RequestFailedError) as caught:
+            held.result(20)
+    assert caught.value.status_code == 503
+    api.gate.set()

@@ -59,6 +59,12 @@ class RequestQueue(Generic[T]):
         if on_put is not None:
             on_put()
 
+    def put_back(self, item: T) -> None:
+        """Return a request a consumer took but could not hand on, to the head of the queue (no bound, no on_put)."""
+        with self._ready:
+            self._items.appendleft(item)
+            self._ready.notify()
+
     def get(self, timeout_s: float | None = None) -> T | None:
         """Take the next request, waiting up to `timeout_s` (None: until one comes or the queue closes).
 

@@ -61,6 +61,7 @@ def _serve(link: Any, init: ChildInit) -> None:
     from litserve.engine.worker import Worker
     from litserve.exceptions import INTERNAL_ERROR
     from litserve.hooks import plan_hooks
+    from litserve.runtime.ipc import BadFrame
     from litserve.status import ErrorLog
 
     try:
@@ -94,6 +95,9 @@ def _serve(link: Any, init: ChildInit) -> None:
     link.send(("ready", os.getpid()))
     while True:
         message = link.recv()
+        if isinstance(message, BadFrame):  # its request, if any, ends at its deadline in the server
+            errors.record("litserve-worker-process", message.error)
+            continue
         kind = message[0]
         if kind == "request":
             _, request_id, payload, deadline_s, context, model_data = message

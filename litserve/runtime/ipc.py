@@ -6,9 +6,8 @@ what is unpickled here was pickled by litserve, never bytes read from the networ
 
 Frame: u32 buffer count, u64 pickle length, u64 length of each buffer, the pickle, the buffers.
 
-`encode` and `FrameReader` are the format; `Link` uses them for a blocking socket (the worker process,
-and the server process before and after its event loop runs), and `runtime.process` uses them on the
-server's event loop with a non-blocking socket.
+`encode` and `FrameReader` are the format; `Link` uses them for a blocking socket (the worker process),
+and `runtime.process` with a non-blocking one (the server process).
 """
 
 from __future__ import annotations
@@ -17,13 +16,15 @@ import pickle
 import socket
 import struct
 import threading
+from dataclasses import dataclass
 from typing import Any, final
 
-__all__ = ["Link", "LinkClosedError", "FrameReader", "encode", "send_all"]
+__all__ = ["MAX_PIECES", "BadFrame", "FrameReader", "Link", "LinkClosedError", "encode", "send_all"]
 
 _COUNT = struct.Struct("<I")
 _LENGTH = struct.Struct("<Q")
 _RECV_SIZE = 1 << 18
+MAX_PIECES = 512  # pieces per sendmsg call; Linux refuses more than IOV_MAX (1024)
 
 
 class LinkClosedError(ConnectionError):
@@ -45,12 +46,20 @@ def send_all(sock: socket.socket, pieces: list[bytes | memoryview]) -> None:
     """Write every piece on a blocking socket (scatter-gather, no joining of big buffers)."""
     views = [memoryview(p).cast("B") for p in pieces]
     while views:
-        sent = sock.sendmsg(views)
+        sent = sock.sendmsg(views[:MAX_PIECES])
         while views and sent >= views[0].nbytes:
             sent -= views[0].nbytes
             views.pop(0)
         if views and sent:
             views[0] = views[0][sent:]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class BadFrame:
+    """A whole frame that could not be unpickled; the reader skipped it and went on."""
+
+    error: Exception
 
 
 @final
@@ -83,7 +92,10 @@ class FrameReader:
             for n in lengths[1:]:
                 buffers.append(bytes(buffer[data_end : data_end + n]))
                 data_end += n
-            messages.append(pickle.loads(pickled, buffers=buffers))
+            try:
+                messages.append(pickle.loads(pickled, buffers=buffers))
+            except Exception as exc:  # one bad frame must not stop the ones after it
+                messages.append(BadFrame(exc))
             at = data_end
         if at:
             del buffer[:at]
@@ -94,16 +106,11 @@ class FrameReader:
 class Link:
     """One end of a socket pair, blocking: `send` from any thread, `recv` from one reader thread."""
 
-    def __init__(self, sock: socket.socket, reader: FrameReader | None = None) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._frames = FrameReader() if reader is None else reader
+        self._frames = FrameReader()
         self._ready: list[Any] = []
         self._send_lock = threading.Lock()
-
-    @property
-    def frames(self) -> FrameReader:
-        """The frame state, to hand over to a non-blocking reader without losing bytes read ahead."""
-        return self._frames
 
     def send(self, message: Any) -> None:
         """Send one message; raises LinkClosedError when the other end is gone."""

@@ -14,7 +14,8 @@ no thread in between:
 One thread per child, `litserve-proxy-<device>-<n>`, starts the child and waits for its `setup()`,
 attaches its socket to the loop, and starts it again when it dies (setup() runs again; /health says
 "not ready" until it is back). Before the event loop runs and after it ended (while stopping), that
-thread reads the socket itself, blocking.
+thread does the socket I/O itself, with select(). Nothing ever blocks on the socket while holding the
+worker's lock, and a write that fails (the child died) puts its request back at the head of the queue.
 
 Batches are formed in the child, from its own queue, by the same worker loop as thread mode.
 """
@@ -26,6 +27,7 @@ import concurrent.futures
 import itertools
 import logging
 import queue
+import select
 import socket
 import subprocess
 import sys
@@ -38,10 +40,10 @@ from litserve.engine import bridge
 from litserve.engine.messages import DropReason, InferenceRequest, Outcome, StreamEnd, StreamItem
 from litserve.engine.request_queue import RequestQueue
 from litserve.engine.worker import ASYNC_MAX_BATCHES_IN_FLIGHT
-from litserve.exceptions import ErrorResponse
+from litserve.exceptions import SHUTTING_DOWN, ErrorResponse
 from litserve.hooks import HookPlan
 from litserve.runtime.child import ChildInit
-from litserve.runtime.ipc import FrameReader, LinkClosedError, encode, send_all
+from litserve.runtime.ipc import MAX_PIECES, BadFrame, FrameReader, LinkClosedError, encode, send_all
 from litserve.status import ErrorLog, ErrorRecord, WorkerCounters, WorkerState
 
 __all__ = ["Dispatch", "ProcessWorker", "RemoteError", "credits_for"]
@@ -49,6 +51,7 @@ __all__ = ["Dispatch", "ProcessWorker", "RemoteError", "credits_for"]
 logger = logging.getLogger(__name__)
 
 _PROCESS_DIED = Outcome.failure(ErrorResponse(500, "Internal server error"))
+_SHUTTING_DOWN = Outcome.failure(SHUTTING_DOWN)
 _HEALTH_TIMEOUT_S = 5.0  # a worker process that cannot say it is healthy within this is not
 _RECV_SIZE = 1 << 18
 _DETACH_WAIT_S = 5.0  # stop() waiting for a still-running loop to let go of a child's socket
@@ -113,6 +116,10 @@ class ProcessWorker:
         self._attached = False  # the loop reads and writes the socket
         self._unsent = bytearray()  # what the non-blocking socket did not take yet (attached only)
         self._let_go = threading.Event()  # set once the loop has handed the socket back
+        self._broken = False  # a write failed: the child is dying; send nothing more to it
+        # Wakes the supervisor out of select() while it serves the socket itself.
+        self._poke_in, self._poke_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._poke_in.setblocking(False)
         self._supervisor = threading.Thread(target=self._supervise, name=name, daemon=True)
 
     # --- the WorkerHandle surface (what pool, status and /health read) -----------------------------------
@@ -164,9 +171,12 @@ class ProcessWorker:
         if attached and loop is not None and bridge.call_in_loop(loop, self._detach):
             # The loop still runs (its thread did not end in time): it lets go of the socket first.
             self._let_go.wait(min(_DETACH_WAIT_S, max(0.0, deadline_s - time.monotonic())))
-        self._wake.set()
+        self._nudge()
         self.pump()
-        if self._supervisor.ident is not None:
+        if self._supervisor.ident is None:  # never started
+            self._poke_in.close()
+            self._poke_out.close()
+        else:
             self._supervisor.join(max(0.0, deadline_s - time.monotonic()))
         process = self._process
         if process is not None and process.poll() is None:
@@ -175,47 +185,53 @@ class ProcessWorker:
             self._supervisor.join(5)
         return not self._supervisor.is_alive()
 
+    def _nudge(self) -> None:
+        """Wake the supervisor, whether it waits for an event or serves the socket itself."""
+        self._wake.set()
+        try:
+            self._poke_in.send(b"\0")
+        except OSError:  # full (it is awake anyway) or closed (it has ended)
+            pass
+
     # --- the event loop ----------------------------------------------------------------------------------
 
     def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
         """The server's event loop runs: from now on it does this child's socket I/O."""
         with self._lock:
             self._loop = loop
-        self._wake.set()
+        self._nudge()
 
     def leave_loop(self) -> None:
         """Called on the loop's thread as it ends: hand the socket back to the supervisor thread."""
         self._detach()
 
+    def _can_attach(self) -> bool:
+        # With the lock held.
+        return self._loop is not None and not self._loop_done and not self._stopping
+
     def _attach(self) -> None:
         # On the loop, asked by the supervisor once the child is ready.
         with self._lock:
             loop, sock = self._loop, self._sock
-            if self._attached or self._loop_done or self._stopping or not self._live or loop is None or sock is None:
+            if self._attached or not self._can_attach() or not self._live or loop is None or sock is None:
+                self._wake.set()  # declined: the supervisor looks again
                 return
-            sock.setblocking(False)
             self._loop_thread = threading.get_ident()
             loop.add_reader(sock.fileno(), self._on_readable)
+            if self._unsent:
+                loop.add_writer(sock.fileno(), self._on_writable)
             self._attached = True
         self.pump()
 
     def _detach(self) -> None:
-        # On the loop: stop reading and writing here; the supervisor reads on, blocking.
+        # On the loop: stop reading and writing here; the supervisor takes over the socket (and what
+        # waits unsent), without blocking this thread.
         with self._lock:
             self._loop_done = True
             if self._attached:
                 self._unregister()
-                sock = self._sock
-                if sock is not None:
-                    sock.setblocking(True)
-                    unsent, self._unsent = bytes(self._unsent), bytearray()
-                    try:
-                        if unsent:
-                            sock.sendall(unsent)
-                    except OSError:
-                        pass  # the child is gone: the supervisor reads end of stream
         self._let_go.set()
-        self._wake.set()
+        self._nudge()
 
     def _unregister(self) -> None:
         # With the lock held, on the loop.
@@ -240,7 +256,7 @@ class ProcessWorker:
                 if self._attached:
                     self._unregister()
                 self._live = False
-            self._wake.set()
+            self._nudge()
             return
         for message in self._frames.feed(data):
             self._handle(message, on_loop=True)
@@ -248,101 +264,111 @@ class ProcessWorker:
 
     def _on_writable(self) -> None:
         with self._lock:
-            sock = self._sock
-            if not self._attached or sock is None:
+            sock, loop = self._sock, self._loop
+            if not self._attached or sock is None or loop is None:
                 return
-            try:
-                sent = sock.send(self._unsent)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                sent = len(self._unsent)  # the child is gone; the reader sees end of stream
-            del self._unsent[:sent]
-            if not self._unsent and self._loop is not None:
-                self._loop.remove_writer(sock.fileno())
-
-    def _on_loop(self) -> bool:
-        """With the lock held: is this the loop's thread, and does the loop own the socket?"""
-        return self._attached and threading.get_ident() == self._loop_thread
+            self._flush()
+            if not self._unsent:
+                loop.remove_writer(sock.fileno())
 
     def _ensure_writer(self) -> None:
         with self._lock:
             if self._attached and self._unsent and self._loop is not None and self._sock is not None:
                 self._loop.add_writer(self._sock.fileno(), self._on_writable)
 
+    def _on_loop(self) -> bool:
+        """With the lock held: is this the loop's thread, and does the loop own the socket?"""
+        return self._attached and threading.get_ident() == self._loop_thread
+
     def _write(self, pieces: list[bytes | memoryview]) -> bool:
-        """With the lock held: write one frame now, or buffer it; False when there is no child to take it."""
+        """With the lock held: write one frame now, or queue what the socket cannot take yet.
+
+        Never blocks. False when there is no child to take it: none is serving, or a write just
+        failed (the child died; its end of stream is seen next and the supervisor restarts it).
+        """
         sock = self._sock
-        if sock is None or not self._live:
+        if sock is None or not self._live or self._broken:
             return False
-        if not self._attached:
+        rest: list[bytes | memoryview] = pieces
+        if not self._unsent:  # otherwise keep frames in order behind what waits already
             try:
-                send_all(sock, pieces)
+                sent = sock.sendmsg(pieces[:MAX_PIECES])
+            except (BlockingIOError, InterruptedError):
+                sent = 0
             except OSError:
+                self._broken = True
                 return False
-            return True
-        if self._unsent:  # keep frames in order behind what waits already
-            for piece in pieces:
+            rest = _unsent_part(pieces, sent)
+        if rest:
+            for piece in rest:
                 self._unsent += piece
-            return True
-        try:
-            sent = sock.sendmsg(pieces)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError:
-            return False
-        total = sum(memoryview(p).nbytes for p in pieces)
-        if sent < total:
-            skip = sent
-            for piece in pieces:
-                view = memoryview(piece).cast("B")
-                if skip >= view.nbytes:
-                    skip -= view.nbytes
-                    continue
-                self._unsent += view[skip:]
-                skip = 0
-            loop = self._loop
-            if loop is not None:
+            if self._attached and self._loop is not None:
                 if self._on_loop():
-                    loop.add_writer(sock.fileno(), self._on_writable)
+                    self._loop.add_writer(sock.fileno(), self._on_writable)
                 else:
-                    bridge.call_in_loop(loop, self._ensure_writer)
+                    bridge.call_in_loop(self._loop, self._ensure_writer)
+            else:
+                self._nudge()
         return True
+
+    def _flush(self) -> None:
+        # With the lock held: write what waits unsent, as far as the socket takes it now.
+        sock = self._sock
+        if sock is None or not self._unsent:
+            return
+        try:
+            sent = sock.send(self._unsent)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            self._broken = True
+            self._unsent.clear()
+            return
+        del self._unsent[:sent]
 
     # --- the child ---------------------------------------------------------------------------------------
 
     def _supervise(self) -> None:
         first = True
-        while True:
-            try:
-                self._spawn()
-                self._handshake()
-            except BaseException as exc:
-                self._end_child()
-                self.counters.state = WorkerState.FAILED
+        try:
+            while True:
+                with self._lock:
+                    if self._stopping and not first:
+                        break  # no restart while stopping
+                try:
+                    self._spawn()
+                    self._handshake()
+                except BaseException as exc:
+                    self._end_child()
+                    self.counters.state = WorkerState.FAILED
+                    if first:
+                        self._ready.set_exception(exc)
+                    else:
+                        self._errors.record(self.name, exc)
+                        logger.error("worker process %s could not be restarted: %s", self.name, exc)
+                    self._fail_pending(_SHUTTING_DOWN if self._stopping else _PROCESS_DIED)
+                    return
+                self.counters.state = WorkerState.IDLE
+                with self._lock:
+                    self._live = True
                 if first:
-                    self._ready.set_exception(exc)
-                else:
-                    self._errors.record(self.name, exc)
-                    logger.error("worker process %s could not be restarted: %s", self.name, exc)
-                return
-            self.counters.state = WorkerState.IDLE
-            with self._lock:
-                self._live = True
-            if first:
-                first = False
-                self._ready.set_result(None)
-            self._serve_child()
-            exited = self._end_child()
-            with self._lock:
-                stopping = self._stopping
-            if stopping:
-                break
-            self._child_died(exited)
-            if not self._restart:
-                return
-        if self.counters.state is not WorkerState.FAILED:
-            self.counters.state = WorkerState.STOPPED
+                    first = False
+                    self._ready.set_result(None)
+                self._serve_child()
+                exited = self._end_child()
+                with self._lock:
+                    stopping = self._stopping
+                if stopping:  # anything still unanswered was cut off by the stop (the child was killed)
+                    self._fail_pending(_SHUTTING_DOWN)
+                    break
+                self._child_died(exited)
+                if not self._restart:
+                    return
+            if self.counters.state is not WorkerState.FAILED:
+                self.counters.state = WorkerState.STOPPED
+        finally:
+            self._poke_in.close()
+            self._poke_out.close()
 
     def _spawn(self) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -362,6 +388,7 @@ class ProcessWorker:
             self._sock = parent_end
             self._frames = FrameReader()
             self._unsent = bytearray()
+            self._broken = False
             self._stop_sent = False
         send_all(parent_end, encode(self._init))
 
@@ -393,6 +420,9 @@ class ProcessWorker:
             # The user's own exception, so `except ValueError` around start() works in both modes.
             raise cloudpickle.loads(original) from error
         assert message[0] == "ready", f"unexpected first message from a worker process: {message[0]}"
+        sock = self._sock
+        assert sock is not None
+        sock.setblocking(False)  # from now on nobody blocks on it: the loop or _serve_here waits for it
 
     def _serve_child(self) -> None:
         """Until the child is gone or has stopped: let the loop do its I/O, or do it here."""
@@ -402,7 +432,7 @@ class ProcessWorker:
                 if not self._live:
                     return
                 attached = self._attached
-                loop = None if (self._stopping or self._loop_done) else self._loop
+                loop = self._loop if self._can_attach() else None
             if attached:
                 self._wake.wait()
             elif loop is not None:
@@ -410,28 +440,51 @@ class ProcessWorker:
                     with self._lock:
                         self._loop_done = True
                     continue
-                self._wake.wait()
-            elif self._stopping or self._loop_done:
-                self._read_blocking()
+                self._wake.wait()  # attached (until the child dies or the loop ends), or declined
+            elif self._serve_here():
                 return
-            else:
-                self._wake.wait()  # the event loop does not run yet (start() is still in progress)
 
-    def _read_blocking(self) -> None:
-        # The loop is gone or we are stopping: the supervisor thread reads until "stopped" or the end.
+    def _serve_here(self) -> bool:
+        """Do the child's socket I/O on this thread: before the loop runs, after it ended, while stopping.
+
+        Returns True when the child is done (it stopped or died), False when the loop can take over.
+        """
         self.pump()
-        inbox: list[Any] = []
         while True:
+            with self._lock:
+                sock = self._sock
+                if sock is None or not self._live:
+                    return True
+                if self._can_attach():
+                    return False
+                wants_out = bool(self._unsent) and not self._broken
+            readable, writable, _ = select.select([sock, self._poke_out], [sock] if wants_out else [], [])
+            if self._poke_out in readable:
+                try:
+                    self._poke_out.recv(4096)
+                except OSError:
+                    pass
+            if writable:
+                with self._lock:
+                    self._flush()
+            if sock not in readable:
+                continue
             try:
-                message = self._recv(inbox)
-            except LinkClosedError:
-                break
-            if message[0] == "stopped":
-                break
-            self._handle(message, on_loop=False)
+                data = sock.recv(_RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError:
+                data = b""
+            for message in self._frames.feed(data) if data else ():
+                if not isinstance(message, BadFrame) and message[0] == "stopped":
+                    data = b""
+                    break
+                self._handle(message, on_loop=False)
+            if not data:
+                with self._lock:
+                    self._live = False
+                return True
             self.pump()
-        with self._lock:
-            self._live = False
 
     def _end_child(self) -> int | None:
         with self._lock:
@@ -452,13 +505,18 @@ class ProcessWorker:
             process.kill()
             return process.wait(5)
 
-    def _child_died(self, returncode: int | None) -> None:
-        self.counters.state = WorkerState.STARTING
+    def _fail_pending(self, outcome: Outcome) -> int:
+        """Answer every request the child had and did not answer; gives each one's credit back."""
         with self._lock:
             lost = list(self._pending)
         for request_id in lost:
-            self._answer(request_id, _PROCESS_DIED, on_loop=False)  # gives each request's credit back
-        error = RemoteError(f"worker process {self.name} exited with code {returncode}; {len(lost)} requests failed")
+            self._answer(request_id, outcome, on_loop=False)
+        return len(lost)
+
+    def _child_died(self, returncode: int | None) -> None:
+        self.counters.state = WorkerState.STARTING
+        lost = self._fail_pending(_PROCESS_DIED)
+        error = RemoteError(f"worker process {self.name} exited with code {returncode}; {lost} requests failed")
         self._errors.record(self.name, error)
         logger.error("%s%s", error, "; starting it again" if self._restart else "")
         if not self._restart:
@@ -472,7 +530,7 @@ class ProcessWorker:
         """Send queued requests while the child has room; after the last one when stopping, "stop"."""
         source = self._source
         with self._lock:
-            while self._free > 0 and self._live:
+            while self._free > 0 and self._live and not self._broken:
                 try:
                     request = source.get_nowait()
                 except queue.Empty:
@@ -505,8 +563,10 @@ class ProcessWorker:
             logger.error("could not send a request to %s", self.name, exc_info=exc)
             self._finish(request, _PROCESS_DIED, on_loop=self._on_loop())
             return
-        if not self._write(pieces):  # the child just died: the supervisor restarts it
-            self._finish(request, _PROCESS_DIED, on_loop=self._on_loop())
+        if not self._write(pieces):
+            # The child just died: the request waits for the next worker that can take it (this one
+            # once restarted). Its cancellation listener was never set, so a cancel reaches nobody.
+            self._source.put_back(request)
             return
         self._pending[request_id] = request
         self._free -= 1
@@ -523,6 +583,10 @@ class ProcessWorker:
                 self._write(encode(("cancel", request_id, reason)))
 
     def _handle(self, message: Any, on_loop: bool) -> None:
+        if isinstance(message, BadFrame):  # its request, if any, ends at its deadline
+            self._errors.record(self.name, message.error)
+            logger.error("could not read a message from worker process %s: %s", self.pid, message.error)
+            return
         kind = message[0]
         if kind == "results":
             for request_id, outcome in message[1]:
@@ -554,7 +618,7 @@ class ProcessWorker:
             request = self._pending.pop(request_id, None)
             if request is not None:
                 self._free += 1
-                if not self._pending:
+                if not self._pending and self._live:
                     self.counters.state = WorkerState.IDLE
         return request
 
@@ -626,3 +690,16 @@ def credits_for(max_batch_size: int, workers: int, enable_async: bool) -> int:
     """
     batches = ASYNC_MAX_BATCHES_IN_FLIGHT if enable_async else 1
     return max_batch_size * workers * batches
+
+
+def _unsent_part(pieces: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
+    """What is left of `pieces` after the first `sent` bytes went out."""
+    rest: list[bytes | memoryview] = []
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        if sent >= view.nbytes:
+            sent -= view.nbytes
+            continue
+        rest.append(view[sent:] if sent else piece)
+        sent = 0
+    return rest
