@@ -180,8 +180,12 @@ class ServerProcess:
         cpu: int | None,
         log_path: Path,
         command: list[str] | None = None,
+        source: Path | None = None,
     ) -> None:
-        """Start `command` (default: `python SERVERS[name] PORT`), pinned to `cpu`, logging to `log_path`."""
+        """Start `command` (default: `python SERVERS[name] PORT`), pinned to `cpu`, logging to `log_path`.
+
+        `source`: a checkout whose litserve the server imports (the "before" server uses --before DIR).
+        """
         self.name = name
         self.port = port
         self.log_path = log_path
@@ -192,7 +196,9 @@ class ServerProcess:
         env = dict(os.environ)
         if name == "before":
             assert BEFORE_SOURCE is not None, "--before DIR is required for the 'before' server"
-            env["PYTHONPATH"] = str(BEFORE_SOURCE)
+            source = BEFORE_SOURCE
+        if source is not None:
+            env["PYTHONPATH"] = str(source)
         # taskset execs the command, so the PID is the server's own.
         self.process = subprocess.Popen(
             command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env
