@@ -104,10 +104,10 @@ def test_send_all_writes_every_piece_on_a_blocking_socket() -> None:
 
 def test_a_frame_that_cannot_be_unpickled_is_skipped_and_the_next_one_still_comes_out() -> None:
     garbage = b"certainly not a pickle"
-    bad = struct.pack("<I", 0) + struct.pack("<Q", len(garbage)) + garbage
+    bad = struct.pack("<IQQ", 0, 42, len(garbage)) + garbage  # no buffers, tag 42, the "pickle"
     reader = FrameReader()
     first, second = reader.feed(bad + frame_bytes(("health", 1, True)))
-    assert isinstance(first, BadFrame)
+    assert isinstance(first, BadFrame) and first.tag == 42  # which request it was, still known
     assert second == ("health", 1, True)
 
 

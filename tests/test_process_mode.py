@@ -305,11 +305,35 @@ def test_a_payload_of_thousands_of_arrays_crosses_to_the_worker_process(start_se
 def test_requests_a_worker_process_holds_when_stop_must_kill_it_are_answered() -> None:
     api = GatedPredictAPI()
     server = LitServer(api, accelerator="cpu", worker_mode="process", shutdown_timeout=0.5).start(port=0)
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        held = pool.submit(server.predict, {"input": 2})
-        assert api.entered.acquire(20)
-        server.stop()  # the child is stuck in predict: it is killed at the deadline
-        with pytest.raises(RequestFailedError) as caught:
-            held.result(20)
-    assert caught.value.status_code == 503
-    api.gate.set()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(server.predict, {"input": 2})
+            assert api.entered.acquire(20)
+            server.stop()  # the child is stuck in predict past the stop deadline
+            with pytest.raises(RequestFailedError) as caught:
+                held.result(20)
+        assert caught.value.status_code == 503
+    finally:
+        api.gate.set()
+        server.stop()
+
+
+def test_a_payload_the_worker_process_cannot_unpickle_fails_alone_and_frees_its_slot(tmp_path: Any) -> None:
+    """A payload of a class the worker process cannot import (here: made importable in the server only
+    after the worker process started; in real life, a class from a script's __main__)."""
+    (tmp_path / "late_module.py").write_text("class Late:\n    pass\n")
+    api = SquareAPI()  # max_batch_size=1, one worker: the child may hold one request at a time
+    with LitServer(api, accelerator="cpu", worker_mode="process").start(port=0) as server:
+        sys.path.insert(0, str(tmp_path))
+        try:
+            import late_module
+
+            with pytest.raises(RequestFailedError) as caught:
+                server.predict({"input": late_module.Late()})
+            assert caught.value.status_code == 500
+            assert server.status.last_error is not None
+            assert "late_module" in server.status.last_error.summary
+            assert server.predict({"input": 3}) == {"output": 9}  # its slot came back
+        finally:
+            sys.path.remove(str(tmp_path))
+            sys.modules.pop("late_module", None)

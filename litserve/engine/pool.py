@@ -193,7 +193,10 @@ class WorkerPool:
     def leave_loop(self) -> None:
         """Called on the HTTP loop's thread as the loop ends: worker processes take their sockets back."""
         for process in self._processes:
-            process.leave_loop()
+            try:
+                process.leave_loop()
+            except Exception:  # the others must still let go of their sockets
+                logger.exception("worker process %s could not leave the event loop", process.name)
 
     def wait_ready(self) -> None:
         """Block until every worker finished setup(); raise WorkerSetupError on the first failure."""

@@ -95,8 +95,10 @@ def _serve(link: Any, init: ChildInit) -> None:
     link.send(("ready", os.getpid()))
     while True:
         message = link.recv()
-        if isinstance(message, BadFrame):  # its request, if any, ends at its deadline in the server
+        if isinstance(message, BadFrame):  # e.g. a payload whose class this process cannot import
             errors.record("litserve-worker-process", message.error)
+            if message.tag:  # a request: answer it, so the server gives its slot back
+                link.send(("result", message.tag, Outcome.failure(INTERNAL_ERROR)))
             continue
         kind = message[0]
         if kind == "request":

@@ -4,7 +4,9 @@ Each message is pickled with protocol 5; buffers that support it (numpy arrays, 
 out of band, as their own frames, without being copied into the pickle. Both ends are our own code:
 what is unpickled here was pickled by litserve, never bytes read from the network.
 
-Frame: u32 buffer count, u64 pickle length, u64 length of each buffer, the pickle, the buffers.
+Frame: u32 buffer count, u64 tag, u64 pickle length, u64 length of each buffer, the pickle, the
+buffers. The tag is a request id (0: none), readable even when the pickle is not, so a request whose
+payload cannot be unpickled on the other side can still be answered.
 
 `encode` and `FrameReader` are the format; `Link` uses them for a blocking socket (the worker process),
 and `runtime.process` with a non-blocking one (the server process).
@@ -21,7 +23,7 @@ from typing import Any, final
 
 __all__ = ["MAX_PIECES", "BadFrame", "FrameReader", "Link", "LinkClosedError", "encode", "send_all"]
 
-_COUNT = struct.Struct("<I")
+_HEAD = struct.Struct("<IQ")  # buffer count, tag
 _LENGTH = struct.Struct("<Q")
 _RECV_SIZE = 1 << 18
 MAX_PIECES = 512  # pieces per sendmsg call; Linux refuses more than IOV_MAX (1024)
@@ -31,14 +33,14 @@ class LinkClosedError(ConnectionError):
     """The other end went away (the process exited or closed its socket)."""
 
 
-def encode(message: Any) -> list[bytes | memoryview]:
+def encode(message: Any, tag: int = 0) -> list[bytes | memoryview]:
     """One message as the pieces of its frame, to be written in order (buffers are not copied)."""
     buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
     if not buffers:
-        return [_COUNT.pack(0) + _LENGTH.pack(len(data)) + data]
+        return [_HEAD.pack(0, tag) + _LENGTH.pack(len(data)) + data]
     raws = [buffer.raw() for buffer in buffers]
-    head = _COUNT.pack(len(raws)) + b"".join(_LENGTH.pack(n) for n in (len(data), *(r.nbytes for r in raws)))
+    head = _HEAD.pack(len(raws), tag) + b"".join(_LENGTH.pack(n) for n in (len(data), *(r.nbytes for r in raws)))
     return [head + data, *raws]
 
 
@@ -60,6 +62,7 @@ class BadFrame:
     """A whole frame that could not be unpickled; the reader skipped it and went on."""
 
     error: Exception
+    tag: int  # the request it carried, or 0
 
 
 @final
@@ -77,12 +80,12 @@ class FrameReader:
         buffer += data
         messages: list[Any] = []
         at, end = 0, len(buffer)
-        while end - at >= _COUNT.size + _LENGTH.size:
-            (count,) = _COUNT.unpack_from(buffer, at)
-            head = _COUNT.size + _LENGTH.size * (count + 1)
+        while end - at >= _HEAD.size + _LENGTH.size:
+            count, tag = _HEAD.unpack_from(buffer, at)
+            head = _HEAD.size + _LENGTH.size * (count + 1)
             if end - at < head:
                 break
-            lengths = struct.unpack_from(f"<{count + 1}Q", buffer, at + _COUNT.size)
+            lengths = struct.unpack_from(f"<{count + 1}Q", buffer, at + _HEAD.size)
             if end - at < head + sum(lengths):
                 break
             start = at + head
@@ -95,7 +98,7 @@ class FrameReader:
             try:
                 messages.append(pickle.loads(pickled, buffers=buffers))
             except Exception as exc:  # one bad frame must not stop the ones after it
-                messages.append(BadFrame(exc))
+                messages.append(BadFrame(exc, tag))
             at = data_end
         if at:
             del buffer[:at]

@@ -27,7 +27,7 @@ import concurrent.futures
 import itertools
 import logging
 import queue
-import select
+import selectors
 import socket
 import subprocess
 import sys
@@ -98,7 +98,7 @@ class ProcessWorker:
         self._lock = threading.Lock()
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._wake = threading.Event()  # the supervisor has something to look at
-        self._ids = itertools.count()
+        self._ids = itertools.count(1)  # request ids and health tokens; 0 tags no request
         # Guarded by _lock:
         self._free = credits  # how many more requests the child may hold
         self._pending: dict[int, InferenceRequest] = {}
@@ -117,9 +117,10 @@ class ProcessWorker:
         self._unsent = bytearray()  # what the non-blocking socket did not take yet (attached only)
         self._let_go = threading.Event()  # set once the loop has handed the socket back
         self._broken = False  # a write failed: the child is dying; send nothing more to it
-        # Wakes the supervisor out of select() while it serves the socket itself.
-        self._poke_in, self._poke_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._poke_in.setblocking(False)
+        # Wakes the supervisor out of its selector while it serves the socket itself (made by start()).
+        self._poke_lock = threading.Lock()
+        self._poke_in: socket.socket | None = None
+        self._poke_out: socket.socket | None = None
         self._supervisor = threading.Thread(target=self._supervise, name=name, daemon=True)
 
     # --- the WorkerHandle surface (what pool, status and /health read) -----------------------------------
@@ -159,6 +160,8 @@ class ProcessWorker:
                 self._health_checks.pop(token, None)
 
     def start(self) -> None:
+        self._poke_in, self._poke_out = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._poke_in.setblocking(False)
         self._supervisor.start()
 
     def join(self, timeout_s: float | None) -> bool:
@@ -168,30 +171,42 @@ class ProcessWorker:
             self._stopping = True
             self._stop_deadline_s = deadline_s
             loop, attached = self._loop, self._attached
-        if attached and loop is not None and bridge.call_in_loop(loop, self._detach):
-            # The loop still runs (its thread did not end in time): it lets go of the socket first.
-            self._let_go.wait(min(_DETACH_WAIT_S, max(0.0, deadline_s - time.monotonic())))
+        if attached and loop is not None:
+            if bridge.call_in_loop(loop, self._detach):
+                # The loop still runs (its thread did not end in time): it lets go of the socket first.
+                self._let_go.wait(min(_DETACH_WAIT_S, max(0.0, deadline_s - time.monotonic())))
+            else:  # the loop is closed without having let go (its exit hook failed): nothing reads there
+                self._detach()
         self._nudge()
         self.pump()
-        if self._supervisor.ident is None:  # never started
-            self._poke_in.close()
-            self._poke_out.close()
-        else:
+        if self._supervisor.ident is not None:
             self._supervisor.join(max(0.0, deadline_s - time.monotonic()))
         process = self._process
         if process is not None and process.poll() is None:
             process.kill()
-            process.wait(5)
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:  # stuck in the kernel (a GPU driver): it is the OS's now
+                logger.error("worker process %s (pid %d) did not die when killed", self.name, process.pid)
             self._supervisor.join(5)
-        return not self._supervisor.is_alive()
+        if self._supervisor.is_alive():
+            return False
+        with self._poke_lock:
+            for end in (self._poke_in, self._poke_out):
+                if end is not None:
+                    end.close()
+            self._poke_in = self._poke_out = None
+        return True
 
     def _nudge(self) -> None:
         """Wake the supervisor, whether it waits for an event or serves the socket itself."""
         self._wake.set()
-        try:
-            self._poke_in.send(b"\0")
-        except OSError:  # full (it is awake anyway) or closed (it has ended)
-            pass
+        with self._poke_lock:
+            if self._poke_in is not None:
+                try:
+                    self._poke_in.send(b"\0")
+                except OSError:  # full: it has a wake-up to read already
+                    pass
 
     # --- the event loop ----------------------------------------------------------------------------------
 
@@ -296,7 +311,7 @@ class ProcessWorker:
             except (BlockingIOError, InterruptedError):
                 sent = 0
             except OSError:
-                self._broken = True
+                self._break(sock)
                 return False
             rest = _unsent_part(pieces, sent)
         if rest:
@@ -321,10 +336,19 @@ class ProcessWorker:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self._broken = True
+            self._break(sock)
             self._unsent.clear()
             return
         del self._unsent[:sent]
+
+    def _break(self, sock: socket.socket) -> None:
+        # With the lock held: a write failed. Send nothing more, and make sure the reader sees the end
+        # of the stream (even if the error was not the child dying), so the child is started again.
+        self._broken = True
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
 
     # --- the child ---------------------------------------------------------------------------------------
 
@@ -354,7 +378,13 @@ class ProcessWorker:
                 if first:
                     first = False
                     self._ready.set_result(None)
-                self._serve_child()
+                try:
+                    self._serve_child()
+                except Exception as exc:  # a bug of ours: end this child as if it died, and go on
+                    self._errors.record(self.name, exc)
+                    logger.error("serving worker process %s failed", self.name, exc_info=exc)
+                    with self._lock:
+                        self._live = False
                 exited = self._end_child()
                 with self._lock:
                     stopping = self._stopping
@@ -367,8 +397,7 @@ class ProcessWorker:
             if self.counters.state is not WorkerState.FAILED:
                 self.counters.state = WorkerState.STOPPED
         finally:
-            self._poke_in.close()
-            self._poke_out.close()
+            self._wake.set()
 
     def _spawn(self) -> None:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -450,18 +479,31 @@ class ProcessWorker:
         Returns True when the child is done (it stopped or died), False when the loop can take over.
         """
         self.pump()
+        with self._lock:
+            sock = self._sock
+        poke = self._poke_out
+        if sock is None or poke is None:
+            return True
+        with selectors.DefaultSelector() as selector:  # epoll: no limit on fd numbers, unlike select()
+            selector.register(sock, selectors.EVENT_READ)
+            selector.register(poke, selectors.EVENT_READ)
+            return self._serve_with(selector, sock, poke)
+
+    def _serve_with(self, selector: selectors.BaseSelector, sock: socket.socket, poke: socket.socket) -> bool:
         while True:
             with self._lock:
-                sock = self._sock
-                if sock is None or not self._live:
+                if self._sock is not sock or not self._live:
                     return True
                 if self._can_attach():
                     return False
                 wants_out = bool(self._unsent) and not self._broken
-            readable, writable, _ = select.select([sock, self._poke_out], [sock] if wants_out else [], [])
-            if self._poke_out in readable:
+            selector.modify(sock, selectors.EVENT_READ | (selectors.EVENT_WRITE if wants_out else 0))
+            events = {key.fileobj: mask for key, mask in selector.select()}
+            readable = [f for f, mask in events.items() if mask & selectors.EVENT_READ]
+            writable = [f for f, mask in events.items() if mask & selectors.EVENT_WRITE]
+            if poke in readable:
                 try:
-                    self._poke_out.recv(4096)
+                    poke.recv(4096)
                 except OSError:
                     pass
             if writable:
@@ -503,7 +545,11 @@ class ProcessWorker:
             return process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
-            return process.wait(5)
+            try:
+                return process.wait(5)
+            except subprocess.TimeoutExpired:
+                logger.error("worker process %s (pid %d) did not die when killed", self.name, process.pid)
+                return None
 
     def _fail_pending(self, outcome: Outcome) -> int:
         """Answer every request the child had and did not answer; gives each one's credit back."""
@@ -528,26 +574,35 @@ class ProcessWorker:
 
     def pump(self) -> None:
         """Send queued requests while the child has room; after the last one when stopping, "stop"."""
+        if self._pump():  # a request went back to the queue: offer it to the other worker processes
+            on_put = self._source.on_put
+            if on_put is not None:
+                on_put()
+
+    def _pump(self) -> bool:
+        """pump() under the lock; True if a request had to go back to the queue."""
         source = self._source
         with self._lock:
             while self._free > 0 and self._live and not self._broken:
                 try:
                     request = source.get_nowait()
                 except queue.Empty:
-                    return
+                    return False
                 if request is None:  # closed and empty: we are stopping
                     if self._stopping and not self._stop_sent:
                         remaining_s = max(0.0, self._stop_deadline_s - time.monotonic())
                         self._stop_sent = self._write(encode(("stop", remaining_s)))
-                    return
+                    return False
                 reason = request.drop_reason(time.monotonic())
                 if reason is not None:
                     self._count_drop(reason)
                     continue
-                self._send(request)
+                if not self._send(request):
+                    return True
+            return False
 
-    def _send(self, request: InferenceRequest) -> None:
-        # With the lock held.
+    def _send(self, request: InferenceRequest) -> bool:
+        # With the lock held. False when the request went back to the queue.
         request_id = next(self._ids)
         payload, model_data = request.payload, None
         body_model = self._plan.body_model
@@ -557,17 +612,18 @@ class ProcessWorker:
                 # it came in), and the child validates it again with its own copy of the class.
                 model_data = payload.model_dump(mode="json", by_alias=True, round_trip=True)
                 payload = None
-            pieces = encode(("request", request_id, payload, request.deadline_s, request.context, model_data))
+            message = ("request", request_id, payload, request.deadline_s, request.context, model_data)
+            pieces = encode(message, tag=request_id)
         except Exception as exc:  # the payload cannot be pickled: fail this request, keep serving
             self._errors.record(self.name, exc)
             logger.error("could not send a request to %s", self.name, exc_info=exc)
             self._finish(request, _PROCESS_DIED, on_loop=self._on_loop())
-            return
+            return True
         if not self._write(pieces):
             # The child just died: the request waits for the next worker that can take it (this one
             # once restarted). Its cancellation listener was never set, so a cancel reaches nobody.
             self._source.put_back(request)
-            return
+            return False
         self._pending[request_id] = request
         self._free -= 1
         self.counters.state = WorkerState.BUSY
@@ -575,6 +631,7 @@ class ProcessWorker:
         cancellation.listener = lambda reason: self._cancel(request_id, reason)
         if cancellation.reason is not None:  # cancelled while being sent
             self._write(encode(("cancel", request_id, cancellation.reason)))
+        return True
 
     def _cancel(self, request_id: int, reason: DropReason) -> None:
         # When a client leaves or a deadline passes (on the loop, or a `predict()` caller's thread).
