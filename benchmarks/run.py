@@ -199,9 +199,16 @@ class ServerProcess:
             source = BEFORE_SOURCE
         if source is not None:
             env["PYTHONPATH"] = str(source)
-        # taskset execs the command, so the PID is the server's own.
+        # taskset execs the command, so the PID is the server's own. An older checkout's server runs from
+        # inside it: `python -m litserve.runtime.child` (process mode) puts the working directory first
+        # on sys.path, ahead of PYTHONPATH.
         self.process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT, env=env
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=source,
         )
 
     @property
