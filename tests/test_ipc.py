@@ -25,6 +25,27 @@ def frame_bytes(message: Any) -> bytes:
     return b"".join(bytes(piece) for piece in encode(message))
 
 
+def sent_through_a_socket_pair(pieces: list[bytes | memoryview]) -> bool:
+    """send_all() the pieces on one end while a thread reads the other: did every byte arrive, in order?"""
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    expected = b"".join(bytes(p) for p in pieces)
+    received = bytearray()
+
+    def read() -> None:
+        while len(received) < len(expected) and (chunk := right.recv(1 << 16)):
+            received.extend(chunk)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        send_all(left, pieces)
+    finally:
+        left.close()  # the reader sees the end of the stream, whatever happened
+        reader.join(10)
+        right.close()
+    return bytes(received) == expected
+
+
 def same(a: Any, b: Any) -> bool:
     return pickle.dumps(a) == pickle.dumps(b)
 
@@ -82,24 +103,7 @@ def test_a_closed_link_says_so() -> None:
 
 
 def test_send_all_writes_every_piece_on_a_blocking_socket() -> None:
-    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    payload = [b"a" * 300_000, memoryview(np.arange(100_000, dtype=np.int32)), b"z"]
-    expected = b"".join(bytes(p) for p in payload)
-    received = bytearray()
-
-    def read() -> None:
-        while len(received) < len(expected):
-            received.extend(right.recv(1 << 16))
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        send_all(left, payload)
-        reader.join(10)
-        assert bytes(received) == expected
-    finally:
-        left.close()
-        right.close()
+    assert sent_through_a_socket_pair([b"a" * 300_000, memoryview(np.arange(100_000, dtype=np.int32)), b"z"])
 
 
 def test_a_frame_that_cannot_be_unpickled_is_skipped_and_the_next_one_still_comes_out() -> None:
@@ -112,20 +116,4 @@ def test_a_frame_that_cannot_be_unpickled_is_skipped_and_the_next_one_still_come
 
 
 def test_send_all_writes_more_pieces_than_one_sendmsg_may_carry() -> None:
-    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    pieces: list[bytes | memoryview] = [bytes([i % 256]) * 10 for i in range(3000)]  # IOV_MAX is 1024
-    received = bytearray()
-
-    def read() -> None:
-        while len(received) < 30_000:
-            received.extend(right.recv(1 << 16))
-
-    reader = threading.Thread(target=read)
-    reader.start()
-    try:
-        send_all(left, pieces)
-        reader.join(10)
-        assert bytes(received) == b"".join(pieces)
-    finally:
-        left.close()
-        right.close()
+    assert sent_through_a_socket_pair([bytes([i % 256]) * 10 for i in range(3000)])  # IOV_MAX is 1024

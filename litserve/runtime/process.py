@@ -260,12 +260,9 @@ class ProcessWorker:
         sock = self._sock
         if sock is None:
             return
-        try:
-            data = sock.recv(_RECV_SIZE)
-        except (BlockingIOError, InterruptedError):
+        data = _receive(sock)
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the child died (or closed its end)
             with self._lock:
                 if self._attached:
@@ -511,12 +508,9 @@ class ProcessWorker:
                     self._flush()
             if sock not in readable:
                 continue
-            try:
-                data = sock.recv(_RECV_SIZE)
-            except (BlockingIOError, InterruptedError):
+            data = _receive(sock)
+            if data is None:
                 continue
-            except OSError:
-                data = b""
             for message in self._frames.feed(data) if data else ():
                 if not isinstance(message, BadFrame) and message[0] == "stopped":
                     data = b""
@@ -747,6 +741,16 @@ def credits_for(max_batch_size: int, workers: int, enable_async: bool) -> int:
     """
     batches = ASYNC_MAX_BATCHES_IN_FLIGHT if enable_async else 1
     return max_batch_size * workers * batches
+
+
+def _receive(sock: socket.socket) -> bytes | None:
+    """What a non-blocking socket has: None if nothing yet, b"" at its end (or when it failed)."""
+    try:
+        return sock.recv(_RECV_SIZE)
+    except (BlockingIOError, InterruptedError):
+        return None
+    except OSError:
+        return b""
 
 
 def _unsent_part(pieces: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
