@@ -64,6 +64,47 @@ def test_two_cpu_devices_get_one_process_each_and_stop_reaps_them() -> None:
     assert all(is_gone(pid) for pid in pids if pid is not None)
 
 
+def test_one_request_at_a_time_stays_with_the_same_worker_process() -> None:
+    # At low load the process that answered last takes the next request too, its model still in
+    # cache, instead of the processes taking turns.
+    with LitServer(PidAPI(), accelerator="cpu", devices=2, worker_mode="process").start(port=0) as server:
+        answers = [post(server, i).json() for i in range(12)]
+    assert [a["x"] for a in answers] == list(range(12))
+    assert len({a["pid"] for a in answers}) == 1
+
+
+class GatedPidAPI(LitAPI):
+    """Batched: predict() announces each batch and waits for the gate, then answers with its pid."""
+
+    def __init__(self) -> None:
+        super().__init__(max_batch_size=4, batch_timeout=0.0)
+        self.entered = CrossSemaphore()
+        self.gate = CrossEvent()
+
+    def setup(self, device: str) -> None:
+        self.pid = os.getpid()
+
+    def predict(self, xs: Any) -> Any:
+        self.entered.release()
+        assert self.gate.wait(20), "the test never opened the predict gate"
+        return [{"x": x, "pid": self.pid} for x in xs]
+
+
+def test_a_request_goes_to_an_idle_worker_process_before_a_busy_one_with_room() -> None:
+    # The busy process could hold three more requests (max_batch_size=4), but an idle one starts now.
+    api = GatedPidAPI()
+    with LitServer(api, accelerator="cpu", devices=2, worker_mode="process").start(port=0) as server:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            first = pool.submit(post, server, 1)
+            assert api.entered.acquire(20)
+            second = pool.submit(post, server, 2)
+            assert api.entered.acquire(20), "the second request waited behind the first one's batch"
+            api.gate.set()
+            answers = [first.result(20).json(), second.result(20).json()]
+    assert [a["x"] for a in answers] == [1, 2]
+    assert answers[0]["pid"] != answers[1]["pid"]
+
+
 class CrashingAPI(SquareAPI):
     """predict() of {"input": "crash"} kills its process once the test says so; setup() is counted."""
 
