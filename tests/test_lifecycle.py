@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -15,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from litserve import LitServer, PortInUseError, ServerState, ServerStateError, WorkerSetupError
+from litserve import LitAPI, LitServer, PortInUseError, ServerState, ServerStateError, WorkerSetupError
 from tests.apis import FailingSetupAPI, GatedPredictAPI, GatedSetupAPI, SquareAPI
 from tests.helpers import free_port, open_fd_count, port_is_free
 from tests.sync import CrossEvent, CrossSemaphore
@@ -112,6 +113,19 @@ def test_start_inside_a_running_event_loop(worker_mode: str) -> None:
             server.stop()
 
     assert asyncio.run(main()) == {"output": 2.25}
+
+
+class WhoAPI(LitAPI):
+    def predict(self, x: Any) -> Any:
+        return {"x": x, "worker": f"{os.getpid()}/{threading.current_thread().name}"}
+
+
+def test_one_request_at_a_time_is_served_by_the_same_worker_thread(worker_mode: str) -> None:
+    # The worker that went to sleep last takes the next request, its model still warm in cache.
+    with LitServer(WhoAPI(), accelerator="cpu", worker_mode=worker_mode, workers_per_device=2).start(port=0) as server:
+        answers = [predict(server, i).json() for i in range(12)]
+    assert [a["x"] for a in answers] == [{"input": i} for i in range(12)]
+    assert len({a["worker"] for a in answers}) == 1
 
 
 def test_failing_setup_raises_from_start_and_leaves_nothing_running(worker_mode: str) -> None:

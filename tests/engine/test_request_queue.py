@@ -8,6 +8,7 @@ import pytest
 
 from litserve.engine.request_queue import RequestQueue
 from litserve.exceptions import QueueClosedError, QueueFullError
+from tests.helpers import wait_until
 
 
 def test_full_queue_refuses_without_waiting() -> None:
@@ -114,3 +115,41 @@ def test_two_consumers_gathering_batches_with_timeouts_never_strand_an_item() ->
         for thread in consumers:
             thread.join(10)
     assert sorted(taken) == list(range(sent))
+
+
+def test_a_put_wakes_the_consumer_that_went_to_sleep_last() -> None:
+    """Its model is the warmest in cache; a consumer that slept longer stays asleep."""
+    q: RequestQueue[str] = RequestQueue()
+    got: dict[str, str | None] = {}
+    done = {name: threading.Event() for name in ("early", "late")}
+
+    def consume(name: str) -> None:
+        got[name] = q.get(timeout_s=30)
+        done[name].set()
+
+    early = threading.Thread(target=consume, args=("early",), name="early")
+    late = threading.Thread(target=consume, args=("late",), name="late")
+    try:
+        early.start()
+        assert wait_until(lambda: q.sleeping() == 1)
+        late.start()
+        assert wait_until(lambda: q.sleeping() == 2)
+        q.put_nowait("first")
+        assert done["late"].wait(10) and got["late"] == "first"
+        assert not done["early"].is_set() and q.sleeping() == 1
+        q.put_nowait("second")
+        assert done["early"].wait(10) and got["early"] == "second"
+    finally:
+        q.close()
+        early.join(10)
+        late.join(10)
+    assert q.sleeping() == 0
+
+
+def test_a_consumer_that_gives_up_waiting_leaves_no_trace() -> None:
+    q: RequestQueue[int] = RequestQueue()
+    with pytest.raises(queue.Empty):
+        q.get(timeout_s=0.01)
+    assert q.sleeping() == 0
+    q.put_nowait(1)
+    assert q.get(timeout_s=0.01) == 1
