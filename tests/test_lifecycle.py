@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import os
@@ -121,11 +122,15 @@ class WhoAPI(LitAPI):
 
 
 def test_one_request_at_a_time_is_served_by_the_same_worker_thread(worker_mode: str) -> None:
-    # The worker that went to sleep last takes the next request, its model still warm in cache.
+    # The worker that went to sleep last takes the next request, its model still warm in cache. A
+    # worker sends its answer a few microseconds before it is back asleep; if the scheduler holds it
+    # there for a whole round trip, the other worker takes that one request. Taking turns, as a
+    # first-in-first-out wake-up does, would give each worker 6.
     with LitServer(WhoAPI(), accelerator="cpu", worker_mode=worker_mode, workers_per_device=2).start(port=0) as server:
         answers = [predict(server, i).json() for i in range(12)]
     assert [a["x"] for a in answers] == [{"input": i} for i in range(12)]
-    assert len({a["worker"] for a in answers}) == 1
+    served = collections.Counter(a["worker"] for a in answers)
+    assert served.most_common(1)[0][1] >= 10, served
 
 
 def test_failing_setup_raises_from_start_and_leaves_nothing_running(worker_mode: str) -> None:

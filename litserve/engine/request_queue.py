@@ -96,14 +96,25 @@ class RequestQueue(Generic[T]):
                     remaining_s = deadline_s - time.monotonic()
                     if remaining_s <= 0:
                         raise queue.Empty
+                    remaining_s = min(remaining_s, threading.TIMEOUT_MAX)  # a longer wait loops again
                 sleeper = threading.Lock()
                 sleeper.acquire()
                 self._sleepers.append(sleeper)
-            if not sleeper.acquire(timeout=remaining_s):
-                with self._lock:
-                    if sleeper in self._sleepers:
-                        self._sleepers.remove(sleeper)
-                    # else a put woke it just as the wait ended: the next pass takes that request
+            try:
+                woken = sleeper.acquire(timeout=remaining_s)
+            except BaseException:
+                self._leave(sleeper, pass_on=True)
+                raise
+            if not woken:  # if a put woke it just as the wait ended, the next pass takes that request
+                self._leave(sleeper, pass_on=False)
+
+    def _leave(self, sleeper: threading.Lock, pass_on: bool) -> None:
+        """A consumer stops waiting; with `pass_on`, a wake-up it already got goes to another sleeper."""
+        with self._lock:
+            if sleeper in self._sleepers:
+                self._sleepers.remove(sleeper)
+            elif pass_on and self._items and self._sleepers:
+                self._sleepers.pop().release()
 
     def get_nowait(self) -> T | None:
         """Take a request that is already waiting; raises `queue.Empty` if none, None if closed and empty."""

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 import time
+from typing import Any
 
 import pytest
 
@@ -153,3 +155,54 @@ def test_a_consumer_that_gives_up_waiting_leaves_no_trace() -> None:
     assert q.sleeping() == 0
     q.put_nowait(1)
     assert q.get(timeout_s=0.01) == 1
+
+
+def test_a_timeout_longer_than_the_platform_allows_still_waits_for_the_request() -> None:
+    q: RequestQueue[int] = RequestQueue()
+    got: list[int | None] = []
+    consumer = threading.Thread(target=lambda: got.append(q.get(timeout_s=1e10)), name="patient")
+    consumer.start()
+    try:
+        assert wait_until(lambda: q.sleeping() == 1)
+        q.put_nowait(5)
+        consumer.join(10)
+        assert got == [5]
+    finally:
+        q.close()
+        consumer.join(10)
+
+
+class Interrupted(Exception):
+    pass
+
+
+def test_a_consumer_interrupted_while_waiting_leaves_no_sleeper_behind() -> None:
+    """An exception out of the wait (here from a signal handler) must not leave a stale sleeper that
+    would swallow the next request's wake-up while a real consumer sleeps on."""
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise Interrupted
+
+    q: RequestQueue[int] = RequestQueue()
+    main = threading.get_ident()
+    previous = signal.signal(signal.SIGUSR1, interrupt)
+    poker = threading.Thread(
+        target=lambda: wait_until(lambda: q.sleeping() == 1) and signal.pthread_kill(main, signal.SIGUSR1),
+        name="poker",
+    )
+    try:
+        poker.start()
+        with pytest.raises(Interrupted):
+            q.get(timeout_s=30)
+        assert q.sleeping() == 0
+        got: list[int | None] = []
+        consumer = threading.Thread(target=lambda: got.append(q.get(timeout_s=30)), name="real-consumer")
+        consumer.start()
+        assert wait_until(lambda: q.sleeping() == 1)
+        q.put_nowait(9)
+        consumer.join(10)
+        assert got == [9]
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+        poker.join(10)
+        q.close()
