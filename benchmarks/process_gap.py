@@ -1,13 +1,16 @@
 """The per-request cost of process mode: p50 at concurrency 1, process mode minus thread mode.
 
 Both servers (and, with --before DIR, the same two from an older checkout) run side by side for the
-whole benchmark, serving the MLP benchmark's model without batching: thread mode with 2 workers, and
+whole benchmark, serving the MLP benchmark's model (without batching unless --batch): thread mode with 2 workers, and
 process mode with 2 CPU devices of 1 worker each. Each round gives every server `--seconds` of
 `wrk -c1` with the fixed input, in an order that reverses every round, so drift hits them alike.
 The reported gap is the median over rounds of each round's p50(process) - p50(thread): pairing the
 two runs of a round cancels most of this machine's drift, which moves both alike.
 
-Usage: python benchmarks/process_gap.py [--model light] [--rounds 10] [--seconds 2] [--before DIR]
+With `--batch 16:0.005` both servers batch as the MLP benchmark's batched server does; every request
+then also waits out the batch timer, which makes the difference noisier.
+
+Usage: python benchmarks/process_gap.py [--model light] [--rounds 10] [--seconds 2] [--before DIR] [--batch B:T]
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from pathlib import Path
 from mlp import LITSERVE_SCRIPT, SERVERS_DIR, TARGET_PROCESS_IPC_MS, write_lua
 from run import RESULTS_DIR, ServerProcess, free_port, pick_cpus, run_wrk
 
-MODES = {"thread": ["1", "0", "2", "thread", "1"], "process": ["1", "0", "1", "process", "2"]}
+# After the batch settings: workers per device, worker mode, devices.
+MODES = {"thread": ["2", "thread", "1"], "process": ["1", "process", "2"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,7 +36,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=2.0, help="wrk -c1 duration per server per round")
     parser.add_argument("--before", type=Path, help="an older checkout to measure in the same run")
+    parser.add_argument(
+        "--batch",
+        default="1:0",
+        help="MAX_BATCH_SIZE:BATCH_TIMEOUT_S of both servers (default 1:0: no batching; mlp.py batches 16:0.005)",
+    )
     args = parser.parse_args(argv)
+    max_batch_size, _, batch_timeout_s = args.batch.partition(":")
+    batch_settings = [str(int(max_batch_size)), str(float(batch_timeout_s or 0))]
     _, wrk_cpu = pick_cpus(False)  # wrk on core 1; the servers may use both cores
     vector = mlp_model.input_vector(args.model, mlp_model.INPUT_SEED)
     lua = write_lua(args.model, vector)
@@ -46,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         for tree, source in trees.items():
             for mode, settings in MODES.items():
                 port = free_port()
-                command = [sys.executable, str(LITSERVE_SCRIPT), str(port), args.model, *settings]
+                command = [sys.executable, str(LITSERVE_SCRIPT), str(port), args.model, *batch_settings, *settings]
                 log = logs / f"process_gap-{tree}-{mode}.log"
                 servers[(tree, mode)] = ServerProcess(f"{tree}-{mode}", port, None, log, command, source)
         for server in servers.values():
@@ -62,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         for server in servers.values():
             server.stop()
-    print(f"model {args.model}, {args.rounds} rounds of {args.seconds:.1f} s of wrk -c1 per server")
+    print(f"model {args.model}, batch {args.batch}, {args.rounds} rounds of {args.seconds:.1f} s of wrk -c1 per server")
     for (tree, mode), values in p50s.items():
         print(f"{tree:>6} {mode:>7}: p50 median {statistics.median(values):.3f} ms  rounds {values}")
     for tree in trees:
