@@ -10,7 +10,10 @@ two runs of a round cancels most of this machine's drift, which moves both alike
 With `--batch 16:0.005` both servers batch as the MLP benchmark's batched server does; every request
 then also waits out the batch timer, which makes the difference noisier.
 
+wrk runs on the second core; with `--pin-servers` the servers and their worker processes share the first.
+
 Usage: python benchmarks/process_gap.py [--model light] [--rounds 10] [--seconds 2] [--before DIR] [--batch B:T]
+       [--pin-servers]
 """
 
 from __future__ import annotations
@@ -41,10 +44,17 @@ def main(argv: list[str] | None = None) -> int:
         default="1:0",
         help="MAX_BATCH_SIZE:BATCH_TIMEOUT_S of both servers (default 1:0: no batching; mlp.py batches 16:0.005)",
     )
+    parser.add_argument(
+        "--pin-servers",
+        action="store_true",
+        help="pin every server, with its worker processes, to the first core (default: wrk alone is pinned)",
+    )
     args = parser.parse_args(argv)
     max_batch_size, _, batch_timeout_s = args.batch.partition(":")
     batch_settings = [str(int(max_batch_size)), str(float(batch_timeout_s or 0))]
-    _, wrk_cpu = pick_cpus(False)  # wrk on core 1; the servers may use both cores
+    server_cpu, wrk_cpu = pick_cpus(True)  # wrk on the second core
+    if not args.pin_servers:
+        server_cpu = None  # the servers and their worker processes may use every core
     vector = mlp_model.input_vector(args.model, mlp_model.INPUT_SEED)
     lua = write_lua(args.model, vector)
     trees: dict[str, Path | None] = {"now": None}
@@ -59,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
                 port = free_port()
                 command = [sys.executable, str(LITSERVE_SCRIPT), str(port), args.model, *batch_settings, *settings]
                 log = logs / f"process_gap-{tree}-{mode}.log"
-                servers[(tree, mode)] = ServerProcess(f"{tree}-{mode}", port, None, log, command, source)
+                servers[(tree, mode)] = ServerProcess(f"{tree}-{mode}", port, server_cpu, log, command, source)
         for server in servers.values():
             server.wait_ready(120.0)
         p50s: dict[tuple[str, str], list[float]] = {key: [] for key in servers}
