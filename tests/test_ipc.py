@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from litserve.runtime.ipc import BadFrame, FrameReader, Link, LinkClosedError, encode, send_all
+from litserve.runtime.ipc import BadFrame, FrameReader, Link, LinkClosedError, encode, send_all, unsent_part
 
 MESSAGES: list[Any] = [
     ("request", 7, {"input": [1.0, 2.0]}, None, None, None),
@@ -117,3 +117,11 @@ def test_a_frame_that_cannot_be_unpickled_is_skipped_and_the_next_one_still_come
 
 def test_send_all_writes_more_pieces_than_one_sendmsg_may_carry() -> None:
     assert sent_through_a_socket_pair([bytes([i % 256]) * 10 for i in range(3000)])  # IOV_MAX is 1024
+
+
+def test_unsent_part_cuts_inside_a_piece_and_skips_whole_ones() -> None:
+    pieces: list[bytes | memoryview] = [b"abc", b"defg", memoryview(b"hi")]
+    assert [bytes(p) for p in unsent_part(pieces, 0)] == [b"abc", b"defg", b"hi"]
+    assert [bytes(p) for p in unsent_part(pieces, 3)] == [b"defg", b"hi"]
+    assert [bytes(p) for p in unsent_part(pieces, 5)] == [b"fg", b"hi"]
+    assert unsent_part(pieces, 9) == []

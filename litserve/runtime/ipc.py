@@ -21,7 +21,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, final
 
-__all__ = ["MAX_PIECES", "BadFrame", "FrameReader", "Link", "LinkClosedError", "encode", "send_all"]
+__all__ = ["MAX_PIECES", "BadFrame", "FrameReader", "Link", "LinkClosedError", "encode", "send_all", "unsent_part"]
 
 _HEAD = struct.Struct("<IQ")  # buffer count, tag
 _LENGTH = struct.Struct("<Q")
@@ -46,14 +46,21 @@ def encode(message: Any, tag: int = 0) -> list[bytes | memoryview]:
 
 def send_all(sock: socket.socket, pieces: list[bytes | memoryview]) -> None:
     """Write every piece on a blocking socket (scatter-gather, no joining of big buffers)."""
-    views = [memoryview(p).cast("B") for p in pieces]
-    while views:
-        sent = sock.sendmsg(views[:MAX_PIECES])
-        while views and sent >= views[0].nbytes:
-            sent -= views[0].nbytes
-            views.pop(0)
-        if views and sent:
-            views[0] = views[0][sent:]
+    while pieces:
+        pieces = unsent_part(pieces, sock.sendmsg(pieces[:MAX_PIECES]))
+
+
+def unsent_part(pieces: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
+    """What is left of `pieces` after the first `sent` bytes went out."""
+    rest: list[bytes | memoryview] = []
+    for piece in pieces:
+        view = memoryview(piece).cast("B")
+        if sent >= view.nbytes:
+            sent -= view.nbytes
+            continue
+        rest.append(view[sent:] if sent else piece)
+        sent = 0
+    return rest
 
 
 @final

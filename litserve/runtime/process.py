@@ -43,7 +43,7 @@ from litserve.engine.worker import ASYNC_MAX_BATCHES_IN_FLIGHT
 from litserve.exceptions import SHUTTING_DOWN, ErrorResponse
 from litserve.hooks import HookPlan
 from litserve.runtime.child import ChildInit
-from litserve.runtime.ipc import MAX_PIECES, BadFrame, FrameReader, LinkClosedError, encode, send_all
+from litserve.runtime.ipc import MAX_PIECES, BadFrame, FrameReader, LinkClosedError, encode, send_all, unsent_part
 from litserve.status import ErrorLog, ErrorRecord, WorkerCounters, WorkerState
 
 __all__ = ["Dispatch", "ProcessWorker", "RemoteError", "credits_for"]
@@ -321,7 +321,7 @@ class ProcessWorker:
             except OSError:
                 self._break(sock)
                 return False
-            rest = _unsent_part(pieces, sent)
+            rest = unsent_part(pieces, sent)
         if rest:
             for piece in rest:
                 self._unsent += piece
@@ -771,16 +771,3 @@ def _receive(sock: socket.socket) -> bytes | None:
         return None
     except OSError:
         return b""
-
-
-def _unsent_part(pieces: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
-    """What is left of `pieces` after the first `sent` bytes went out."""
-    rest: list[bytes | memoryview] = []
-    for piece in pieces:
-        view = memoryview(piece).cast("B")
-        if sent >= view.nbytes:
-            sent -= view.nbytes
-            continue
-        rest.append(view[sent:] if sent else piece)
-        sent = 0
-    return rest
