@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from litserve.runtime.ipc import BadFrame, FrameReader, Link, LinkClosedError, encode, send_all, unsent_part
+from tests.helpers import wait_until
 
 MESSAGES: list[Any] = [
     ("request", 7, {"input": [1.0, 2.0]}, None, None, None),
@@ -125,3 +126,28 @@ def test_unsent_part_cuts_inside_a_piece_and_skips_whole_ones() -> None:
     assert [bytes(p) for p in unsent_part(pieces, 3)] == [b"defg", b"hi"]
     assert [bytes(p) for p in unsent_part(pieces, 5)] == [b"fg", b"hi"]
     assert unsent_part(pieces, 9) == []
+
+
+def test_receive_nowait_returns_every_whole_message_and_never_waits() -> None:
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    link = Link(right)
+    try:
+        assert link.receive_nowait() == []
+        whole = frame_bytes(MESSAGES[0]) + frame_bytes(MESSAGES[3])
+        half = frame_bytes(MESSAGES[1])
+        left.sendall(whole + half[:100])
+        assert [same(a, b) for a, b in zip(link.receive_nowait(), [MESSAGES[0], MESSAGES[3]], strict=True)] == [
+            True,
+            True,
+        ]
+        assert link.receive_nowait() == []  # the rest of the third has not come
+        left.sendall(half[100:])
+        received: list[Any] = []
+        # The rest may take more than one read.
+        assert wait_until(lambda: bool(received.extend(link.receive_nowait()) or received), timeout_s=10)
+        assert same(received[0], MESSAGES[1])
+        left.close()
+        with pytest.raises(LinkClosedError):
+            link.receive_nowait()
+    finally:
+        link.close()

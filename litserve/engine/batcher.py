@@ -19,7 +19,7 @@ __all__ = ["Batch", "RequestSource", "collect_batch"]
 
 
 class RequestSource(Protocol):
-    """What the batcher reads from (a RequestQueue, or a fake in tests)."""
+    """What the batcher and a worker read from: a RequestQueue, a worker process's ChildQueue, or a fake in tests."""
 
     def get(self, timeout_s: float | None = None) -> InferenceRequest | None: ...
 

@@ -19,12 +19,11 @@ from typing import Any, final
 from litserve.api import LitAPI
 from litserve.engine import bridge
 from litserve.engine.async_pipeline import answer_async, stream_async
-from litserve.engine.batcher import Batch, collect_batch
+from litserve.engine.batcher import Batch, RequestSource, collect_batch
 from litserve.engine.bridge import ChannelReply, FutureReply, Reply, StreamReply, deliver, deliver_all
 from litserve.engine.devices import DeviceRuntime
 from litserve.engine.messages import DropReason, InferenceRequest, Outcome
 from litserve.engine.pipeline import BatchSizeMismatchError, Hooks, answer, stream
-from litserve.engine.request_queue import RequestQueue
 from litserve.exceptions import BATCH_SIZE_MISMATCH, INTERNAL_ERROR, ErrorResponse, error_response
 from litserve.hooks import HookPlan
 from litserve.status import ErrorLog, WorkerCounters, WorkerState
@@ -51,7 +50,7 @@ class Worker:
         name: str,
         api: LitAPI,
         device: str,
-        source: RequestQueue[InferenceRequest],
+        source: RequestSource,
         errors: ErrorLog,
         plan: HookPlan,
         clock: Callable[[], float] = time.monotonic,

@@ -1,7 +1,8 @@
 """The worker process: `python -m litserve.runtime.child FD`, started by `runtime.process`.
 
-It runs the same worker threads as thread mode on its own request queue. The parent sends requests,
-cancellations and "stop" over the socket; answers go back through `bridge.ChannelReply`. When the
+It runs the same worker threads as thread mode on its own request queue, which its idle workers fill
+by reading the socket themselves (`ChildQueue`). The parent sends requests, cancellations, health
+checks and "stop" over the socket; answers go back through `bridge.ChannelReply`. When the
 parent goes away (even killed), the socket reads end of stream and this process exits at once.
 """
 
@@ -57,11 +58,11 @@ def _serve(link: Any, init: ChildInit) -> None:
 
     from litserve.engine.bridge import ChannelReply
     from litserve.engine.messages import Cancellation, InferenceRequest, Outcome, StreamEnd
-    from litserve.engine.request_queue import RequestQueue
     from litserve.engine.worker import Worker
     from litserve.exceptions import INTERNAL_ERROR
     from litserve.hooks import plan_hooks
-    from litserve.runtime.ipc import BadFrame
+    from litserve.runtime.child_queue import ChildQueue
+    from litserve.runtime.ipc import BadFrame, LinkClosedError
     from litserve.status import ErrorLog
 
     try:
@@ -70,8 +71,8 @@ def _serve(link: Any, init: ChildInit) -> None:
     except BaseException as exc:
         link.send(("setup_failed", f"{type(exc).__name__}: {exc}", _format(exc), _pickled(exc)))
         return
-    requests: RequestQueue[InferenceRequest] = RequestQueue()
     cancellations: dict[int, Cancellation] = {}
+    stop_wait_s: list[float | None] = []  # the time "stop" gives the workers to finish, once it came
 
     def send(message: Any) -> None:
         # Workers answer through here; a request's cancellation is forgotten with its final message.
@@ -83,6 +84,48 @@ def _serve(link: Any, init: ChildInit) -> None:
             cancellations.pop(message[1], None)
         link.send(message)
 
+    def handle(message: Any) -> InferenceRequest | None:
+        # On whichever thread read the message (see ChildQueue), often a worker: nothing may escape.
+        try:
+            return take(message)
+        except LinkClosedError:
+            raise
+        except Exception as exc:
+            errors.record("litserve-worker-process", exc)
+            return None
+
+    def take(message: Any) -> InferenceRequest | None:
+        # A request to queue, or None when the message was dealt with here.
+        if isinstance(message, BadFrame):  # e.g. a payload whose class this process cannot import
+            errors.record("litserve-worker-process", message.error)
+            if message.tag:  # a request: answer it, so the server gives its slot back
+                link.send(("result", message.tag, Outcome.failure(INTERNAL_ERROR)))
+            return None
+        kind = message[0]
+        if kind == "request":
+            _, request_id, payload, deadline_s, context, model_data = message
+            try:
+                if model_data is not None and plan.body_model is not None:
+                    payload = plan.body_model.model_validate(model_data)
+            except Exception as exc:  # fail this request only; the process keeps serving
+                errors.record("litserve-worker-process", exc)
+                link.send(("result", request_id, Outcome.failure(INTERNAL_ERROR)))
+                return None
+            cancellation = Cancellation()
+            cancellations[request_id] = cancellation
+            return InferenceRequest(payload, ChannelReply(request_id, send), deadline_s, cancellation, context)
+        if kind == "cancel":
+            cancelled = cancellations.get(message[1])
+            if cancelled is not None:
+                cancelled.cancel(message[2])
+        elif kind == "health":
+            link.send(("health", message[1], _all_healthy(workers)))
+        elif kind == "stop":
+            stop_wait_s.append(message[1])
+            requests.close()
+        return None
+
+    requests = ChildQueue(link, handle, consumers=len(init.worker_names))
     errors = ErrorLog(on_record=lambda record: link.send(("error", record)))
     workers = [Worker(name, copy.deepcopy(api), init.device, requests, errors, plan) for name in init.worker_names]
     for worker in workers:
@@ -93,39 +136,10 @@ def _serve(link: Any, init: ChildInit) -> None:
             link.send(("setup_failed", f"{type(failure).__name__}: {failure}", _format(failure), _pickled(failure)))
             return
     link.send(("ready", os.getpid()))
-    while True:
-        message = link.recv()
-        if isinstance(message, BadFrame):  # e.g. a payload whose class this process cannot import
-            errors.record("litserve-worker-process", message.error)
-            if message.tag:  # a request: answer it, so the server gives its slot back
-                link.send(("result", message.tag, Outcome.failure(INTERNAL_ERROR)))
-            continue
-        kind = message[0]
-        if kind == "request":
-            _, request_id, payload, deadline_s, context, model_data = message
-            try:
-                if model_data is not None and plan.body_model is not None:
-                    payload = plan.body_model.model_validate(model_data)
-            except Exception as exc:  # fail this request only; the process keeps serving
-                errors.record("litserve-worker-process", exc)
-                link.send(("result", request_id, Outcome.failure(INTERNAL_ERROR)))
-                continue
-            cancellation = Cancellation()
-            cancellations[request_id] = cancellation
-            reply = ChannelReply(request_id, send)
-            requests.put_nowait(InferenceRequest(payload, reply, deadline_s, cancellation, context))
-        elif kind == "cancel":
-            cancelled = cancellations.get(message[1])
-            if cancelled is not None:
-                cancelled.cancel(message[2])
-        elif kind == "health":
-            link.send(("health", message[1], _all_healthy(workers)))
-        elif kind == "stop":
-            requests.close()
-            for worker in workers:
-                worker.join(message[1])
-            link.send(("stopped",))
-            return
+    requests.serve()  # until "stop" came; LinkClosedError when the server went away
+    for worker in workers:
+        worker.join(stop_wait_s[0])
+    link.send(("stopped",))
 
 
 def _all_healthy(workers: list[Any]) -> bool:
@@ -136,9 +150,12 @@ def _all_healthy(workers: list[Any]) -> bool:
         return await verdict
 
     for worker in workers:
-        verdict = worker.is_healthy()
-        if inspect.isawaitable(verdict):
-            verdict = asyncio.run(settle(verdict))
+        try:
+            verdict = worker.is_healthy()
+            if inspect.isawaitable(verdict):
+                verdict = asyncio.run(settle(verdict))
+        except Exception:  # a failing health() means "not ready", as in thread mode
+            return False
         if not verdict:
             return False
     return True

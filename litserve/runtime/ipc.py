@@ -134,14 +134,35 @@ class Link:
     def recv(self) -> Any:
         """Block for the next message; raises LinkClosedError at end of stream."""
         while not self._ready:
-            try:
-                data = self._sock.recv(_RECV_SIZE)
-            except OSError as exc:
-                raise LinkClosedError("the other process is gone") from exc
-            if not data:
-                raise LinkClosedError("the other process is gone")
-            self._ready.extend(self._frames.feed(data))
+            self._read()
         return self._ready.pop(0)
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def receive_nowait(self) -> list[Any]:
+        """Every message that has come, without waiting: [] if none is whole yet.
+
+        Raises LinkClosedError at end of stream. One reader at a time, as for `recv`.
+        """
+        if not self._ready:
+            try:
+                self._read(socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                pass
+        ready, self._ready = self._ready, []
+        return ready
+
+    def _read(self, flags: int = 0) -> None:
+        try:
+            data = self._sock.recv(_RECV_SIZE, flags)
+        except BlockingIOError:
+            raise
+        except OSError as exc:
+            raise LinkClosedError("the other process is gone") from exc
+        if not data:
+            raise LinkClosedError("the other process is gone")
+        self._ready.extend(self._frames.feed(data))
 
     def close(self) -> None:
         try:

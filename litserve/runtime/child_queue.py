@@ -1,0 +1,247 @@
+"""A worker process's request queue, fed from the server's socket by whichever of its threads is idle.
+
+In thread mode a worker sleeps on its endpoint's queue until the HTTP loop puts a request there. A
+worker process gets its requests over a socket. If one thread read that socket and queued what came,
+every request would wake two threads in turn, the reader and then a worker: about 60 µs more per
+request than thread mode on a 2-core machine. So every thread of the process waits on the socket
+itself, and the kernel picks which one to wake:
+
+- Each waiting thread has its own epoll instance watching the socket with `EPOLLEXCLUSIVE`. Linux
+  then wakes one waiting instance per arrival, the first registered, and skips instances nobody is
+  waiting on. The workers' instances are registered first and the main thread's last, so an idle
+  worker reads the request it then runs, the same worker at low load (its model warm in cache),
+  and the main thread wakes only while every worker is busy: it reads cancellations, health checks
+  and "stop" while models run, and queues requests for the next free worker.
+- Whoever wakes reads whatever has come, under one read lock. A worker keeps the first request for
+  itself; the rest are queued, and each wakes the worker that went to sleep last (through its own
+  wake-up socket, watched by the same epoll), as `RequestQueue` does.
+
+Without epoll (not Linux) the workers wait on their wake-up sockets only and the main thread reads
+everything: correct, with the extra hand-off.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import queue
+import select
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, final
+
+from litserve.engine.messages import InferenceRequest
+from litserve.runtime.ipc import Link, LinkClosedError
+
+__all__ = ["ChildQueue"]
+
+logger = logging.getLogger(__name__)
+
+_HAS_EPOLL = hasattr(select, "epoll") and hasattr(select, "EPOLLEXCLUSIVE")
+
+
+@final
+class _Waiter:
+    """Where one thread sleeps: its wake-up socket and, when it may read, the link's socket."""
+
+    def __init__(self, link_fd: int | None) -> None:
+        self._wake, self._woken = socket.socketpair()
+        self._wake.setblocking(False)
+        self._woken.setblocking(False)
+        self._link_fd = link_fd
+        self._fds = [self._woken.fileno()] if link_fd is None else [link_fd, self._woken.fileno()]
+        self._epoll: select.epoll | None = None
+        if _HAS_EPOLL:
+            self._epoll = select.epoll()
+            if link_fd is not None:
+                self._epoll.register(link_fd, select.EPOLLIN | select.EPOLLEXCLUSIVE)
+            self._epoll.register(self._woken.fileno(), select.EPOLLIN)
+
+    def wait(self, timeout_s: float | None) -> bool:
+        """Sleep until woken, the link is readable, or `timeout_s` passed; True if the link is readable."""
+        if self._epoll is None:
+            readable, _, _ = select.select(self._fds, [], [], timeout_s)
+            return self._link_fd in readable
+        if timeout_s is None:
+            events = self._epoll.poll()
+        else:
+            # epoll's timeout has whole milliseconds (rounded up); a batch's collection window must not
+            # stretch, so the last fraction of a millisecond is waited with select(), not exclusive.
+            deadline_s = time.monotonic() + timeout_s
+            events = self._epoll.poll(int(timeout_s * 1000) / 1000) if timeout_s >= 0.001 else []
+            remaining_s = deadline_s - time.monotonic()
+            if not events and remaining_s > 0:
+                readable, _, _ = select.select(self._fds, [], [], remaining_s)
+                return self._link_fd in readable
+        return any(fd == self._link_fd for fd, _ in events)
+
+    def wake(self) -> None:
+        try:
+            self._wake.send(b"\0")
+        except BlockingIOError:  # already woken many times over
+            pass
+
+    def settle(self) -> None:
+        """Forget the wake-ups it got (the caller looks at the queue next)."""
+        try:
+            while self._woken.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+        self._wake.close()
+        self._woken.close()
+
+
+@final
+class ChildQueue:
+    """The worker process's queue: `get`/`get_nowait` for its `consumers` workers, `serve` for its main thread.
+
+    `handle` turns one message from the server into a request to queue, or deals with it at once (a
+    cancellation, a health check, "stop") and returns None. It runs on whichever thread read the
+    message, under the read lock, so messages are handled one at a time and in order.
+    """
+
+    def __init__(self, link: Link, handle: Callable[[Any], InferenceRequest | None], consumers: int) -> None:
+        self._link = link
+        self._handle = handle
+        self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._items: collections.deque[InferenceRequest] = collections.deque()
+        self._sleeping: list[_Waiter] = []  # the latest last
+        self._by_thread: dict[int, _Waiter] = {}
+        # Registered in this order, which is the order the kernel offers them a request: workers first.
+        link_fd = link.fileno() if _HAS_EPOLL else None
+        self._unclaimed = [_Waiter(link_fd) for _ in range(consumers)]
+        self._unclaimed.reverse()  # the first registered goes to the first worker to ask
+        self._main = _Waiter(link.fileno())
+        self._is_closed = False
+        self._link_closed = False
+
+    def sleeping(self) -> int:
+        """How many workers wait in get() for a request."""
+        return len(self._sleeping)
+
+    # --- the workers' side ----------------------------------------------------------------------------
+
+    def get(self, timeout_s: float | None = None) -> InferenceRequest | None:
+        """The next request, waiting up to `timeout_s` (None: no limit); None once closed and empty.
+
+        Raises `queue.Empty` when `timeout_s` passes first.
+        """
+        me = self._waiter()
+        deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            with self._lock:
+                if self._items:
+                    return self._items.popleft()
+                if self._is_closed:
+                    return None
+                remaining_s: float | None = None
+                if deadline_s is not None:
+                    remaining_s = deadline_s - time.monotonic()
+                    if remaining_s <= 0:
+                        raise queue.Empty
+                self._sleeping.append(me)
+            try:
+                readable = me.wait(None if remaining_s is None else min(remaining_s, threading.TIMEOUT_MAX))
+            finally:
+                with self._lock:
+                    woken = me not in self._sleeping  # a put or close took it off the list to wake it
+                    if not woken:
+                        self._sleeping.remove(me)
+                if woken:
+                    me.settle()
+            if readable:
+                request = self._read(keep_one=True)
+                if request is not None:
+                    if woken:  # it was woken for a queued request too: another worker takes that one
+                        self._wake_one()
+                    return request
+
+    def get_nowait(self) -> InferenceRequest | None:
+        """A request that has already come; raises `queue.Empty` if none, None once closed and empty."""
+        with self._lock:
+            if self._items:
+                return self._items.popleft()
+            if self._is_closed:
+                return None
+        request = self._read(keep_one=True)  # what sits unread in the socket has come too
+        if request is not None:
+            return request
+        raise queue.Empty
+
+    def _waiter(self) -> _Waiter:
+        ident = threading.get_ident()
+        waiter = self._by_thread.get(ident)
+        if waiter is None:
+            with self._lock:
+                # More consumers than announced: the extra ones are woken with queued requests only.
+                waiter = self._unclaimed.pop() if self._unclaimed else _Waiter(None)
+                self._by_thread[ident] = waiter
+        return waiter
+
+    # --- the main thread's side -----------------------------------------------------------------------
+
+    def serve(self) -> None:
+        """Read while every worker is busy, until the queue closes; LinkClosedError if the server went away."""
+        self._read(keep_one=False)  # anything that came with the first message
+        while True:
+            with self._lock:
+                if self._is_closed:
+                    break
+            if self._main.wait(None):
+                self._read(keep_one=False)
+            else:
+                self._main.settle()
+        if self._link_closed:
+            raise LinkClosedError("the server process is gone")
+
+    def close(self) -> None:
+        """Hand out no more than what is queued; wake every worker and the main thread."""
+        self._close(link_closed=False)
+
+    def dispose(self) -> None:
+        """Close the queue's own sockets, once `serve` returned and the workers ended (the link is not ours)."""
+        for waiter in (*self._by_thread.values(), *self._unclaimed, self._main):
+            waiter.close()
+
+    # --- shared -----------------------------------------------------------------------------------------
+
+    def _read(self, keep_one: bool) -> InferenceRequest | None:
+        """Read what has come; with `keep_one` the first request is the caller's, the rest are queued."""
+        requests: list[InferenceRequest] = []
+        with self._read_lock:
+            try:
+                for message in self._link.receive_nowait():
+                    request = self._handle(message)  # may answer at once (health), so may find the link closed
+                    if request is not None:
+                        requests.append(request)
+            except LinkClosedError:
+                self._close(link_closed=True)
+        mine = requests.pop(0) if keep_one and requests else None
+        if requests:
+            with self._lock:
+                self._items.extend(requests)
+                for _ in requests:
+                    if self._sleeping:
+                        self._sleeping.pop().wake()
+        return mine
+
+    def _wake_one(self) -> None:
+        with self._lock:
+            if self._items and self._sleeping:
+                self._sleeping.pop().wake()
+
+    def _close(self, link_closed: bool) -> None:
+        with self._lock:
+            self._is_closed = True
+            self._link_closed = self._link_closed or link_closed
+            while self._sleeping:
+                self._sleeping.pop().wake()
+        self._main.wake()
