@@ -106,12 +106,27 @@ def process(request: pytest.FixtureRequest) -> Iterator[Process]:
 
 def start_workers(process: Process, count: int) -> list[Worker]:
     workers = [Worker(process, f"litserve-test-worker-{i}") for i in range(count)]
-    all_idle(process, count)
+    all_idle(process, *workers)
     return workers
 
 
-def all_idle(process: Process, count: int) -> None:
-    assert wait_until(lambda: process.queue.sleeping() == count, timeout_s=WAIT_S)
+def all_idle(process: Process, *workers: Worker | threading.Thread) -> None:
+    """Each of them sleeps in get(), inside epoll_wait (so a request that comes now can wake it)."""
+    threads = [w.thread if isinstance(w, Worker) else w for w in workers]
+    assert wait_until(
+        lambda: process.queue.sleeping() == len(threads) and all(in_epoll_wait(t) for t in threads),
+        timeout_s=WAIT_S,
+    )
+
+
+def in_epoll_wait(thread: threading.Thread) -> bool:
+    """Linux: the thread's kernel wait channel, or on x86-64 its system call (epoll_wait, epoll_pwait[2])."""
+    task = f"/proc/self/task/{thread.native_id}"
+    try:
+        with open(f"{task}/wchan") as wchan, open(f"{task}/syscall") as syscall:
+            return "epoll" in wchan.read() or syscall.read().split()[0] in {"232", "281", "441"}
+    except OSError:
+        return False
 
 
 def stop(process: Process, workers: list[Worker]) -> None:
@@ -142,7 +157,7 @@ def test_while_every_worker_runs_the_main_thread_reads_and_a_worker_that_goes_id
     process.send(("cancel", 1))
     assert process.read_by_thread(("cancel", 1)) == "litserve-test-main"
     worker.finish()
-    all_idle(process, 1)
+    all_idle(process, worker)
     process.send(request(2))
     assert worker.take() == request(2)
     assert process.read_by_thread(request(2)) == worker.thread.name
@@ -155,7 +170,6 @@ def test_a_request_that_comes_while_every_worker_runs_waits_for_the_first_to_fin
     assert worker.take() == request(1)
     process.send(request(2))
     assert process.read_by_thread(request(2)) == "litserve-test-main"
-    assert worker.taken.empty()
     worker.finish()
     assert worker.take() == request(2)
     stop(process, [worker])
@@ -172,7 +186,7 @@ def test_at_low_load_the_same_worker_serves_every_request(process: Process) -> N
         assert process.read_by[request(n)] == server.thread.name  # it read the request it runs
         served_by.append(server.thread.name)
         server.finish()
-        all_idle(process, 2)
+        all_idle(process, *workers)
     assert len(set(served_by)) == 1, served_by
     stop(process, workers)
 
@@ -201,16 +215,57 @@ def test_a_worker_collecting_a_batch_reads_the_next_request_and_its_wait_ends_on
 
     collector = threading.Thread(target=collect, name="litserve-test-collector")
     collector.start()
-    all_idle(process, 1)
+    all_idle(process, collector)
     process.send(request(1))
     assert results.get(timeout=WAIT_S) == request(1)
-    all_idle(process, 1)
+    all_idle(process, collector)
     process.send(request(2))
     assert results.get(timeout=WAIT_S) == request(2)
     assert process.read_by[request(1)] == process.read_by[request(2)] == "litserve-test-collector"
     label, waited_s = results.get(timeout=WAIT_S)
     assert label == "empty after" and waited_s >= 0.0125
     collector.join(WAIT_S)
+
+
+def test_an_idle_worker_leaves_the_next_request_to_a_worker_collecting_a_batch(process: Process) -> None:
+    idle = Worker(process, "litserve-test-worker-0")  # registered first: the kernel wakes it first
+    all_idle(process, idle)
+    process.send(request(0))
+    assert idle.take() == request(0)  # busy now
+    results: queue.Queue[Any] = queue.Queue()
+
+    def collect() -> None:
+        results.put(process.queue.get())
+        results.put(process.queue.get(WAIT_S))
+
+    collector = threading.Thread(target=collect, name="litserve-test-collector")
+    collector.start()
+    all_idle(process, collector)
+    process.send(request(1))
+    assert results.get(timeout=WAIT_S) == request(1)
+    idle.finish()
+    all_idle(process, idle, collector)  # both wait: the idle one first in the kernel's order
+    process.send(request(2))
+    assert results.get(timeout=WAIT_S) == request(2)  # it joins the batch being collected
+    assert process.read_by[request(2)] == idle.thread.name and idle.taken.empty()
+    collector.join(WAIT_S)
+    stop(process, [idle])
+
+
+def test_requests_read_with_stop_are_still_handed_out_in_order(process: Process) -> None:
+    [worker] = start_workers(process, 1)
+    process.send(request(0))
+    assert worker.take() == request(0)
+    process.send(request(1), request(2), ("stop", 1.0))  # as the server writes its last requests and stop
+    assert process.read_by_thread(("stop", 1.0)) == "litserve-test-main"
+    process.main.join(WAIT_S)
+    worker.finish()
+    assert worker.take() == request(1)
+    worker.finish()
+    assert worker.take() == request(2)
+    worker.finish()
+    assert worker.take() is None
+    worker.join()
 
 
 def test_get_nowait_takes_what_sits_unread_in_the_socket() -> None:
@@ -274,9 +329,9 @@ def test_without_epoll_the_main_thread_reads_everything_and_wakes_the_latest_idl
     process = Process(consumers=2)
     try:
         first = Worker(process, "litserve-test-worker-0")
-        all_idle(process, 1)
+        assert wait_until(lambda: process.queue.sleeping() == 1, timeout_s=WAIT_S)
         latest = Worker(process, "litserve-test-worker-1")
-        all_idle(process, 2)
+        assert wait_until(lambda: process.queue.sleeping() == 2, timeout_s=WAIT_S)
         workers = [first, latest]
         process.send(request(1))
         assert latest.take() == request(1)

@@ -90,7 +90,7 @@ def _serve(link: Any, init: ChildInit) -> None:
             return take(message)
         except LinkClosedError:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # noqa: B036 - even SystemExit from a user's health() must not end a worker
             errors.record("litserve-worker-process", exc)
             return None
 

@@ -12,11 +12,16 @@ itself, and the kernel picks which one to wake:
   worker reads the request it then runs, the same worker at low load (its model warm in cache),
   and the main thread wakes only while every worker is busy: it reads cancellations, health checks
   and "stop" while models run, and queues requests for the next free worker.
-- Whoever wakes reads whatever has come, under one read lock. A worker keeps the first request for
-  itself; the rest are queued, and each wakes the worker that went to sleep last (through its own
-  wake-up socket, watched by the same epoll), as `RequestQueue` does.
+- Whoever wakes reads whatever has come, under one read lock, and hands on each request as it is
+  read, so requests keep their order and a "stop" behind them finds them handed out. A worker keeps
+  the first request for itself, unless another worker is collecting a batch: as in `RequestQueue`,
+  the collector gets the next request first. Each other request goes straight to one sleeping worker
+  (woken through its own wake-up socket, watched by the same epoll): a collector if one sleeps, else
+  the worker that went to sleep last; to the queue when none sleeps.
 
-Without epoll (not Linux) the workers wait on their wake-up sockets only and the main thread reads
+EPOLLEXCLUSIVE needs Linux 4.5; a wait that times out reads once more without waiting before it
+gives up, so no request is left unread if a kernel's exclusive wake-up went to that waiter. Without
+epoll (not Linux) the workers wait on their wake-up sockets only and the main thread reads
 everything: correct, with the extra hand-off.
 """
 
@@ -40,6 +45,7 @@ __all__ = ["ChildQueue"]
 logger = logging.getLogger(__name__)
 
 _HAS_EPOLL = hasattr(select, "epoll") and hasattr(select, "EPOLLEXCLUSIVE")
+_LONGEST_WAIT_S = 1_000_000.0  # epoll refuses timeouts past ~24 days; a longer wait loops again
 
 
 @final
@@ -53,6 +59,8 @@ class _Waiter:
         self._link_fd = link_fd
         self._fds = [self._woken.fileno()] if link_fd is None else [link_fd, self._woken.fileno()]
         self._epoll: select.epoll | None = None
+        self.collecting = False  # waiting with a timeout: it holds the start of a batch
+        self.handed: collections.deque[InferenceRequest] = collections.deque()  # given to it as it was woken
         if _HAS_EPOLL:
             self._epoll = select.epoll()
             if link_fd is not None:
@@ -67,10 +75,12 @@ class _Waiter:
         if timeout_s is None:
             events = self._epoll.poll()
         else:
-            # epoll's timeout has whole milliseconds (rounded up); a batch's collection window must not
-            # stretch, so the last fraction of a millisecond is waited with select(), not exclusive.
+            # epoll's timeout has whole milliseconds, rounded up (0.067 s would be 68 ms): a batch's
+            # collection window must not stretch, so epoll gets the whole milliseconds less half of one,
+            # and the rest is waited with select(), which is not exclusive.
             deadline_s = time.monotonic() + timeout_s
-            events = self._epoll.poll(int(timeout_s * 1000) / 1000) if timeout_s >= 0.001 else []
+            whole_ms = int(timeout_s * 1000)
+            events = self._epoll.poll((whole_ms - 0.5) / 1000) if whole_ms else []
             remaining_s = deadline_s - time.monotonic()
             if not events and remaining_s > 0:
                 readable, _, _ = select.select(self._fds, [], [], remaining_s)
@@ -138,6 +148,8 @@ class ChildQueue:
         deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             with self._lock:
+                if me.handed:
+                    return me.handed.popleft()
                 if self._items:
                     return self._items.popleft()
                 if self._is_closed:
@@ -146,27 +158,35 @@ class ChildQueue:
                 if deadline_s is not None:
                     remaining_s = deadline_s - time.monotonic()
                     if remaining_s <= 0:
-                        raise queue.Empty
+                        break
+                me.collecting = deadline_s is not None
                 self._sleeping.append(me)
             try:
-                readable = me.wait(None if remaining_s is None else min(remaining_s, threading.TIMEOUT_MAX))
+                readable = me.wait(None if remaining_s is None else min(remaining_s, _LONGEST_WAIT_S))
             finally:
                 with self._lock:
-                    woken = me not in self._sleeping  # a put or close took it off the list to wake it
+                    woken = me not in self._sleeping  # a request handed to it, or close, took it off the list
                     if not woken:
                         self._sleeping.remove(me)
                 if woken:
                     me.settle()
-            if readable:
-                request = self._read(keep_one=True)
+            if readable:  # the kernel woke this thread alone for what came: it must read it
+                with self._lock:
+                    keep_one = not me.handed
+                request = self._read(keep_one)
                 if request is not None:
-                    if woken:  # it was woken for a queued request too: another worker takes that one
-                        self._wake_one()
                     return request
+        request = self._read(keep_one=True)  # before giving up, what may have come unannounced
+        if request is not None:
+            return request
+        raise queue.Empty
 
     def get_nowait(self) -> InferenceRequest | None:
         """A request that has already come; raises `queue.Empty` if none, None once closed and empty."""
+        me = self._waiter()
         with self._lock:
+            if me.handed:
+                return me.handed.popleft()
             if self._items:
                 return self._items.popleft()
             if self._is_closed:
@@ -214,29 +234,39 @@ class ChildQueue:
     # --- shared -----------------------------------------------------------------------------------------
 
     def _read(self, keep_one: bool) -> InferenceRequest | None:
-        """Read what has come; with `keep_one` the first request is the caller's, the rest are queued."""
-        requests: list[InferenceRequest] = []
+        """Read what has come and hand on each request as it is handled; with `keep_one` the caller
+        keeps the first one instead (not while another worker collects a batch)."""
+        mine: InferenceRequest | None = None
         with self._read_lock:
             try:
                 for message in self._link.receive_nowait():
                     request = self._handle(message)  # may answer at once (health), so may find the link closed
-                    if request is not None:
-                        requests.append(request)
+                    if request is None:
+                        continue
+                    with self._lock:
+                        if keep_one and mine is None and not any(w.collecting for w in self._sleeping):
+                            mine = request
+                        else:
+                            self._give(request)
             except LinkClosedError:
                 self._close(link_closed=True)
-        mine = requests.pop(0) if keep_one and requests else None
-        if requests:
-            with self._lock:
-                self._items.extend(requests)
-                for _ in requests:
-                    if self._sleeping:
-                        self._sleeping.pop().wake()
         return mine
 
-    def _wake_one(self) -> None:
-        with self._lock:
-            if self._items and self._sleeping:
-                self._sleeping.pop().wake()
+    def _give(self, request: InferenceRequest) -> None:
+        # With the lock held: straight to a sleeping worker, one collecting a batch first, else the one
+        # that went to sleep last; to the queue when none sleeps.
+        sleeping = self._sleeping
+        for at in range(len(sleeping) - 1, -1, -1):
+            if sleeping[at].collecting:
+                break
+        else:
+            at = len(sleeping) - 1
+        if at < 0:
+            self._items.append(request)
+            return
+        waiter = sleeping.pop(at)
+        waiter.handed.append(request)
+        waiter.wake()
 
     def _close(self, link_closed: bool) -> None:
         with self._lock:
