@@ -201,7 +201,8 @@ class ChildQueue:
         waiter = self._by_thread.get(ident)
         if waiter is None:
             with self._lock:
-                # More consumers than announced: the extra ones are woken with queued requests only.
+                # More consumers than announced (not in litserve: one per worker): the extra ones are
+                # woken with handed requests only, and their late sockets must stay below select()'s 1024.
                 waiter = self._unclaimed.pop() if self._unclaimed else _Waiter(None)
                 self._by_thread[ident] = waiter
         return waiter
