@@ -28,7 +28,6 @@ everything: correct, with the extra hand-off.
 from __future__ import annotations
 
 import collections
-import logging
 import queue
 import select
 import socket
@@ -41,8 +40,6 @@ from litserve.engine.messages import InferenceRequest
 from litserve.runtime.ipc import Link, LinkClosedError
 
 __all__ = ["ChildQueue"]
-
-logger = logging.getLogger(__name__)
 
 _HAS_EPOLL = hasattr(select, "epoll") and hasattr(select, "EPOLLEXCLUSIVE")
 _LONGEST_WAIT_S = 1_000_000.0  # epoll refuses timeouts past ~24 days; a longer wait loops again
