@@ -173,10 +173,7 @@ class ChildQueue:
                 request = self._read(keep_one)
                 if request is not None:
                     return request
-        request = self._read(keep_one=True)  # before giving up, what may have come unannounced
-        if request is not None:
-            return request
-        raise queue.Empty
+        return self.get_nowait()  # before giving up, what may have come unannounced
 
     def get_nowait(self) -> InferenceRequest | None:
         """A request that has already come; raises `queue.Empty` if none, None once closed and empty."""
