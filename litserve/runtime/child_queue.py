@@ -43,6 +43,7 @@ __all__ = ["ChildQueue"]
 
 _HAS_EPOLL = hasattr(select, "epoll") and hasattr(select, "EPOLLEXCLUSIVE")
 _LONGEST_WAIT_S = 1_000_000.0  # epoll refuses timeouts past ~24 days; a longer wait loops again
+_NOTHING_YET: Any = object()  # nothing handed, queued or closed: the caller reads or waits
 
 
 @final
@@ -145,12 +146,9 @@ class ChildQueue:
         deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             with self._lock:
-                if me.handed:
-                    return me.handed.popleft()
-                if self._items:
-                    return self._items.popleft()
-                if self._is_closed:
-                    return None
+                taken = self._take(me)
+                if taken is not _NOTHING_YET:
+                    return taken
                 remaining_s: float | None = None
                 if deadline_s is not None:
                     remaining_s = deadline_s - time.monotonic()
@@ -179,16 +177,21 @@ class ChildQueue:
         """A request that has already come; raises `queue.Empty` if none, None once closed and empty."""
         me = self._waiter()
         with self._lock:
-            if me.handed:
-                return me.handed.popleft()
-            if self._items:
-                return self._items.popleft()
-            if self._is_closed:
-                return None
+            taken = self._take(me)
+        if taken is not _NOTHING_YET:
+            return taken
         request = self._read(keep_one=True)  # what sits unread in the socket has come too
         if request is not None:
             return request
         raise queue.Empty
+
+    def _take(self, me: _Waiter) -> InferenceRequest | None:
+        # With the lock held: what was handed to this worker, else the queue's head; None once closed.
+        if me.handed:
+            return me.handed.popleft()
+        if self._items:
+            return self._items.popleft()
+        return None if self._is_closed else _NOTHING_YET
 
     def _waiter(self) -> _Waiter:
         ident = threading.get_ident()

@@ -114,7 +114,7 @@ class FrameReader:
 
 @final
 class Link:
-    """One end of a socket pair, blocking: `send` from any thread, `recv` from one reader thread."""
+    """One end of a socket pair, blocking: `send` from any thread; `recv`/`receive_nowait` by one thread at a time."""
 
     def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
