@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from litserve.engine.messages import Outcome, StreamStart
 from litserve.runtime.ipc import BadFrame, FrameReader, Link, LinkClosedError, encode, send_all, unsent_part
 from tests.helpers import wait_until
 
@@ -19,6 +20,9 @@ MESSAGES: list[Any] = [
     ("results", [(1, b"x" * 100_000), (2, b"")]),
     ("chunk", 3, np.arange(50_000, dtype=np.float32)),  # travels out of band
     ("health", 4, True),
+    ("results", [(5, np.ones(3, dtype=np.int8)), (6, np.zeros(70_000, dtype=np.float64))]),  # two buffers
+    ("results", [(8, Outcome(404, b'{"error":"x"}', "text/plain", (("x-a", "1"),), {"why": [1]}))]),
+    ("chunk", 9, StreamStart("text/event-stream", b"data: 1")),
 ]
 
 
@@ -151,3 +155,10 @@ def test_receive_nowait_returns_every_whole_message_and_never_waits() -> None:
             link.receive_nowait()
     finally:
         link.close()
+
+
+def test_outcomes_and_stream_starts_unpickle_equal_with_every_field() -> None:
+    outcome = Outcome(418, b"teapot", "text/plain", (("retry-after", "1"),), {"detail": "x"})
+    start = StreamStart("application/x-ndjson", b"{}")
+    assert pickle.loads(pickle.dumps(outcome, protocol=5)) == outcome
+    assert pickle.loads(pickle.dumps(start, protocol=5)) == start

@@ -77,6 +77,11 @@ class Outcome:
         """The outcome for an error answer from the status-code table (or `error_response`)."""
         return cls(answer.status, error_body(answer.detail), headers=answer.headers, detail=answer.detail)
 
+    def __reduce__(self) -> tuple[type[Outcome], tuple[int, bytes, str, tuple[tuple[str, str], ...], Any]]:
+        # A worker process sends one per answer, read on the server's loop right after the model ran
+        # (its caches cold): unpickled as one call, not through the slots dataclass's __setstate__.
+        return (Outcome, (self.status, self.body, self.content_type, self.headers, self.detail))
+
 
 @dataclass(frozen=True, slots=True)
 class StreamStart:
@@ -84,6 +89,9 @@ class StreamStart:
 
     media_type: str
     data: bytes
+
+    def __reduce__(self) -> tuple[type[StreamStart], tuple[str, bytes]]:
+        return (StreamStart, (self.media_type, self.data))  # as Outcome: one call to unpickle
 
 
 class StreamEnd(enum.Enum):

@@ -21,11 +21,22 @@ import threading
 from dataclasses import dataclass
 from typing import Any, final
 
-__all__ = ["MAX_PIECES", "BadFrame", "FrameReader", "Link", "LinkClosedError", "encode", "send_all", "unsent_part"]
+__all__ = [
+    "MAX_PIECES",
+    "RECV_SIZE",
+    "BadFrame",
+    "FrameReader",
+    "Link",
+    "LinkClosedError",
+    "encode",
+    "send_all",
+    "unsent_part",
+]
 
 _HEAD = struct.Struct("<IQ")  # buffer count, tag
 _LENGTH = struct.Struct("<Q")
-_RECV_SIZE = 1 << 18
+_FIRST = struct.Struct("<IQQ")  # the head up to the pickle's length: all a frame without buffers has
+RECV_SIZE = 1 << 18  # bytes asked of one recv() on either end
 MAX_PIECES = 512  # pieces per sendmsg call; Linux refuses more than IOV_MAX (1024)
 
 
@@ -82,31 +93,34 @@ class FrameReader:
         self._buffer = bytearray()
 
     def feed(self, data: bytes) -> list[Any]:
-        """Add what was read; return the messages it completed, in order."""
+        """Add what was read; return the messages it completed, in order.
+
+        Pickles are read in place; only out-of-band buffers are copied out, as the objects keep them.
+        """
         buffer = self._buffer
         buffer += data
         messages: list[Any] = []
         at, end = 0, len(buffer)
-        while end - at >= _HEAD.size + _LENGTH.size:
-            count, tag = _HEAD.unpack_from(buffer, at)
-            head = _HEAD.size + _LENGTH.size * (count + 1)
-            if end - at < head:
-                break
-            lengths = struct.unpack_from(f"<{count + 1}Q", buffer, at + _HEAD.size)
-            if end - at < head + sum(lengths):
-                break
-            start = at + head
-            data_end = start + lengths[0]
-            pickled = bytes(buffer[start:data_end])
-            buffers = []
-            for n in lengths[1:]:
-                buffers.append(bytes(buffer[data_end : data_end + n]))
-                data_end += n
-            try:
-                messages.append(pickle.loads(pickled, buffers=buffers))
-            except Exception as exc:  # one bad frame must not stop the ones after it
-                messages.append(BadFrame(exc, tag))
-            at = data_end
+        with memoryview(buffer) as view:  # released before the buffer is trimmed below
+            while end - at >= _FIRST.size:
+                count, tag, pickle_length = _FIRST.unpack_from(view, at)
+                head = _FIRST.size + _LENGTH.size * count
+                if end - at < head:
+                    break
+                lengths = struct.unpack_from(f"<{count}Q", view, at + _FIRST.size) if count else ()
+                start = at + head
+                data_end = start + pickle_length
+                if end < data_end + sum(lengths):
+                    break
+                buffers = []
+                for n in lengths:
+                    buffers.append(bytes(view[data_end : data_end + n]))
+                    data_end += n
+                try:
+                    messages.append(pickle.loads(view[start : start + pickle_length], buffers=buffers))
+                except Exception as exc:  # one bad frame must not stop the ones after it
+                    messages.append(BadFrame(exc, tag))
+                at = data_end
         if at:
             del buffer[:at]
         return messages
@@ -155,7 +169,7 @@ class Link:
 
     def _read(self, flags: int = 0) -> None:
         try:
-            data = self._sock.recv(_RECV_SIZE, flags)
+            data = self._sock.recv(RECV_SIZE, flags)
         except BlockingIOError:
             raise
         except OSError as exc:

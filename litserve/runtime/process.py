@@ -43,7 +43,16 @@ from litserve.engine.worker import ASYNC_MAX_BATCHES_IN_FLIGHT
 from litserve.exceptions import SHUTTING_DOWN, ErrorResponse
 from litserve.hooks import HookPlan
 from litserve.runtime.child import ChildInit
-from litserve.runtime.ipc import MAX_PIECES, BadFrame, FrameReader, LinkClosedError, encode, send_all, unsent_part
+from litserve.runtime.ipc import (
+    MAX_PIECES,
+    RECV_SIZE,
+    BadFrame,
+    FrameReader,
+    LinkClosedError,
+    encode,
+    send_all,
+    unsent_part,
+)
 from litserve.status import ErrorLog, ErrorRecord, WorkerCounters, WorkerState
 
 __all__ = ["Dispatch", "ProcessWorker", "RemoteError", "credits_for"]
@@ -53,7 +62,6 @@ logger = logging.getLogger(__name__)
 _PROCESS_DIED = Outcome.failure(ErrorResponse(500, "Internal server error"))
 _SHUTTING_DOWN = Outcome.failure(SHUTTING_DOWN)
 _HEALTH_TIMEOUT_S = 5.0  # a worker process that cannot say it is healthy within this is not
-_RECV_SIZE = 1 << 18
 _DETACH_WAIT_S = 5.0  # stop() waiting for a still-running loop to let go of a child's socket
 
 
@@ -436,7 +444,7 @@ class ProcessWorker:
             if sock is None:
                 raise LinkClosedError("no worker process")
             try:
-                data = sock.recv(_RECV_SIZE)
+                data = sock.recv(RECV_SIZE)
             except OSError as exc:
                 raise LinkClosedError("the worker process is gone") from exc
             if not data:
@@ -766,7 +774,7 @@ def credits_for(max_batch_size: int, workers: int, enable_async: bool) -> int:
 def _receive(sock: socket.socket) -> bytes | None:
     """What a non-blocking socket has: None if nothing yet, b"" at its end (or when it failed)."""
     try:
-        return sock.recv(_RECV_SIZE)
+        return sock.recv(RECV_SIZE)
     except (BlockingIOError, InterruptedError):
         return None
     except OSError:
