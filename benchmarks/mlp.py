@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from run import ServerProcess, WrkResult, free_port, git_state, interleaved, pick_cpus, run_wrk
+from run import ServerProcess, WrkResult, free_port, git_state, interleaved, pick_cpus, run_wrk, say_if_busy
 
 HERE = Path(__file__).resolve().parent
 SERVERS_DIR = HERE / "servers"
@@ -537,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus = pick_cpus(args.pin)
     if args.pin_wrk_only:
         cpus = (None, cpus[1])
+    say_if_busy()
     leftovers = leftover_worker_processes()
     if leftovers:
         print(f"note: litserve worker processes already running before the benchmark: {leftovers}")

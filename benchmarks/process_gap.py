@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 from mlp import LITSERVE_SCRIPT, SERVERS_DIR, TARGET_PROCESS_IPC_MS, write_lua
-from run import RESULTS_DIR, ServerProcess, free_port, pick_cpus, run_wrk
+from run import RESULTS_DIR, ServerProcess, free_port, pick_cpus, run_wrk, say_if_busy
 
 # After the batch settings: workers per device, worker mode, devices.
 MODES = {"thread": ["2", "thread", "1"], "process": ["1", "process", "2"]}
@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     max_batch_size, _, batch_timeout_s = args.batch.partition(":")
     batch_settings = [str(int(max_batch_size)), str(float(batch_timeout_s or 0))]
+    say_if_busy()
     server_cpu, wrk_cpu = pick_cpus(True)  # wrk on the second core
     if not args.pin_servers:
         server_cpu = None  # the servers and their worker processes may use every core

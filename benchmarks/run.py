@@ -48,6 +48,9 @@ EXPECTED = {"output": 49}
 TARGET_RPS_RATIO_C16 = 0.9
 TARGET_P50_OVERHEAD_C1_MS = 0.15
 
+# Cores already busy before a run (another process) above which its figures are not worth comparing.
+BUSY_CORES_LIMIT = 0.25
+
 _UNIT_TO_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 _TIME = r"([0-9.]+)(us|ms|s|m|h)\b"
 _SOCKET_ERRORS = ("connect", "read", "write", "timeout")
@@ -302,6 +305,38 @@ def measure(
     return result, problems
 
 
+def busy_cores(seconds: float = 1.0) -> float | None:
+    """How many cores' worth of CPU time the machine used over `seconds`, from /proc/stat (None elsewhere)."""
+
+    def totals() -> tuple[int, int]:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        return sum(fields), fields[3] + fields[4]  # all, idle + iowait
+
+    try:
+        all_before, idle_before = totals()
+        time.sleep(seconds)
+        all_after, idle_after = totals()
+    except (OSError, ValueError, IndexError):
+        return None
+    spent = all_after - all_before
+    return 0.0 if spent <= 0 else (os.cpu_count() or 1) * (spent - (idle_after - idle_before)) / spent
+
+
+def say_if_busy() -> None:
+    """Print how busy the machine is before a run, loudly when something else takes a share of it."""
+    busy = busy_cores()
+    if busy is None:
+        return
+    print(f"before the run: {busy:.2f} of {os.cpu_count()} cores busy", flush=True)
+    if busy > BUSY_CORES_LIMIT:
+        print(
+            f"WARNING: {busy:.2f} cores were busy before the run started (limit {BUSY_CORES_LIMIT}): another "
+            "process shares this machine, so these figures are off; compare only figures from one run",
+            file=sys.stderr,
+            flush=True,
+        )
+
+
 def pick_cpus(pin: bool) -> tuple[int | None, int | None]:
     if not pin:
         return None, None
@@ -396,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("wrk") is None:
         print("wrk is not installed: run `bash benchmarks/setup.sh` first", file=sys.stderr)
         return 2
+    say_if_busy()
     cpus = pick_cpus(args.pin)
     logs_dir = RESULTS_DIR / "logs"
     logs_dir.mkdir(parents=True, exist_ok=True)
