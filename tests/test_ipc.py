@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import socket
 import struct
@@ -162,3 +163,5 @@ def test_outcomes_and_stream_starts_unpickle_equal_with_every_field() -> None:
     start = StreamStart("application/x-ndjson", b"{}")
     assert pickle.loads(pickle.dumps(outcome, protocol=5)) == outcome
     assert pickle.loads(pickle.dumps(start, protocol=5)) == start
+    for value in (outcome, start):  # a field added later must be added to __reduce__ too
+        assert len(value.__reduce__()[1]) == len(dataclasses.fields(value))

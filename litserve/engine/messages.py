@@ -55,6 +55,7 @@ class Cancellation:
                 listener(reason)
 
 
+@final  # __reduce__ rebuilds exactly this class
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """A finished request as the client will see it: status, encoded body and content type.
@@ -83,6 +84,7 @@ class Outcome:
         return (Outcome, (self.status, self.body, self.content_type, self.headers, self.detail))
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class StreamStart:
     """The first chunk of a successful stream; its type decides the response's media type."""
