@@ -33,9 +33,8 @@ __all__ = [
     "unsent_part",
 ]
 
-_HEAD = struct.Struct("<IQ")  # buffer count, tag
-_LENGTH = struct.Struct("<Q")
-_FIRST = struct.Struct("<IQQ")  # the head up to the pickle's length: all a frame without buffers has
+_FIRST = struct.Struct("<IQQ")  # buffer count, tag, pickle length: the whole head of a frame without buffers
+_LENGTH = struct.Struct("<Q")  # then one per buffer
 RECV_SIZE = 1 << 18  # bytes asked of one recv() on either end
 MAX_PIECES = 512  # pieces per sendmsg call; Linux refuses more than IOV_MAX (1024)
 
@@ -49,9 +48,9 @@ def encode(message: Any, tag: int = 0) -> list[bytes | memoryview]:
     buffers: list[pickle.PickleBuffer] = []
     data = pickle.dumps(message, protocol=5, buffer_callback=buffers.append)
     if not buffers:
-        return [_HEAD.pack(0, tag) + _LENGTH.pack(len(data)) + data]
+        return [_FIRST.pack(0, tag, len(data)) + data]
     raws = [buffer.raw() for buffer in buffers]
-    head = _HEAD.pack(len(raws), tag) + b"".join(_LENGTH.pack(n) for n in (len(data), *(r.nbytes for r in raws)))
+    head = _FIRST.pack(len(raws), tag, len(data)) + b"".join(_LENGTH.pack(r.nbytes) for r in raws)
     return [head + data, *raws]
 
 
