@@ -318,6 +318,7 @@ def test_the_server_going_away_ends_serve_with_link_closed_whoever_reads(process
 def test_a_worker_whose_wait_timed_out_leaves_the_reading_to_the_main_thread(process: Process) -> None:
     with pytest.raises(queue.Empty):
         process.queue.get(0.01)
+    assert process.queue.sleeping() == 0  # off the list: nothing can be handed to a wait that ended
     process.send(("cancel", 9))
     assert process.read_by_thread(("cancel", 9)) == "litserve-test-main"
 
