@@ -19,6 +19,7 @@ Usage: python benchmarks/process_gap.py [--model light] [--rounds 10] [--seconds
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 from pathlib import Path
@@ -33,6 +34,7 @@ MODES = {"thread": ["2", "thread", "1"], "process": ["1", "process", "2"]}
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(SERVERS_DIR))
     import mlp_model  # the servers' own module: same model, same vector
+    import mlp_stats
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="light", choices=sorted(mlp_model.MODELS))
@@ -53,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     max_batch_size, _, batch_timeout_s = args.batch.partition(":")
     batch_settings = [str(int(max_batch_size)), str(float(batch_timeout_s or 0))]
     say_if_busy()
+    # No counters are read here: the worker processes' reporting thread, which thread mode has no
+    # counterpart of, stays off (every server, the --before ones too, runs this checkout's server script).
+    os.environ[mlp_stats.CHILD_STATS_ENV] = "0"
     server_cpu, wrk_cpu = pick_cpus(True)  # wrk on the second core
     if not args.pin_servers:
         server_cpu = None  # the servers and their worker processes may use every core

@@ -19,6 +19,7 @@ mlp_stats.py); benchmarks/mlp.py reads all of them back from the log and adds th
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -32,15 +33,16 @@ from litserve import LitAPI, LitServer
 
 
 class MLPAPI(LitAPI):
-    def __init__(self, model_name: str, max_batch_size: int, batch_timeout: float, in_child: bool = False) -> None:
+    def __init__(self, model_name: str, max_batch_size: int, batch_timeout: float, child_stats: bool = False) -> None:
         super().__init__(max_batch_size=max_batch_size, batch_timeout=batch_timeout)
         self.model_name = model_name
-        self.in_child = in_child  # process mode: setup() and predict run in a worker process
+        # Process mode: setup() and predict run in a worker process, which reports its counters itself.
+        self.child_stats = child_stats
 
     def setup(self, device: str) -> None:
         torch.set_num_threads(1)  # per process: in process mode this runs in each worker process too
         self.model = mlp_model.build_model(self.model_name).to(device)
-        if self.in_child:
+        if self.child_stats:
             mlp_stats.start_reporter({"torch_threads": torch.get_num_threads()})
 
     def decode_request(self, request: Any) -> Any:
@@ -66,7 +68,10 @@ def main(argv: list[str]) -> None:
     mode = argv[6] if len(argv) > 6 else "thread"
     devices = int(argv[7]) if len(argv) > 7 else 1
     torch.set_num_threads(1)
-    api = MLPAPI(model_name, max_batch_size, batch_timeout, in_child=mode == "process")
+    # benchmarks/process_gap.py reads no counters: it turns the reporting thread off (mlp_stats.CHILD_STATS_ENV=0), so
+    # the worker process runs nothing that thread mode does not.
+    child_stats = mode == "process" and os.environ.get(mlp_stats.CHILD_STATS_ENV, "1") != "0"
+    api = MLPAPI(model_name, max_batch_size, batch_timeout, child_stats=child_stats)
     try:
         LitServer(
             api, accelerator="cpu", devices=devices, timeout=60, workers_per_device=workers, worker_mode=mode

@@ -23,6 +23,8 @@ import time
 from typing import Any
 
 REPORT_INTERVAL_S = 0.2
+# "0" in the server's environment: its worker processes do not report (litserve_mlp.py reads it).
+CHILD_STATS_ENV = "LITSERVE_MLP_CHILD_STATS"
 
 BATCH_SIZES: collections.Counter[int] = collections.Counter()
 PREDICT_S = [0.0]  # total wall-clock seconds inside the model
