@@ -17,7 +17,7 @@ from litserve.runtime.ipc import BadFrame, FrameReader, Link, LinkClosedError, e
 from tests.helpers import wait_until
 
 MESSAGES: list[Any] = [
-    ("request", 7, {"input": [1.0, 2.0]}, None, None, None),
+    ("request", 7, {"input": [1.0, 2.0]}, None, None, None, 12.5),
     ("results", [(1, b"x" * 100_000), (2, b"")]),
     ("chunk", 3, np.arange(50_000, dtype=np.float32)),  # travels out of band
     ("health", 4, True),

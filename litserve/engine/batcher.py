@@ -1,9 +1,15 @@
 """The batching policy: one pure function, driven by a clock it is given.
 
 A worker blocks for the first request, then gathers more until it has `max_batch_size` or
-`batch_timeout_s` has passed since the first arrived. It never polls: every wait is a blocking get
-with the real remaining time, and `batch_timeout_s=0` takes only what is already waiting.
+`batch_timeout_s` has passed since the first reached the worker. It never polls: every wait is a
+blocking get with the real remaining time, and `batch_timeout_s=0` takes only what is already waiting.
 Requests that were cancelled or are past their deadline are set aside, never batched.
+
+In a worker process a request reaches the worker when the server hands it over (`handed_s`), not
+when the process has read it: the crossing is part of the window instead of being waited on top of
+it, so a batch closes as soon after the request came as in thread mode. A request handed over while
+the worker was still busy gets the whole window from when the worker began collecting, as a request
+that waited in the server's queue does.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ def collect_batch(
 
     The returned batch may also carry dropped requests; it is never empty of both.
     """
+    started_s = clock()
     live: list[InferenceRequest] = []
     dropped: list[tuple[InferenceRequest, DropReason]] = []
     first_arrival_s: float | None = None
@@ -65,8 +72,16 @@ def collect_batch(
             dropped.append((item, reason))
             continue
         if first_arrival_s is None:
-            first_arrival_s = now_s
+            first_arrival_s = _reached_worker_s(item, started_s, now_s)
         live.append(item)
     if not live and not dropped:
         return None
     return Batch(tuple(live), tuple(dropped))
+
+
+def _reached_worker_s(request: InferenceRequest, started_s: float, now_s: float) -> float:
+    """When the first request of a batch reached its worker: the batch window opens then."""
+    handed_s = request.handed_s
+    if handed_s is None:  # taken from the server's queue just now
+        return now_s
+    return min(now_s, max(handed_s, started_s))

@@ -115,6 +115,8 @@ class InferenceRequest:
 
     `deadline_s` is a `time.monotonic()` value, or None when the server has no timeout. `context` is
     built only for endpoints whose hooks ask for it. `reply` is a `StreamReply` on streaming endpoints.
+    `handed_s` is set in a worker process only: when (monotonic, the same clock in every process) the
+    server handed the request over to that process, which is when its batch window may open.
     """
 
     payload: Any
@@ -122,6 +124,7 @@ class InferenceRequest:
     deadline_s: float | None
     cancellation: Cancellation
     context: RequestContext | None = None
+    handed_s: float | None = None
 
     def drop_reason(self, now_s: float) -> DropReason | None:
         """Why this request must not run now, or None when it should."""

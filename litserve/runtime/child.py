@@ -103,7 +103,7 @@ def _serve(link: Any, init: ChildInit) -> None:
             return None
         kind = message[0]
         if kind == "request":
-            _, request_id, payload, deadline_s, context, model_data = message
+            _, request_id, payload, deadline_s, context, model_data, handed_s = message
             try:
                 if model_data is not None and plan.body_model is not None:
                     payload = plan.body_model.model_validate(model_data)
@@ -113,7 +113,8 @@ def _serve(link: Any, init: ChildInit) -> None:
                 return None
             cancellation = Cancellation()
             cancellations[request_id] = cancellation
-            return InferenceRequest(payload, ChannelReply(request_id, send), deadline_s, cancellation, context)
+            reply = ChannelReply(request_id, send)
+            return InferenceRequest(payload, reply, deadline_s, cancellation, context, handed_s)
         if kind == "cancel":
             cancelled = cancellations.get(message[1])
             if cancelled is not None:

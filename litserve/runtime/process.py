@@ -606,16 +606,18 @@ class ProcessWorker:
                         remaining_s = max(0.0, self._stop_deadline_s - time.monotonic())
                         self._stop_sent = self._write(encode(("stop", remaining_s)))
                     return False
-                reason = request.drop_reason(time.monotonic())
+                now_s = time.monotonic()
+                reason = request.drop_reason(now_s)
                 if reason is not None:
                     self._count_drop(reason)
                     continue
-                if not self._send(request):
+                if not self._send(request, now_s):
                     return True
             return False
 
-    def _send(self, request: InferenceRequest) -> bool:
-        # With the lock held. False when the request went back to the queue.
+    def _send(self, request: InferenceRequest, handed_s: float) -> bool:
+        # With the lock held. False when the request went back to the queue. `handed_s`: now, when the
+        # child takes the request over (its batch window may open then, see engine.batcher).
         request_id = next(self._ids)
         payload, model_data = request.payload, None
         body_model = self._plan.body_model
@@ -625,7 +627,7 @@ class ProcessWorker:
                 # it came in), and the child validates it again with its own copy of the class.
                 model_data = payload.model_dump(mode="json", by_alias=True, round_trip=True)
                 payload = None
-            message = ("request", request_id, payload, request.deadline_s, request.context, model_data)
+            message = ("request", request_id, payload, request.deadline_s, request.context, model_data, handed_s)
             pieces = encode(message, tag=request_id)
         except Exception as exc:  # the payload cannot be pickled: fail this request, keep serving
             self._errors.record(self.name, exc)

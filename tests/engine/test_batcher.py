@@ -59,9 +59,11 @@ def loop() -> asyncio.AbstractEventLoop:
     loop.close()
 
 
-def make_request(loop: asyncio.AbstractEventLoop, deadline_s: float | None = None) -> InferenceRequest:
+def make_request(
+    loop: asyncio.AbstractEventLoop, deadline_s: float | None = None, handed_s: float | None = None
+) -> InferenceRequest:
     future: asyncio.Future[Outcome] = loop.create_future()
-    return InferenceRequest({"input": 1}, Reply(loop, future), deadline_s, Cancellation())
+    return InferenceRequest({"input": 1}, Reply(loop, future), deadline_s, Cancellation(), handed_s=handed_s)
 
 
 def test_a_lone_request_waits_for_batch_timeout_then_goes(loop: asyncio.AbstractEventLoop) -> None:
@@ -82,6 +84,42 @@ def test_requests_arriving_within_the_timeout_join_the_batch(loop: asyncio.Abstr
     assert batch is not None and batch.requests == tuple(items)
     # Every wait is the real remaining time since the first arrival: no polling interval anywhere.
     assert source.waits == [None, pytest.approx(0.05), pytest.approx(0.04), pytest.approx(0.02)]
+
+
+def test_in_a_worker_process_the_window_opens_when_the_server_handed_the_request_over(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    # The worker waits from 100.0; the server hands the request over at 100.001 and the worker process
+    # has read it at 100.003: the 2 ms crossing is part of the window, not waited on top of it.
+    clock = FakeClock()
+    first = make_request(loop, handed_s=100.001)
+    source = ScriptedSource(clock, [(0.003, first)])
+    batch = collect_batch(source, max_batch_size=4, batch_timeout_s=0.05, clock=clock)
+    assert batch is not None and batch.requests == (first,)
+    assert source.waits == [None, pytest.approx(0.048)]
+    assert clock.now_s == pytest.approx(100.051)
+
+
+def test_a_request_handed_over_while_the_worker_was_busy_gets_the_whole_window(
+    loop: asyncio.AbstractEventLoop,
+) -> None:
+    # Handed over at 99.0, while the worker still ran its last batch; it begins collecting at 100.0,
+    # as a thread-mode worker takes a request that waited in the server's queue.
+    clock = FakeClock()
+    first = make_request(loop, handed_s=99.0)
+    source = ScriptedSource(clock, [(0.0, first)])
+    batch = collect_batch(source, max_batch_size=4, batch_timeout_s=0.05, clock=clock)
+    assert batch is not None and batch.requests == (first,)
+    assert source.waits == [None, pytest.approx(0.05)]
+
+
+def test_a_crossing_longer_than_the_window_leaves_nothing_to_wait_for(loop: asyncio.AbstractEventLoop) -> None:
+    clock = FakeClock()
+    first, waiting = make_request(loop, handed_s=100.0), make_request(loop, handed_s=100.001)
+    source = ScriptedSource(clock, [(0.06, first), (0.0, waiting), (0.01, make_request(loop))])
+    batch = collect_batch(source, max_batch_size=4, batch_timeout_s=0.05, clock=clock)
+    assert batch is not None and batch.requests == (first, waiting)  # what had come, and no more
+    assert source.waits == [None, 0.0, 0.0]
 
 
 def test_a_full_batch_goes_without_waiting(loop: asyncio.AbstractEventLoop) -> None:
