@@ -31,7 +31,8 @@ class LitAPI(ABC):
 
     Args:
         max_batch_size: the most requests one `predict` call receives (>= 1).
-        batch_timeout: seconds a worker waits after the first request of a batch for more to arrive.
+        batch_timeout: seconds a worker waits after the first request of a batch for more to arrive
+            (in process mode, counted from when the server handed that request to the worker process).
         api_path: the URL path that serves this API (default `/predict`).
         stream: `predict` and `encode_response` are generators whose chunks are sent as they come.
         enable_async: the hooks are coroutines (or async generators when streaming).

@@ -60,7 +60,7 @@ class GatedPredictAPI(SquareAPI):
         return super().predict(x)
 
 
-def _read_once_let_through(gate: CrossEvent) -> dict[str, float]:
+def _read_when_let_through(gate: CrossEvent) -> dict[str, float]:
     # Runs where the payload is unpickled, in the worker process: its crossing lasts until the gate opens.
     assert gate.wait(60), "the test never let the request through"
     return {"read_at_s": time.monotonic()}
@@ -79,7 +79,7 @@ class HeldCrossing:
 
     def __reduce__(self) -> tuple[Any, tuple[CrossEvent]]:
         self.handed.append(time.monotonic())
-        return (_read_once_let_through, (self.gate,))
+        return (_read_when_let_through, (self.gate,))
 
 
 class BatchTimesAPI(LitAPI):

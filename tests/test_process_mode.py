@@ -115,10 +115,12 @@ def test_the_batch_window_opens_when_the_request_is_handed_to_the_worker_process
     with LitServer(api, accelerator="cpu", devices=1, worker_mode="process").start(port=0) as server:
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
             answer = pool.submit(server.predict, HeldCrossing(gate, handed))
-            assert wait_until(lambda: bool(handed.values()), 20), "the server never handed the request over"
-            # Hold the request in its crossing until its window, counted from the hand-over, is over.
-            threading.Event().wait(max(0.0, handed.values()[0] + window_s - time.monotonic()))
-            gate.set()
+            try:
+                assert wait_until(lambda: bool(handed.values()), 20), "the server never handed the request over"
+                # Hold the request in its crossing until its window, counted from the hand-over, is over.
+                threading.Event().wait(max(0.0, handed.values()[0] + window_s - time.monotonic()))
+            finally:
+                gate.set()  # never leave the worker process waiting in the read
             times = answer.result(30)
     assert times["batch_size"] == 1
     # Counted from when the worker process read it, the window would hold predict() back a whole window_s.

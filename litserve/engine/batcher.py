@@ -7,9 +7,11 @@ Requests that were cancelled or are past their deadline are set aside, never bat
 
 In a worker process a request reaches the worker when the server hands it over (`handed_s`), not
 when the process has read it: the crossing is part of the window instead of being waited on top of
-it, so a batch closes as soon after the request came as in thread mode. A request handed over while
-the worker was still busy gets the whole window from when the worker began collecting, as a request
-that waited in the server's queue does.
+it, and a request that comes to an idle worker waits no longer than in thread mode. A request handed
+over while the worker was still busy gets the whole window from when the worker began collecting, as
+a request that waited in the server's queue does. The requests that join a batch must cross within
+the window too: with payloads that take as long to cross as the window lasts, an idle worker process
+runs batches of one (a busy one, under load, still gets whole windows).
 """
 
 from __future__ import annotations

@@ -116,7 +116,8 @@ class InferenceRequest:
     `deadline_s` is a `time.monotonic()` value, or None when the server has no timeout. `context` is
     built only for endpoints whose hooks ask for it. `reply` is a `StreamReply` on streaming endpoints.
     `handed_s` is set in a worker process only: when (monotonic, the same clock in every process) the
-    server handed the request over to that process, which is when its batch window may open.
+    server handed the request over to that process, which is when its batch window may open (the
+    batcher keeps it between when the worker began collecting and when it read the request).
     """
 
     payload: Any

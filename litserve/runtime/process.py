@@ -616,8 +616,9 @@ class ProcessWorker:
             return False
 
     def _send(self, request: InferenceRequest, handed_s: float) -> bool:
-        # With the lock held. False when the request went back to the queue. `handed_s`: now, when the
-        # child takes the request over (its batch window may open then, see engine.batcher).
+        # With the lock held. False when the request went back to the queue. `handed_s`: now, as the
+        # server hands the request over; pickling, a buffered write and the child's read all count
+        # toward its batch window (see engine.batcher).
         request_id = next(self._ids)
         payload, model_data = request.payload, None
         body_model = self._plan.body_model

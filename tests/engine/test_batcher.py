@@ -103,11 +103,23 @@ def test_in_a_worker_process_the_window_opens_when_the_server_handed_the_request
 def test_a_request_handed_over_while_the_worker_was_busy_gets_the_whole_window(
     loop: asyncio.AbstractEventLoop,
 ) -> None:
-    # Handed over at 99.0, while the worker still ran its last batch; it begins collecting at 100.0,
-    # as a thread-mode worker takes a request that waited in the server's queue.
+    # Handed over at 99.0, while the worker still ran its last batch; it begins collecting at 100.0
+    # (and reads the request at 100.003): the window opens at 100.0, as a thread-mode worker's for a
+    # request that waited in the server's queue.
     clock = FakeClock()
     first = make_request(loop, handed_s=99.0)
-    source = ScriptedSource(clock, [(0.0, first)])
+    source = ScriptedSource(clock, [(0.003, first)])
+    batch = collect_batch(source, max_batch_size=4, batch_timeout_s=0.05, clock=clock)
+    assert batch is not None and batch.requests == (first,)
+    assert source.waits == [None, pytest.approx(0.047)]
+
+
+def test_a_hand_over_stamped_after_the_read_opens_the_window_at_the_read(loop: asyncio.AbstractEventLoop) -> None:
+    # One monotonic clock for every process makes this impossible; if a platform broke that, the
+    # window could only shrink, never outgrow batch_timeout_s.
+    clock = FakeClock()
+    first = make_request(loop, handed_s=200.0)
+    source = ScriptedSource(clock, [(0.003, first)])
     batch = collect_batch(source, max_batch_size=4, batch_timeout_s=0.05, clock=clock)
     assert batch is not None and batch.requests == (first,)
     assert source.waits == [None, pytest.approx(0.05)]
