@@ -86,43 +86,31 @@ def test_requests_arriving_within_the_timeout_join_the_batch(loop: asyncio.Abstr
     assert source.waits == [None, pytest.approx(0.05), pytest.approx(0.04), pytest.approx(0.02)]
 
 
-def test_in_a_worker_process_the_window_opens_when_the_server_handed_the_request_over(
-    loop: asyncio.AbstractEventLoop,
+@pytest.mark.parametrize(
+    ("handed_s", "window_left_s"),
+    [
+        # Handed over at 100.001 to a worker waiting since 100.0: the 2 ms crossing is part of the
+        # window, not waited on top of it.
+        pytest.param(100.001, 0.048, id="idle-worker-window-opens-at-the-hand-over"),
+        # Handed over at 99.0, while the worker still ran its last batch: the window opens when it
+        # began collecting (100.0), as a thread-mode worker's for a request that waited in the queue.
+        pytest.param(99.0, 0.047, id="busy-worker-window-opens-when-it-began-collecting"),
+        # A stamp after the read (impossible with one monotonic clock for every process): the window
+        # opens at the read, so it could only shrink, never outgrow batch_timeout_s.
+        pytest.param(200.0, 0.05, id="stamp-after-the-read-window-opens-at-the-read"),
+    ],
+)
+def test_in_a_worker_process_the_window_opens_when_the_request_was_handed_over(
+    loop: asyncio.AbstractEventLoop, handed_s: float, window_left_s: float
 ) -> None:
-    # The worker waits from 100.0; the server hands the request over at 100.001 and the worker process
-    # has read it at 100.003: the 2 ms crossing is part of the window, not waited on top of it.
+    # The worker begins collecting at 100.0 and has read the request at 100.003.
     clock = FakeClock()
-    first = make_request(loop, handed_s=100.001)
+    first = make_request(loop, handed_s=handed_s)
     source = ScriptedSource(clock, [(0.003, first)])
     batch = collect_batch(source, max_batch_size=4, batch_timeout_s=0.05, clock=clock)
     assert batch is not None and batch.requests == (first,)
-    assert source.waits == [None, pytest.approx(0.048)]
-    assert clock.now_s == pytest.approx(100.051)
-
-
-def test_a_request_handed_over_while_the_worker_was_busy_gets_the_whole_window(
-    loop: asyncio.AbstractEventLoop,
-) -> None:
-    # Handed over at 99.0, while the worker still ran its last batch; it begins collecting at 100.0
-    # (and reads the request at 100.003): the window opens at 100.0, as a thread-mode worker's for a
-    # request that waited in the server's queue.
-    clock = FakeClock()
-    first = make_request(loop, handed_s=99.0)
-    source = ScriptedSource(clock, [(0.003, first)])
-    batch = collect_batch(source, max_batch_size=4, batch_timeout_s=0.05, clock=clock)
-    assert batch is not None and batch.requests == (first,)
-    assert source.waits == [None, pytest.approx(0.047)]
-
-
-def test_a_hand_over_stamped_after_the_read_opens_the_window_at_the_read(loop: asyncio.AbstractEventLoop) -> None:
-    # One monotonic clock for every process makes this impossible; if a platform broke that, the
-    # window could only shrink, never outgrow batch_timeout_s.
-    clock = FakeClock()
-    first = make_request(loop, handed_s=200.0)
-    source = ScriptedSource(clock, [(0.003, first)])
-    batch = collect_batch(source, max_batch_size=4, batch_timeout_s=0.05, clock=clock)
-    assert batch is not None and batch.requests == (first,)
-    assert source.waits == [None, pytest.approx(0.05)]
+    assert source.waits == [None, pytest.approx(window_left_s)]
+    assert clock.now_s == pytest.approx(100.003 + window_left_s)
 
 
 def test_a_crossing_longer_than_the_window_leaves_nothing_to_wait_for(loop: asyncio.AbstractEventLoop) -> None:
