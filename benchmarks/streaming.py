@@ -8,6 +8,7 @@ Servers (each its own subprocess on 127.0.0.1, pinned to core 0):
             encode_response passes the chunks through
   bare      servers/bare_quart_stream.py: Quart on Hypercorn, the POST handler returns a streamed
             response from an async generator yielding the same lines
+  litserve@before  litserve importing litserve from --before DIR (added with --before)
 
 The load generator is benchmarks/stream_client.py (raw asyncio HTTP/1.1 keep-alive connections,
 chunked decoding by hand), run as a subprocess pinned to core 1. It measures tokens/s, requests/s and
@@ -18,33 +19,39 @@ Each cell (round x concurrency x server) starts a fresh server, polls GET /healt
 answer, runs the client (warm-up, then measurement), and stops the server by PID; the two servers
 alternate and which goes first flips each time.
 
-Usage: python benchmarks/streaming.py [--duration 10] [--rounds 1] [--concurrency 1,16]
+Usage: python benchmarks/streaming.py [--duration 10] [--rounds 1] [--concurrency 1,16] [--before DIR]
 """
 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
-import platform
-import signal
-import statistics
 import subprocess
 import sys
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from run import ServerProcess, free_port, git_state, interleaved, pick_cpus
+from report import Cell, before_after, git_state, markdown_table, print_before_after, verdict, write_report
+from runner import (
+    HERE,
+    SERVERS_DIR,
+    Cpus,
+    add_run_options,
+    int_list,
+    interleaved,
+    logs_dir,
+    pick_cpus,
+    say_if_busy,
+    server_names,
+    serving,
+    without_before,
+)
 
-HERE = Path(__file__).resolve().parent
-RESULTS_DIR = HERE / "results"
 CLIENT = HERE / "stream_client.py"
 SERVER_SCRIPTS = {
-    "litserve": HERE / "servers" / "litserve_stream.py",
-    "bare": HERE / "servers" / "bare_quart_stream.py",
+    "litserve": SERVERS_DIR / "litserve_stream.py",
+    "bare": SERVERS_DIR / "bare_quart_stream.py",
 }
 
 # The project's targets.
@@ -54,31 +61,18 @@ TARGET_TTFT_P50_C1_MS = 2.0  # litserve's TTFT p50 at concurrency 1
 _FIGURES = ("tokens_per_s", "requests_per_s", "ttft_p50_ms", "ttft_p99_ms", "client_cpu_pct")
 
 
-@dataclass
-class Cell:
-    """One (server, concurrency) cell over all rounds: the client's reports and the server's log problems."""
-
-    server: str
-    concurrency: int
-    runs: list[dict[str, Any]] = field(default_factory=list)
-    server_log_problems: list[str] = field(default_factory=list)
-
-    def median(self, name: str) -> float:
-        values = [run[name] for run in self.runs if run[name] is not None]
-        return statistics.median(values) if values else float("nan")
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "server": self.server,
-            "concurrency": self.concurrency,
-            **{name: self.median(name) for name in _FIGURES},
-            "requests": sum(run["requests"] for run in self.runs),
-            "tokens": sum(run["tokens"] for run in self.runs),
-            "errors": sum(run["errors"] for run in self.runs),
-            "error_examples": [e for run in self.runs for e in run["error_examples"]][:5],
-            "server_log_problems": self.server_log_problems,
-            "rounds": self.runs,
-        }
+def cell_json(cell: Cell) -> dict[str, Any]:
+    return {
+        "server": cell.server,
+        "concurrency": cell.concurrency,
+        **{name: cell.median(name) for name in _FIGURES},
+        "requests": sum(run["requests"] for run in cell.runs),
+        "tokens": sum(run["tokens"] for run in cell.runs),
+        "errors": sum(run["errors"] for run in cell.runs),
+        "error_examples": [e for run in cell.runs for e in run["error_examples"]][:5],
+        "server_log_problems": cell.server_log_problems,
+        "rounds": cell.runs,
+    }
 
 
 def check_answer(url: str, tokens: int) -> None:
@@ -120,38 +114,30 @@ def run_client(port: int, concurrency: int, args: argparse.Namespace, cpu: int |
 
 
 def measure(
-    name: str, concurrency: int, args: argparse.Namespace, cpus: tuple[int | None, int | None], log_path: Path
+    name: str, concurrency: int, args: argparse.Namespace, cpus: Cpus, log_path: Path
 ) -> tuple[dict[str, Any], list[str]]:
-    server_cpu, client_cpu = cpus
-    port = free_port()
-    command = [sys.executable, str(SERVER_SCRIPTS[name]), str(port), str(args.tokens)]
-    server = ServerProcess(name, port, server_cpu, log_path, command=command)
-    try:
-        server.wait_ready(args.startup_timeout)
+    script = SERVER_SCRIPTS[without_before(name)]
+
+    def command(port: int) -> list[str]:
+        return [sys.executable, str(script), str(port), str(args.tokens)]
+
+    with serving(name, command, cpus[0], log_path, args.startup_timeout, args.before) as server:
         check_answer(server.base_url + "/predict", args.tokens)
-        result = run_client(port, concurrency, args, client_cpu)
-        if server.process.poll() is not None:
-            raise RuntimeError(f"{name} died under load (exit {server.process.returncode}); see {log_path}")
-    finally:
-        code = server.stop()
-    problems = server.log_problems()
-    if code not in (0, None) and code != -signal.SIGINT:
-        problems.append(f"exit code {code}")
-    return result, problems
+        result = run_client(server.port, concurrency, args, cpus[1])
+    return result, server.log_problems()
 
 
-def markdown_table(cells: list[Cell]) -> str:
-    lines = [
-        "| server | concurrency | tokens/s | req/s | TTFT p50 ms | TTFT p99 ms | errors | client CPU % |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+def table(cells: list[Cell]) -> str:
+    columns = ["server", "concurrency", "tokens/s", "req/s", "TTFT p50 ms", "TTFT p99 ms", "errors", "client CPU %"]
+    rows = []
     for cell in cells:
-        row = cell.as_json()
-        lines.append(
-            f"| {cell.server} | {cell.concurrency} | {row['tokens_per_s']:.0f} | {row['requests_per_s']:.0f} "
-            f"| {row['ttft_p50_ms']:.3f} | {row['ttft_p99_ms']:.3f} | {row['errors']} | {row['client_cpu_pct']:.0f} |"
+        row = cell_json(cell)
+        rows.append(
+            [cell.server, str(cell.concurrency), f"{row['tokens_per_s']:.0f}", f"{row['requests_per_s']:.0f}"]
+            + [f"{row['ttft_p50_ms']:.3f}", f"{row['ttft_p99_ms']:.3f}", str(row["errors"])]
+            + [f"{row['client_cpu_pct']:.0f}"]
         )
-    return "\n".join(lines)
+    return markdown_table(columns, rows)
 
 
 def ratios(cells: list[Cell]) -> dict[str, float | None]:
@@ -168,56 +154,44 @@ def ratios(cells: list[Cell]) -> dict[str, float | None]:
     return found
 
 
-def _verdict(ok: bool) -> str:
-    return "meets target" if ok else "MISSES target"
+def print_ratios(found: dict[str, float | None]) -> None:
+    for name, value in found.items():
+        if value is None:
+            continue
+        if name.startswith("litserve_over_bare"):
+            print(f"{name}: {value:.3f} (target >= {TARGET_TOKENS_RATIO}: {verdict(value >= TARGET_TOKENS_RATIO)})")
+        else:
+            ok = value < TARGET_TTFT_P50_C1_MS
+            print(f"{name}: {value:.3f} ms (target < {TARGET_TTFT_P50_C1_MS}: {verdict(ok)})")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--duration", type=float, default=10.0, help="seconds of measured load per cell (default 10)")
+    add_run_options(parser, duration_s=10.0, warmup_s=1.0, output="streaming.json", load="load")
     parser.add_argument("--count", type=int, default=None, help="also stop a cell after this many requests")
-    parser.add_argument("--warmup", type=float, default=1.0, help="seconds of unmeasured load per cell (0: none)")
     parser.add_argument("--concurrency", default="1,16", help="comma-separated connection counts (default 1,16)")
-    parser.add_argument("--rounds", type=int, default=1, help="repeat everything N times; report medians")
     parser.add_argument("--tokens", type=int, default=32, help="lines per response (default 32)")
     parser.add_argument("--servers", default="bare,litserve", help="which servers (default bare,litserve)")
-    parser.add_argument(
-        "--pin",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="pin the server to one core and the client to another (default on)",
-    )
-    parser.add_argument("--startup-timeout", type=float, default=60.0, help="seconds to wait for GET /health")
-    parser.add_argument("--output", type=Path, default=RESULTS_DIR / "streaming.json", help="where to write JSON")
     args = parser.parse_args(argv)
-    args.concurrency_levels = [int(c) for c in args.concurrency.split(",") if c.strip()]
-    args.server_names = [s.strip() for s in args.servers.split(",") if s.strip()]
-    unknown = [s for s in args.server_names if s not in SERVER_SCRIPTS]
+    args.concurrency_levels = int_list(parser, "--concurrency", args.concurrency)
+    args.server_names = server_names(parser, args, lambda name: name == "litserve")
+    unknown = [s for s in args.server_names if without_before(s) not in SERVER_SCRIPTS]
     if unknown:
-        parser.error(f"unknown servers {unknown}; pick from {sorted(SERVER_SCRIPTS)}")
+        parser.error(f"unknown servers {unknown}; pick from {sorted(SERVER_SCRIPTS)} (and litserve@before)")
     if args.rounds < 1 or args.duration <= 0 or args.tokens < 1 or not args.concurrency_levels:
         parser.error("--rounds, --duration and --tokens must be positive and --concurrency non-empty")
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    git_at_start = git_state()  # litserve may change while a long run goes on: record both ends
-    cpus = pick_cpus(args.pin)
-    logs_dir = RESULTS_DIR / "logs"
-    logs_dir.mkdir(parents=True, exist_ok=True)
-    print(
-        f"stream client: {args.duration:.0f} s per cell after {args.warmup:.0f} s warm-up, {args.tokens} tokens, "
-        f"rounds={args.rounds}, server cpu={cpus[0]}, client cpu={cpus[1]}"
-    )
+def run_cells(args: argparse.Namespace, cpus: Cpus) -> tuple[list[Cell], bool]:
+    """Every round, concurrency and server in ABBA order; the cells, and whether any request failed."""
+    logs = logs_dir()
     cells = {(n, c): Cell(n, c) for c in args.concurrency_levels for n in args.server_names}
     failed = False
     for round_index, concurrency, name in interleaved(args.server_names, args.concurrency_levels, args.rounds):
-        log_path = logs_dir / f"stream-{name}-c{concurrency}-r{round_index + 1}.log"
+        log_path = logs / f"stream-{name}-c{concurrency}-r{round_index + 1}.log"
         result, problems = measure(name, concurrency, args, cpus, log_path)
-        cell = cells[name, concurrency]
-        cell.runs.append(result)
-        cell.server_log_problems.extend(f"{log_path.name}: {line}" for line in problems)
+        cells[name, concurrency].record(result, log_path, problems)
         failed = failed or result["errors"] > 0
         print(
             f"round {round_index + 1} {name:>8} c={concurrency:<3} {result['tokens_per_s']:9.0f} tokens/s "
@@ -228,43 +202,51 @@ def main(argv: list[str] | None = None) -> int:
         )
         for line in result["error_examples"][:3] + problems[:5]:
             print(f"    {line}", flush=True)
-    ordered = [cells[n, c] for n in args.server_names for c in args.concurrency_levels]
+    return [cells[n, c] for n in args.server_names for c in args.concurrency_levels], failed
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    git_at_start = git_state()  # litserve may change while a long run goes on: record both ends
+    say_if_busy()
+    cpus = pick_cpus(args.pin)
+    print(
+        f"stream client: {args.duration:.0f} s per cell after {args.warmup:.0f} s warm-up, {args.tokens} tokens, "
+        f"rounds={args.rounds}, server cpu={cpus[0]}, client cpu={cpus[1]}"
+    )
+    ordered, failed = run_cells(args, cpus)
     print()
-    print(markdown_table(ordered))
+    print(table(ordered))
     print()
     found = ratios(ordered)
-    for name, value in found.items():
-        if value is None:
-            continue
-        if name.startswith("litserve_over_bare"):
-            print(f"{name}: {value:.3f} (target >= {TARGET_TOKENS_RATIO}: {_verdict(value >= TARGET_TOKENS_RATIO)})")
-        else:
-            ok = value < TARGET_TTFT_P50_C1_MS
-            print(f"{name}: {value:.3f} ms (target < {TARGET_TTFT_P50_C1_MS}: {_verdict(ok)})")
-    report = {
-        "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "settings": {
-            "duration_s": args.duration,
-            "count": args.count,
-            "warmup_s": args.warmup,
-            "rounds": args.rounds,
-            "tokens": args.tokens,
-            "concurrency": args.concurrency_levels,
-            "server_cpu": cpus[0],
-            "client_cpu": cpus[1],
-        },
-        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
-        "git": {"at_start": git_at_start, "at_end": git_state()},
-        "table": [cell.as_json() for cell in ordered],
-        "ratios": found,
-        "targets": {
-            "litserve_over_bare_tokens_per_s": f">= {TARGET_TOKENS_RATIO} at each concurrency",
-            "litserve_ttft_p50_ms_c1": f"< {TARGET_TTFT_P50_C1_MS}",
-        },
+    print_ratios(found)
+    compared = before_after(ordered, lambda cell: f"c{cell.concurrency}", "tokens_per_s", "ttft_p50_ms")
+    print_before_after(compared)
+    settings = {
+        "duration_s": args.duration,
+        "count": args.count,
+        "warmup_s": args.warmup,
+        "rounds": args.rounds,
+        "tokens": args.tokens,
+        "concurrency": args.concurrency_levels,
+        "server_cpu": cpus[0],
+        "client_cpu": cpus[1],
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.output}")
+    targets = {
+        "litserve_over_bare_tokens_per_s": f">= {TARGET_TOKENS_RATIO} at each concurrency",
+        "litserve_ttft_p50_ms_c1": f"< {TARGET_TTFT_P50_C1_MS}",
+    }
+    table_json = [cell_json(cell) for cell in ordered]
+    write_report(
+        args.output,
+        settings,
+        git_at_start,
+        args.before,
+        table=table_json,
+        ratios=found,
+        targets=targets,
+        before_after=compared,
+    )
     return 1 if failed else 0
 
 

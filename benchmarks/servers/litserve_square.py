@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import litserve
 from litserve import LitAPI, LitServer
 
 
@@ -20,6 +21,7 @@ class SquareAPI(LitAPI):
 
 
 def main(argv: list[str]) -> None:
+    print(f"litserve from {litserve.__file__}", file=sys.stderr, flush=True)  # which checkout (--before)
     port = int(argv[1]) if len(argv) > 1 else 8000
     LitServer(SquareAPI(), accelerator="cpu", timeout=30).run(host="127.0.0.1", port=port, generate_client_file=False)
 
