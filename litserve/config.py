@@ -4,10 +4,23 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["DEFAULT_MAX_PAYLOAD_BYTES", "ServerSettings", "normalize_timeout", "parse_size", "read_api_key"]
+from litserve.api import LitAPI, validate_api_settings
+from litserve.hooks import validate_hooks
+
+__all__ = [
+    "DEFAULT_MAX_PAYLOAD_BYTES",
+    "ServerSettings",
+    "check_apis",
+    "info_document",
+    "normalize_timeout",
+    "parse_size",
+    "read_api_key",
+]
 
 API_KEY_ENV = "LIT_SERVER_API_KEY"
 DEFAULT_MAX_PAYLOAD_BYTES = 16 * 1024 * 1024
@@ -80,3 +93,64 @@ class ServerSettings:
             raise ValueError(f"max_queue_size must be an int >= 1 or None, got {self.max_queue_size!r}")
         if not math.isfinite(self.graceful_timeout_s) or self.graceful_timeout_s < 0:
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, got {self.graceful_timeout_s}")
+
+
+def check_apis(lit_api: LitAPI | Sequence[LitAPI], timeout_s: float | None, **deprecated: Any) -> list[LitAPI]:
+    """The LitAPIs a server was given, each checked, with LitServer's deprecated per-API arguments applied.
+
+    Raises TypeError or ValueError with a message that says what to change.
+    """
+    apis = list(lit_api) if isinstance(lit_api, Sequence) else [lit_api]
+    if not apis:
+        raise ValueError("LitServer needs at least one LitAPI")
+    for api in apis:
+        if not isinstance(api, LitAPI):
+            raise TypeError(
+                f"lit_api must be a LitAPI instance (or a list of them), got {type(api).__name__}; "
+                "subclass litserve.LitAPI and pass an instance, e.g. LitServer(MyAPI())"
+            )
+    _apply_deprecated(apis, deprecated)
+    paths: set[str] = set()
+    for api in apis:
+        validate_api_settings(api)
+        validate_hooks(api)
+        if timeout_s is not None and api.batch_timeout > timeout_s:
+            raise ValueError(
+                f"batch_timeout ({api.batch_timeout} s) is longer than the request timeout ({timeout_s} s): "
+                "requests would time out while a batch fills; lower batch_timeout or raise timeout"
+            )
+        if api.api_path in paths:
+            raise ValueError(f"two LitAPIs use api_path {api.api_path!r}; give each its own path")
+        paths.add(api.api_path)
+    return apis
+
+
+def _apply_deprecated(apis: list[LitAPI], values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        if value is None:
+            continue
+        warnings.warn(
+            f"LitServer({name}=...) is deprecated; pass it to the LitAPI instead: MyAPI({name}={value!r})",
+            DeprecationWarning,
+            stacklevel=4,  # the user's LitServer(...) call
+        )
+        for api in apis:
+            setattr(api, name, value)
+
+
+def info_document(settings: ServerSettings, apis: Sequence[LitAPI], worker_mode: str) -> dict[str, Any]:
+    """What GET /info answers."""
+    return {
+        "model": settings.model_metadata,
+        "server": {
+            "devices": list(settings.devices),
+            "workers_per_device": settings.workers_per_device,
+            "worker_mode": worker_mode,
+            "timeout": settings.timeout_s,
+            "max_queue_size": settings.max_queue_size,
+            "max_payload_size": settings.max_payload_bytes,
+            "stream": {api.api_path: api.stream for api in apis},
+            "max_batch_size": {api.api_path: api.max_batch_size for api in apis},
+            "batch_timeout": {api.api_path: api.batch_timeout for api in apis},
+        },
+    }

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
+from pydantic import ValidationError
+
 __all__ = [
     "HTTPException",
     "LitServeError",
@@ -112,20 +114,37 @@ class ErrorResponse:
             raise ValueError(f"an error response needs a 4xx or 5xx status, got {self.status}")
 
 
-# The one status-code table. Every request-time failure the server itself decides is named here.
+# The one status-code table. Every answer the server itself decides is named here or built below
+# (`invalid_body`, `refusal`); a route, the web app and the engine never spell a status of their own.
 INVALID_JSON = ErrorResponse(400, "Request body is not valid JSON")
 INVALID_API_KEY = ErrorResponse(
     401, "Invalid API Key. Check that you are passing a correct 'X-API-Key' in your header."
 )
+UNAUTHORIZED = ErrorResponse(401, "Unauthorized")  # a LitAPI's own authorize() said no
 NOT_FOUND = ErrorResponse(404, "Not Found")
 METHOD_NOT_ALLOWED = ErrorResponse(405, "Method Not Allowed")
 PAYLOAD_TOO_LARGE = ErrorResponse(413, "Payload too large")
 INTERNAL_ERROR = ErrorResponse(500, "Internal server error")
 BATCH_SIZE_MISMATCH = ErrorResponse(500, "Batch size mismatch")
+WORKER_PROCESS_DIED = ErrorResponse(500, "Internal server error")  # its worker process exited while holding it
 SERVER_OVERLOADED = ErrorResponse(503, "Server is overloaded", (("Retry-After", "1"),))
 SHUTTING_DOWN = ErrorResponse(503, "Server is shutting down")
 NOT_READY = ErrorResponse(503, "not ready")
 REQUEST_TIMED_OUT = ErrorResponse(504, "Request timed out")
+
+_REFUSALS = {answer.status: answer for answer in (NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE)}
+
+
+def invalid_body(exc: ValidationError) -> ErrorResponse:
+    """422 with pydantic's own errors, without documentation URLs or context objects that may not be JSON-able."""
+    return ErrorResponse(422, exc.errors(include_url=False, include_context=False))
+
+
+def refusal(status: int) -> ErrorResponse:
+    """The answer for a request the web framework refused before our routes ran (404, 405, 413, ...)."""
+    if not 400 <= status <= 599:
+        return INTERNAL_ERROR
+    return _REFUSALS.get(status) or ErrorResponse(status, _reason(status))
 
 
 def error_response(exc: BaseException) -> ErrorResponse:

@@ -2,63 +2,34 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-from litserve.api import LitAPI, validate_api_settings
+from litserve.api import LitAPI
 from litserve.client import Client
 from litserve.client_file import write_client_file
-from litserve.config import ServerSettings, normalize_timeout, parse_size, read_api_key
+from litserve.config import ServerSettings, check_apis, info_document, normalize_timeout, parse_size
 from litserve.engine.devices import resolve_devices
-from litserve.engine.in_process import pick_endpoint, run_in_process
-from litserve.engine.pool import Endpoint, WorkerMode, WorkerPool
+from litserve.engine.direct_call import call_directly, pick_endpoint
+from litserve.engine.pool import Endpoint, WorkerFactory
+from litserve.engine.worker import thread_workers
 from litserve.exceptions import ServerStateError
-from litserve.hooks import validate_hooks
 from litserve.notebook import PanelTimer, status_html, status_panel, status_text
 from litserve.runtime import registry
 from litserve.runtime.console import StopRequested, show_logs, stop_on_signals
-from litserve.runtime.sockets import bind_listening_socket, is_loopback
-from litserve.runtime.thread import HttpThread
+from litserve.runtime.serving import WORKER_JOIN_TIMEOUT_S, Running, launch
+from litserve.runtime.sockets import is_loopback
 from litserve.status import ErrorLog, ServerState, ServerStatus
-from litserve.web.app import create_app
 from litserve.web.auth import ApiKeyCheck
 from litserve.web.context import Gate, WebContext
 
 __all__ = ["LitServer"]
 
 logger = logging.getLogger("litserve")
-
-_HTTP_START_TIMEOUT_S = 30.0
-_WORKER_JOIN_TIMEOUT_S = 5.0
-
-
-class _Running:
-    """What exists only while the server runs; dropped as a whole at stop()."""
-
-    def __init__(
-        self,
-        host: str,
-        port: int,
-        endpoints: list[Endpoint],
-        pool: WorkerPool,
-        http: HttpThread,
-        gate: Gate,
-        api_key: str | None,
-    ) -> None:
-        self.api_key = api_key
-        self.host = host
-        self.port = port
-        self.endpoints = endpoints
-        self.pool = pool
-        self.http = http
-        self.gate = gate
-        self.started_s = time.monotonic()
 
 
 class LitServer:
@@ -115,35 +86,12 @@ class LitServer:
         stream: bool | None = None,
         api_path: str | None = None,
     ) -> None:
-        apis = list(lit_api) if isinstance(lit_api, Sequence) else [lit_api]
-        if not apis:
-            raise ValueError("LitServer needs at least one LitAPI")
-        for api in apis:
-            if not isinstance(api, LitAPI):
-                raise TypeError(
-                    f"lit_api must be a LitAPI instance (or a list of them), got {type(api).__name__}; "
-                    "subclass litserve.LitAPI and pass an instance, e.g. LitServer(MyAPI())"
-                )
-        self._apply_deprecated(
-            apis, max_batch_size=max_batch_size, batch_timeout=batch_timeout, stream=stream, api_path=api_path
-        )
         timeout_s = normalize_timeout(timeout)
-        paths: set[str] = set()
-        for api in apis:
-            validate_api_settings(api)
-            validate_hooks(api)
-            if timeout_s is not None and api.batch_timeout > timeout_s:
-                raise ValueError(
-                    f"batch_timeout ({api.batch_timeout} s) is longer than the request timeout ({timeout_s} s): "
-                    "requests would time out while a batch fills; lower batch_timeout or raise timeout"
-                )
-            if api.api_path in paths:
-                raise ValueError(f"two LitAPIs use api_path {api.api_path!r}; give each its own path")
-            paths.add(api.api_path)
+        deprecated = {"max_batch_size": max_batch_size, "batch_timeout": batch_timeout, "stream": stream}
+        self._apis = check_apis(lit_api, timeout_s, api_path=api_path, **deprecated)
         if worker_mode not in ("thread", "process"):
             raise ValueError(f"worker_mode must be 'thread' or 'process', got {worker_mode!r}")
-        self._apis = apis
-        self._worker_mode: WorkerMode = "process" if worker_mode == "process" else "thread"
+        self._worker_mode = worker_mode
         self._restart_workers = bool(restart_workers)
         self._settings = ServerSettings(
             devices=tuple(resolve_devices(accelerator, devices)),
@@ -157,24 +105,11 @@ class LitServer:
         )
         self._lock = threading.RLock()
         self._state = ServerState.CREATED
-        self._running: _Running | None = None
+        self._running: Running | None = None
         self._stopped = threading.Event()
         self._errors = ErrorLog()
         self._panels: list[PanelTimer] = []
         self._panel: tuple[Any, PanelTimer | None] | None = None
-
-    @staticmethod
-    def _apply_deprecated(apis: list[LitAPI], **values: Any) -> None:
-        for name, value in values.items():
-            if value is None:
-                continue
-            warnings.warn(
-                f"LitServer({name}=...) is deprecated; pass it to the LitAPI instead: MyAPI({name}={value!r})",
-                DeprecationWarning,
-                stacklevel=3,
-            )
-            for api in apis:
-                setattr(api, name, value)
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -200,19 +135,8 @@ class LitServer:
         Raises:
             PortInUseError, WorkerSetupError, ServerStateError.
         """
-        with self._lock:
-            if self._state is ServerState.RUNNING:
-                running = self._running
-                assert running is not None
-                if (port is not None and port not in (0, running.port)) or (host is not None and host != running.host):
-                    raise ServerStateError(
-                        f"this server is already running on {self.url}; call stop() before starting it on {host}:{port}"
-                    )
-                return self
-            if self._state in (ServerState.STARTING, ServerState.STOPPING):
-                raise ServerStateError(f"the server is {self._state.value}; wait for it to finish first")
-            self._state = ServerState.STARTING
-            self._stopped.clear()
+        if self._is_running_on(host, port):
+            return self
         host = "127.0.0.1" if host is None else host
         port = 8000 if port is None else port
         try:
@@ -234,50 +158,52 @@ class LitServer:
         logger.info("Application startup complete.")
         return self
 
-    def _start(self, host: str, port: int) -> _Running:
+    def _is_running_on(self, host: str | None, port: int | None) -> bool:
+        """True when already running there; else move to STARTING (or say why it cannot start now)."""
+        with self._lock:
+            if self._state is ServerState.RUNNING:
+                running = self._running
+                assert running is not None
+                if (port is not None and port not in (0, running.port)) or (host is not None and host != running.host):
+                    raise ServerStateError(
+                        f"this server is already running on {self.url}; call stop() before starting it on {host}:{port}"
+                    )
+                return True
+            if self._state in (ServerState.STARTING, ServerState.STOPPING):
+                raise ServerStateError(f"the server is {self._state.value}; wait for it to finish first")
+            self._state = ServerState.STARTING
+            self._stopped.clear()
+        return False
+
+    def _start(self, host: str, port: int) -> Running:
         registry.stop_holder_of(port, self)
-        with contextlib.ExitStack() as undo:
-            sock = bind_listening_socket(host, port)
-            undo.callback(sock.close)
-            bound_port = int(sock.getsockname()[1])
-            endpoints = [Endpoint(api, self._settings.max_queue_size) for api in self._apis]
-            pool = WorkerPool(
-                endpoints,
-                self._settings.devices,
-                self._settings.workers_per_device,
-                self._errors,
-                self._worker_mode,
-                self._restart_workers,
-            )
-            undo.callback(pool.stop, _WORKER_JOIN_TIMEOUT_S)
-            pool.start()
-            gate = Gate()
-            api_key = read_api_key(self._settings.api_key)
-            context = WebContext(
+        settings = self._settings
+
+        def web(endpoints: list[Endpoint], gate: Gate, api_key: ApiKeyCheck | None) -> WebContext:
+            return WebContext(
                 endpoints=endpoints,
-                timeout_s=self._settings.timeout_s,
+                timeout_s=settings.timeout_s,
                 gate=gate,
                 is_ready=lambda: self.status.is_ready,
-                info=self._info,
+                info=lambda: info_document(settings, self._apis, self._worker_mode),
                 errors=self._errors,
-                api_key=None if api_key is None else ApiKeyCheck(api_key),
-                max_payload_bytes=self._settings.max_payload_bytes,
+                api_key=api_key,
+                max_payload_bytes=settings.max_payload_bytes,
             )
-            http = HttpThread(create_app(context), sock, self._settings.graceful_timeout_s, pool.leave_loop)
-            running = _Running(host, bound_port, endpoints, pool, http, gate, api_key)
-            with self._lock:
-                # Visible to status (and so /health) while setup() runs; state stays STARTING.
-                self._running = running
-            undo.callback(self._forget_running)
-            undo.callback(http.stop, self._settings.graceful_timeout_s + _WORKER_JOIN_TIMEOUT_S)
-            pool.use_loop(http.start(_HTTP_START_TIMEOUT_S))
-            pool.wait_ready()
-            undo.pop_all()
-        return running
 
-    def _forget_running(self) -> None:
+        return launch(host, port, self._apis, settings, self._errors, self._worker_factory(), web, self._assembled)
+
+    def _assembled(self, running: Running | None) -> None:
         with self._lock:
-            self._running = None
+            self._running = running
+
+    def _worker_factory(self) -> WorkerFactory:
+        """Threads of this process, or one worker process per device (imported only when asked for)."""
+        if self._worker_mode == "process":
+            from litserve.process import ProcessWorkers
+
+            return ProcessWorkers(restart=self._restart_workers)
+        return thread_workers
 
     def stop(self) -> None:
         """Stop serving: refuse new requests, let in-flight ones finish, join every thread, free the port.
@@ -296,26 +222,21 @@ class LitServer:
                 assert running is not None
                 self._state = ServerState.STOPPING
         if state is ServerState.STOPPING:  # another thread is stopping it: return once it is done
-            self._stopped.wait(self._settings.graceful_timeout_s + 3 * _WORKER_JOIN_TIMEOUT_S)
+            self._stopped.wait(self._settings.graceful_timeout_s + 3 * WORKER_JOIN_TIMEOUT_S)
             return
         if state is not ServerState.RUNNING or running is None:
             return
-        # Every step runs even if an earlier one is interrupted (a second Ctrl+C), so a stop never
-        # leaves the server half-stopped: the state always ends STOPPED and the port is released.
+        # Even if the shutdown is interrupted (a second Ctrl+C), the state ends STOPPED and the port is free.
         try:
-            running.gate.close()
-            running.http.stop(self._settings.graceful_timeout_s + _WORKER_JOIN_TIMEOUT_S)
+            running.shutdown(self._settings.graceful_timeout_s)
         finally:
-            try:
-                running.pool.stop(_WORKER_JOIN_TIMEOUT_S)
-            finally:
-                registry.forget(running.port, self)
-                with self._lock:
-                    self._state = ServerState.STOPPED
-                    panels, self._panels = self._panels, []
-                self._stopped.set()
-                for panel in panels:  # they refresh once more to show "stopped", then end
-                    panel.join(_WORKER_JOIN_TIMEOUT_S)
+            registry.forget(running.port, self)
+            with self._lock:
+                self._state = ServerState.STOPPED
+                panels, self._panels = self._panels, []
+            self._stopped.set()
+            for panel in panels:  # they refresh once more to show "stopped", then end
+                panel.join(WORKER_JOIN_TIMEOUT_S)
         logger.info("litserve stopped (was on http://%s:%d)", running.host, running.port)
 
     def run(
@@ -392,24 +313,6 @@ class LitServer:
             last_error=self._errors.last,
         )
 
-    def _info(self) -> dict[str, Any]:
-        settings = self._settings
-        devices = list(settings.devices)
-        return {
-            "model": settings.model_metadata,
-            "server": {
-                "devices": devices,
-                "workers_per_device": settings.workers_per_device,
-                "worker_mode": self._worker_mode,
-                "timeout": settings.timeout_s,
-                "max_queue_size": settings.max_queue_size,
-                "max_payload_size": settings.max_payload_bytes,
-                "stream": {api.api_path: api.stream for api in self._apis},
-                "max_batch_size": {api.api_path: api.max_batch_size for api in self._apis},
-                "batch_timeout": {api.api_path: api.batch_timeout for api in self._apis},
-            },
-        }
-
     # --- notebook and in-process use ----------------------------------------------------------------
 
     def client(self) -> Client:
@@ -434,7 +337,7 @@ class LitServer:
         running = self._running
         if running is None or self._state is not ServerState.RUNNING:
             raise ServerStateError(f"the server is {self._state.value}; call start() before predict()")
-        return run_in_process(pick_endpoint(running.endpoints, path), payload, self._settings.timeout_s)
+        return call_directly(pick_endpoint(running.endpoints, path), payload, self._settings.timeout_s)
 
     def widget(self) -> Any:
         """A live ipywidgets panel: state, counts, latency, workers, last error, and a stop button.

@@ -25,6 +25,7 @@ __all__ = [
     "ErrorRecord",
     "ServerState",
     "ServerStatus",
+    "Verdict",
     "WorkerCounters",
     "WorkerState",
     "WorkerStatus",
@@ -40,6 +41,16 @@ class ServerState(enum.Enum):
     STOPPING = "stopping"  # refusing new requests, finishing in-flight ones
     STOPPED = "stopped"  # every thread joined, port free; start() may be called again
     FAILED = "failed"  # start() raised; everything it started is stopped; start() may be retried
+
+
+class Verdict(enum.Enum):
+    """How a finished request counts, decided once per answer by `Outcome.verdict`."""
+
+    OK = "ok"  # a success status
+    CLIENT_ERROR = "client_error"  # 4xx
+    SERVER_ERROR = "server_error"  # 5xx that is not a timeout
+    TIMED_OUT = "timed_out"  # its deadline passed (marked on the answer, never read off a status)
+    CANCELLED = "cancelled"  # its client went away
 
 
 class WorkerState(enum.Enum):
@@ -68,15 +79,18 @@ class EndpointCounters:
         # The most recent request latencies (seconds, arrival to answer); percentiles are computed at snapshot.
         self.latencies_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
 
-    def count_status(self, status: int) -> None:
-        if status < 400:
+    def count(self, verdict: Verdict) -> None:
+        """Count one answered request."""
+        if verdict is Verdict.OK:
             self.ok += 1
-        elif status == 504:
-            self.timed_out += 1
-        elif status < 500:
+        elif verdict is Verdict.CLIENT_ERROR:
             self.client_errors += 1
-        else:
+        elif verdict is Verdict.SERVER_ERROR:
             self.server_errors += 1
+        elif verdict is Verdict.TIMED_OUT:
+            self.timed_out += 1
+        else:
+            self.cancelled += 1
 
 
 @final
@@ -92,6 +106,20 @@ class WorkerCounters:
         self.dropped_cancelled = 0
         self.dropped_timed_out = 0
         self.batch_sizes: collections.Counter[int] = collections.Counter()
+
+    def count(self, verdict: Verdict) -> None:
+        """Count one request this worker answered."""
+        if verdict is Verdict.OK:
+            self.served += 1
+        elif verdict is Verdict.SERVER_ERROR:
+            self.errors += 1
+
+    def count_drop(self, verdict: Verdict) -> None:
+        """Count one request this worker skipped instead of running (deadline passed or client gone)."""
+        if verdict is Verdict.TIMED_OUT:
+            self.dropped_timed_out += 1
+        else:
+            self.dropped_cancelled += 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """A worker process's queue: an idle worker reads the socket itself; the main thread reads while all work.
 
 Real sockets and threads, with the server's side played by the test: it writes frames as
-`runtime.process` does, and `handle` records which thread read each message.
+`process.channel` does, and `handle` records which thread read each message.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from litserve.runtime import child_queue
-from litserve.runtime.child_queue import ChildQueue
-from litserve.runtime.ipc import Link, LinkClosedError, encode, send_all
+from litserve.process import child_queue
+from litserve.process.child_queue import ChildQueue
+from litserve.process.wire import Link, LinkClosedError, encode, send_all
 from tests.helpers import wait_until
 
 WAIT_S = 10.0
@@ -27,9 +27,9 @@ class Process:
     """The worker-process side: a ChildQueue over one end of a socket pair, its main thread serving it."""
 
     def __init__(self, consumers: int = 2, serve: bool = True) -> None:
-        self.server_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.server_end, self.child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.read_by: dict[Any, str] = {}  # message -> the name of the thread that handled it
-        self.link = Link(child_end)
+        self.link = Link(self.child_end)
         self.queue = ChildQueue(self.link, self._handle, consumers)
         self.serve_error: BaseException | None = None
         self.main = threading.Thread(target=self._serve, name="litserve-test-main")
@@ -61,8 +61,10 @@ class Process:
         if self.main.ident is not None:
             self.main.join(WAIT_S)
             assert not self.main.is_alive()
-        self.queue.dispose()
-        self.link.close()
+        # A worker process never frees these (it ends with os._exit); the test frees them itself.
+        for waiter in (*self.queue._by_thread.values(), *self.queue._unclaimed, self.queue._main):
+            waiter.close()
+        self.child_end.close()
         self.server_end.close()
 
 

@@ -12,18 +12,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from litserve.engine.messages import Outcome, StreamStart
-from litserve.runtime.ipc import BadFrame, FrameReader, Link, LinkClosedError, encode, send_all, unsent_part
+from litserve.engine.messages import DropReason, Outcome, StreamStart
+from litserve.process import messages
+from litserve.process.messages import Answer, Answers, Chunk, HealthAnswer, Request, encode
+from litserve.process.wire import BadFrame, FrameReader, Link, LinkClosedError, send_all, unsent_part
 from tests.helpers import wait_until
 
 MESSAGES: list[Any] = [
-    ("request", 7, {"input": [1.0, 2.0]}, None, None, None, 12.5),
-    ("results", [(1, b"x" * 100_000), (2, b"")]),
-    ("chunk", 3, np.arange(50_000, dtype=np.float32)),  # travels out of band
-    ("health", 4, True),
-    ("results", [(5, np.ones(3, dtype=np.int8)), (6, np.zeros(70_000, dtype=np.float64))]),  # two buffers
-    ("results", [(8, Outcome(404, b'{"error":"x"}', "text/plain", (("x-a", "1"),), {"why": [1]}))]),
-    ("chunk", 9, StreamStart("text/event-stream", b"data: 1")),
+    Request(7, {"input": [1.0, 2.0]}, None, None, None, 12.5),
+    Answers(((1, Outcome(200, b"x" * 100_000)), (2, Outcome(200, b"")))),
+    Chunk(3, np.arange(50_000, dtype=np.float32)),  # travels out of band
+    HealthAnswer(4, True),
+    Request(5, {"a": np.ones(3, dtype=np.int8), "b": np.zeros(70_000, dtype=np.float64)}, 1.0, None, None, 2.0),
+    Answers(((8, Outcome(404, b'{"error":"x"}', "text/plain", (("x-a", "1"),), {"why": [1]})),)),
+    Chunk(9, StreamStart("text/event-stream", b"data: 1")),
 ]
 
 
@@ -58,7 +60,7 @@ def same(a: Any, b: Any) -> bool:
 
 def test_an_array_travels_out_of_band_as_its_own_piece() -> None:
     array = np.arange(1000, dtype=np.int64)
-    pieces = encode(("chunk", 1, array))
+    pieces = encode(Chunk(1, array))
     assert len(pieces) == 2
     assert memoryview(pieces[1]).nbytes == array.nbytes
 
@@ -81,31 +83,32 @@ def test_a_link_carries_messages_bigger_than_the_socket_buffer_both_ways() -> No
     a, b = Link(left), Link(right)
     big = np.ones(2_000_000, dtype=np.float32)  # 8 MB: far more than the socket buffer holds
     try:
+        answer = Answer(9, Outcome(200, b"y" * 3_000_000))
         writer = threading.Thread(
-            target=lambda: [a.send(("chunk", i, big)) for i in range(3)] + [b.send(("result", 9, b"y" * 3_000_000))]
+            target=lambda: [a.send(encode(Chunk(i, big))) for i in range(3)] + [b.send(encode(answer))]
         )
         writer.start()
         for i in range(3):
-            kind, number, array = b.recv()
-            assert (kind, number) == ("chunk", i)
-            assert np.array_equal(array, big)
-        assert a.recv() == ("result", 9, b"y" * 3_000_000)
+            chunk = b.recv()
+            assert chunk.request_id == i
+            assert np.array_equal(chunk.item, big)
+        assert a.recv() == answer
         writer.join(10)
         assert not writer.is_alive()
     finally:
-        a.close()
-        b.close()
+        left.close()
+        right.close()
 
 
 def test_a_closed_link_says_so() -> None:
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    a, b = Link(left), Link(right)
-    a.close()
+    b = Link(right)
+    left.close()
     with pytest.raises(LinkClosedError):
         b.recv()
     with pytest.raises(LinkClosedError):
-        b.send(("health", 1, True))
-    b.close()
+        b.send(encode(HealthAnswer(1, True)))
+    right.close()
 
 
 def test_send_all_writes_every_piece_on_a_blocking_socket() -> None:
@@ -116,9 +119,9 @@ def test_a_frame_that_cannot_be_unpickled_is_skipped_and_the_next_one_still_come
     garbage = b"certainly not a pickle"
     bad = struct.pack("<IQQ", 0, 42, len(garbage)) + garbage  # no buffers, tag 42, the "pickle"
     reader = FrameReader()
-    first, second = reader.feed(bad + frame_bytes(("health", 1, True)))
+    first, second = reader.feed(bad + frame_bytes(HealthAnswer(1, True)))
     assert isinstance(first, BadFrame) and first.tag == 42  # which request it was, still known
-    assert second == ("health", 1, True)
+    assert second == HealthAnswer(1, True)
 
 
 def test_send_all_writes_more_pieces_than_one_sendmsg_may_carry() -> None:
@@ -155,7 +158,7 @@ def test_receive_nowait_returns_every_whole_message_and_never_waits() -> None:
         with pytest.raises(LinkClosedError):
             link.receive_nowait()
     finally:
-        link.close()
+        right.close()
 
 
 def test_outcomes_and_stream_starts_unpickle_equal_with_every_field() -> None:
@@ -165,3 +168,26 @@ def test_outcomes_and_stream_starts_unpickle_equal_with_every_field() -> None:
     assert pickle.loads(pickle.dumps(start, protocol=5)) == start
     for value in (outcome, start):  # a field added later must be added to __reduce__ too
         assert len(value.__reduce__()[1]) == len(dataclasses.fields(value))
+
+
+def test_a_request_frame_carries_its_id_as_the_tag() -> None:
+    request = Request(31, {"x": 1}, None, None, None, 0.0)
+    head = frame_bytes(request)[: struct.calcsize("<IQQ")]
+    assert struct.unpack("<IQQ", head)[1] == 31
+    assert struct.unpack("<IQQ", frame_bytes(HealthAnswer(31, True))[: struct.calcsize("<IQQ")])[1] == 0
+
+
+@pytest.mark.parametrize("name", messages.__all__)
+def test_every_message_kind_crosses_with_every_field(name: str) -> None:
+    kind = getattr(messages, name)
+    if not dataclasses.is_dataclass(kind):
+        return  # the unions and encode()
+    values = [i if f.type == "int" else f"value {i}" for i, f in enumerate(dataclasses.fields(kind))]
+    message = kind(*values)
+    assert pickle.loads(pickle.dumps(message, protocol=5)) == message
+    assert len(message.__reduce__()[1]) == len(dataclasses.fields(kind))
+
+
+def test_a_drop_reason_and_outcome_reason_survive_the_crossing() -> None:
+    outcome = Outcome(504, b"{}", reason=DropReason.TIMED_OUT)
+    assert pickle.loads(pickle.dumps(Answer(1, outcome), protocol=5)).outcome.reason is DropReason.TIMED_OUT

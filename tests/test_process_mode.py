@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import os
 import signal
@@ -320,31 +321,35 @@ def test_each_worker_process_sees_its_own_gpu() -> None:
 def test_a_write_to_a_worker_process_that_just_died_puts_the_request_back_and_stops_sending() -> None:
     """The child died and its end of stream is not read yet: the next write fails. That request must
     wait for the restarted child, and the rest of the queue must not be sent to the dead one."""
-    from litserve.engine.bridge import FutureReply
+    from litserve.engine.bridge import FutureReply, LoopHandle
     from litserve.engine.messages import Cancellation, InferenceRequest
     from litserve.engine.request_queue import RequestQueue
     from litserve.hooks import plan_hooks
-    from litserve.runtime.process import ProcessWorker
-    from litserve.status import ErrorLog
+    from litserve.process.book import InFlightBook
+    from litserve.process.channel import Channel
+    from litserve.process.wire import FrameReader
+    from litserve.status import ErrorLog, WorkerCounters
 
     source: RequestQueue[InferenceRequest] = RequestQueue()
-    plan = plan_hooks(SquareAPI())
-    worker = ProcessWorker("litserve-proxy-cpu-0", b"", "cpu", ("w",), source, ErrorLog(), plan, 4, True)
+    book = InFlightBook("litserve-proxy-cpu-0", source, plan_hooks(SquareAPI()), 4, WorkerCounters(), ErrorLog())
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     theirs.close()  # the child is gone
-    ours.setblocking(False)
+    loop = asyncio.new_event_loop()
+    closed: list[bool] = []
     futures: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(100)]
     try:
-        worker._sock, worker._live = ours, True  # as right after a handshake
+        handle = LoopHandle(loop, threading.get_ident())  # this thread plays the loop's
+        channel = Channel(ours, FrameReader(), handle, book.receive, lambda: closed.append(True))
+        channel.open()  # as right after a handshake
         for i, future in enumerate(futures):
             source.put_nowait(InferenceRequest({"input": i}, FutureReply(future), None, Cancellation()))
-        worker.pump()
+        book.attach(channel, handle)
+        assert closed == [True]  # the failed write ended the channel (its owner restarts the child)
         assert source.qsize() == 100
         assert not any(f.done() for f in futures)
         assert source.get_nowait().payload == {"input": 0}  # back at the head, in order
     finally:
-        assert worker.join(1)
-        ours.close()
+        loop.close()
 
 
 class ArraysAPI(LitAPI):

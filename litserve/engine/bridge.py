@@ -1,8 +1,10 @@
 """The one doorway from worker threads (and other threads) into the HTTP thread's event loop.
 
-Only this module calls `call_soon_threadsafe`. Worker threads never touch asyncio objects: they hold
-a `Reply` and pass it back here. A future is resolved only if it is still pending, so a late result
-for a request that timed out or whose client left is dropped on the loop, silently.
+Only this module calls `call_soon_threadsafe`. Worker threads never touch asyncio objects: they answer
+through a request's `Reply` (see `engine.messages`), and the replies here hop to the loop. A future
+is resolved only if it is still pending, so a late result for a request that timed out or whose client
+left is dropped on the loop, silently. A reply called on its own loop's thread sets its result at
+once, without a wake-up (process mode reads answers on the loop itself).
 """
 
 from __future__ import annotations
@@ -10,145 +12,32 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, cast, final
 
-__all__ = [
-    "ChannelReply",
-    "FutureReply",
-    "Reply",
-    "StreamReply",
-    "abandon",
-    "call_in_loop",
-    "deliver",
-    "deliver_all",
-    "deliver_here",
-    "push",
-    "push_here",
-    "wait_for_room",
-]
+from litserve.engine.messages import DropReason, Outcome, Reply, StreamItem
 
-T = TypeVar("T")
+__all__ = ["FutureReply", "LoopHandle", "LoopReply", "StreamReply", "call_in_loop", "deliver_all"]
 
 
+@final
 @dataclass(frozen=True, slots=True)
-class Reply(Generic[T]):
-    """Where a result for one request goes: a future owned by `loop`."""
+class LoopHandle:
+    """An event loop running on a known thread: `call` runs at once on that thread, else hops to it."""
 
     loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[T]
+    thread_id: int
 
+    def is_current(self) -> bool:
+        return threading.get_ident() == self.thread_id
 
-@dataclass(frozen=True, slots=True)
-class FutureReply(Generic[T]):
-    """Where a result goes when a thread, not a loop, waits for it (`LitServer.predict`)."""
-
-    future: concurrent.futures.Future[T]
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelReply:
-    """Where a result goes in a worker process: a message to the parent, which owns the real reply.
-
-    `send` writes one message to the parent (thread-safe); messages are `(kind, request_id, value)`
-    with kind "result", "chunk" or "dropped", or `("results", [(request_id, value), ...])`.
-    """
-
-    request_id: int
-    send: Callable[[Any], None]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamReply(Generic[T]):
-    """Where a streamed request's chunks go: an asyncio.Queue owned by `loop`, read by the response body.
-
-    `window` bounds how many chunks may wait unsent: a synchronous worker takes a slot per chunk and
-    the response body gives it back as it sends, so a slow client slows its stream, not the memory.
-    """
-
-    loop: asyncio.AbstractEventLoop
-    queue: asyncio.Queue[T]
-    window: threading.Semaphore | None = None
-
-
-def wait_for_room(reply: Any, timeout_s: float | None) -> bool:
-    """Called on a worker thread before a chunk: block while the stream's client is this far behind.
-
-    False when `timeout_s` passed first. Replies without a window never wait.
-    """
-    if isinstance(reply, StreamReply) and reply.window is not None:
-        return reply.window.acquire(timeout=timeout_s)
-    return True
-
-
-def push(reply: StreamReply[T] | ChannelReply, item: T) -> None:
-    """Called on any thread: append one item to a stream. Items arrive in the order pushed."""
-    if isinstance(reply, ChannelReply):
-        reply.send(("chunk", reply.request_id, item))
-        return
-    try:
-        reply.loop.call_soon_threadsafe(reply.queue.put_nowait, item)
-    except RuntimeError:
-        pass  # the loop is closed: the server stopped and the stream is gone with it
-
-
-def deliver(reply: Reply[T] | FutureReply[T] | ChannelReply, value: T) -> None:
-    """Called on any thread: hand `value` to the request awaiting `reply`."""
-    if isinstance(reply, FutureReply):
-        _set_future_if_pending(reply.future, value)
-        return
-    if isinstance(reply, ChannelReply):
-        reply.send(("result", reply.request_id, value))
-        return
-    try:
-        reply.loop.call_soon_threadsafe(_set_if_pending, reply.future, value)
-    except RuntimeError:
-        # The loop is closed: the server stopped and the request is gone with it.
-        pass
-
-
-def deliver_here(reply: Reply[T] | FutureReply[T] | ChannelReply, value: T) -> None:
-    """`deliver`, called on the thread of the reply's own loop (while it runs): no wake-up needed."""
-    if isinstance(reply, Reply):
-        _set_if_pending(reply.future, value)
-    else:
-        deliver(reply, value)
-
-
-def push_here(reply: StreamReply[T], item: T) -> None:
-    """`push`, called on the thread of the stream's own loop (while it runs)."""
-    reply.queue.put_nowait(item)
-
-
-def deliver_all(results: Iterable[tuple[Reply[T] | FutureReply[T] | ChannelReply, T]]) -> None:
-    """Hand several results back with one wake-up of each loop (a batch costs one crossing)."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[T], T]]] = {}
-    by_channel: dict[Callable[[Any], None], list[tuple[int, T]]] = {}
-    for reply, value in results:
-        if isinstance(reply, FutureReply):
-            _set_future_if_pending(reply.future, value)
-        elif isinstance(reply, ChannelReply):
-            by_channel.setdefault(reply.send, []).append((reply.request_id, value))
-        else:
-            by_loop.setdefault(reply.loop, []).append((reply.future, value))
-    for send, items in by_channel.items():
-        send(("results", items))
-    for loop, pairs in by_loop.items():
-        try:
-            loop.call_soon_threadsafe(_set_all_pending, pairs)
-        except RuntimeError:
-            pass
-
-
-def abandon(reply: Any, reason: Any) -> None:
-    """A worker dropped the request without answering (client gone, deadline passed).
-
-    Its HTTP answer was already given on the loop, so only a worker process tells its parent, which
-    keeps a record of every request it handed over.
-    """
-    if isinstance(reply, ChannelReply):
-        reply.send(("dropped", reply.request_id, reason))
+    def call(self, callback: Callable[..., Any], *args: Any) -> bool:
+        """Run `callback(*args)` on the loop's thread; False if the loop is closed (nothing ran)."""
+        if self.is_current():
+            callback(*args)
+            return True
+        return call_in_loop(self.loop, callback, *args)
 
 
 def call_in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], *args: Any) -> bool:
@@ -160,21 +49,137 @@ def call_in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], 
     return True
 
 
-def _set_future_if_pending(future: concurrent.futures.Future[T], value: T) -> None:
-    try:
-        future.set_result(value)
-    except concurrent.futures.InvalidStateError:
-        pass  # the caller gave up waiting (timeout): the late result is dropped
+@final
+class LoopReply:
+    """A request awaited on the HTTP loop: its answer resolves `future`. Made on the loop's thread."""
+
+    __slots__ = ("future", "loop", "thread_id")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Outcome]) -> None:
+        self.loop = loop
+        self.future = future
+        self.thread_id = threading.get_ident()
+
+    @property
+    def batch_key(self) -> Hashable:
+        return self.loop
+
+    def deliver(self, outcome: Outcome) -> None:
+        if threading.get_ident() == self.thread_id:
+            _set_if_pending(self.future, outcome)
+        else:
+            call_in_loop(self.loop, _set_if_pending, self.future, outcome)  # closed: the request is gone too
+
+    def deliver_batch(self, answers: Sequence[tuple[Reply, Outcome]]) -> None:
+        # Every reply of the group shares this loop (its batch_key), so each is a LoopReply.
+        pairs = [(cast(LoopReply, reply).future, outcome) for reply, outcome in answers]
+        if threading.get_ident() == self.thread_id:
+            _set_all_pending(pairs)
+        else:
+            call_in_loop(self.loop, _set_all_pending, pairs)
+
+    def push(self, item: StreamItem) -> None:
+        raise TypeError("a non-streaming request takes one answer, not stream items")
+
+    def abandon(self, reason: DropReason) -> None:
+        """Its answer was already given on the loop."""
+
+    def wait_for_room(self, timeout_s: float | None) -> bool:
+        return True
 
 
-def _set_if_pending(future: asyncio.Future[T], value: T) -> None:
+@final
+class StreamReply:
+    """A streamed request on the HTTP loop: items go to `queue`, read by the response body.
+
+    `window` bounds how many chunks may wait unsent: a synchronous worker takes a slot per chunk and
+    the response body gives it back as it sends, so a slow client slows its stream, not the memory.
+    """
+
+    __slots__ = ("loop", "queue", "thread_id", "window")
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[StreamItem], window: threading.Semaphore | None
+    ) -> None:
+        self.loop = loop
+        self.queue = queue
+        self.window = window
+        self.thread_id = threading.get_ident()
+
+    @property
+    def batch_key(self) -> Hashable:
+        return self
+
+    def deliver(self, outcome: Outcome) -> None:
+        self.push(outcome)
+
+    def deliver_batch(self, answers: Sequence[tuple[Reply, Outcome]]) -> None:
+        for reply, outcome in answers:
+            reply.deliver(outcome)
+
+    def push(self, item: StreamItem) -> None:
+        if threading.get_ident() == self.thread_id:
+            self.queue.put_nowait(item)
+        else:
+            call_in_loop(self.loop, self.queue.put_nowait, item)
+
+    def abandon(self, reason: DropReason) -> None:
+        """The response body ended the stream already."""
+
+    def wait_for_room(self, timeout_s: float | None) -> bool:
+        return self.window is None or self.window.acquire(timeout=timeout_s)
+
+
+@final
+class FutureReply:
+    """A request a thread waits for (`LitServer.predict`), through a concurrent future."""
+
+    __slots__ = ("future",)
+
+    def __init__(self, future: concurrent.futures.Future[Outcome]) -> None:
+        self.future = future
+
+    @property
+    def batch_key(self) -> Hashable:
+        return FutureReply
+
+    def deliver(self, outcome: Outcome) -> None:
+        try:
+            self.future.set_result(outcome)
+        except concurrent.futures.InvalidStateError:
+            pass  # the caller gave up waiting (timeout): the late result is dropped
+
+    def deliver_batch(self, answers: Sequence[tuple[Reply, Outcome]]) -> None:
+        for reply, outcome in answers:
+            reply.deliver(outcome)
+
+    def push(self, item: StreamItem) -> None:
+        raise TypeError("server.predict() does not stream; use server.client().stream(...)")
+
+    def abandon(self, reason: DropReason) -> None:
+        """The caller's own wait already ended."""
+
+    def wait_for_room(self, timeout_s: float | None) -> bool:
+        return True
+
+
+def deliver_all(answers: Sequence[tuple[Reply, Outcome]]) -> None:
+    """Hand a batch's answers back with one wake-up per destination (a batch costs one crossing)."""
+    groups: dict[Hashable, list[tuple[Reply, Outcome]]] = {}
+    for reply, outcome in answers:
+        groups.setdefault(reply.batch_key, []).append((reply, outcome))
+    for group in groups.values():
+        group[0][0].deliver_batch(group)
+
+
+def _set_if_pending(future: asyncio.Future[Outcome], value: Outcome) -> None:
     # Runs on the loop. If the request timed out or its client left while predict ran,
     # the future is already done and the late result is dropped here.
     if not future.done():
         future.set_result(value)
 
 
-def _set_all_pending(pairs: list[tuple[asyncio.Future[T], T]]) -> None:
+def _set_all_pending(pairs: list[tuple[asyncio.Future[Outcome], Outcome]]) -> None:
     for future, value in pairs:
         if not future.done():
             future.set_result(value)

@@ -1,4 +1,4 @@
-"""`LitServer.predict`: a request that skips HTTP but takes the same queue, batching and workers."""
+"""`LitServer.predict`: a request that skips HTTP but takes the same submit path, queue, batching and workers."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from litserve.engine.bridge import FutureReply
-from litserve.engine.messages import Cancellation, DropReason, InferenceRequest, Outcome
+from litserve.engine.messages import Outcome
 from litserve.engine.pool import Endpoint
-from litserve.exceptions import REQUEST_TIMED_OUT, QueueClosedError, QueueFullError, RequestFailedError
+from litserve.engine.submit import submit
+from litserve.exceptions import RequestFailedError, invalid_body
 from litserve.request_context import RequestContext
 
-__all__ = ["pick_endpoint", "run_in_process"]
+__all__ = ["call_directly", "pick_endpoint"]
 
 
 def pick_endpoint(endpoints: Sequence[Endpoint], path: str | None) -> Endpoint:
@@ -31,8 +32,12 @@ def pick_endpoint(endpoints: Sequence[Endpoint], path: str | None) -> Endpoint:
     raise ValueError(f"no endpoint at {path!r}; the server has {', '.join(e.path for e in endpoints)}")
 
 
-def run_in_process(endpoint: Endpoint, payload: Any, timeout_s: float | None) -> Any:
-    """Queue `payload` for `endpoint`'s workers, wait for the answer, return it as decoded JSON."""
+def call_directly(endpoint: Endpoint, payload: Any, timeout_s: float | None) -> Any:
+    """Queue `payload` for `endpoint`'s workers, wait for the answer, return it as decoded JSON.
+
+    Raises RequestFailedError with the status and detail an HTTP client would get.
+    """
+    arrival_s = time.monotonic()
     if endpoint.api.stream:
         raise ValueError(f"{endpoint.path} streams; call it with server.client().stream(payload)")
     plan = endpoint.plan
@@ -40,20 +45,18 @@ def run_in_process(endpoint: Endpoint, payload: Any, timeout_s: float | None) ->
         try:
             payload = plan.body_model.model_validate(payload)
         except ValidationError as exc:
-            raise RequestFailedError(422, exc.errors(include_url=False, include_context=False)) from exc
+            refused = invalid_body(exc)
+            raise RequestFailedError(refused.status, refused.detail) from exc
     context = RequestContext("POST", endpoint.path, {}, {}, None) if plan.wants_context else None
     future: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
-    cancellation = Cancellation()
-    deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
-    try:
-        endpoint.queue.put_nowait(InferenceRequest(payload, FutureReply(future), deadline_s, cancellation, context))
-    except (QueueFullError, QueueClosedError) as exc:
-        raise RequestFailedError(503, str(exc)) from exc
+    submission = submit(endpoint.queue, payload, FutureReply(future), context, timeout_s, arrival_s)
+    if isinstance(submission, Outcome):
+        raise RequestFailedError(submission.status, submission.detail)
     try:
         outcome = future.result(timeout_s)
     except concurrent.futures.TimeoutError:
-        cancellation.cancel(DropReason.TIMED_OUT)
-        raise RequestFailedError(REQUEST_TIMED_OUT.status, REQUEST_TIMED_OUT.detail) from None
+        submission.expire()
+        outcome = future.result()  # the 504, unless the answer came in the meantime
     if outcome.status >= 400:
         raise RequestFailedError(outcome.status, outcome.detail)
     return json.loads(outcome.body)

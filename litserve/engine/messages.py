@@ -1,16 +1,16 @@
-"""Values that cross between the HTTP loop and the worker threads."""
+"""Values that cross between the HTTP loop and the workers, and the one reply protocol they answer through."""
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final
 
 from litserve.codec import error_body
-from litserve.engine.bridge import ChannelReply, FutureReply, Reply, StreamReply
 from litserve.exceptions import REQUEST_TIMED_OUT, ErrorResponse
 from litserve.request_context import RequestContext
+from litserve.status import Verdict
 
 __all__ = [
     "STREAM_END",
@@ -19,6 +19,7 @@ __all__ = [
     "DropReason",
     "InferenceRequest",
     "Outcome",
+    "Reply",
     "StreamEnd",
     "StreamItem",
     "StreamStart",
@@ -31,20 +32,25 @@ class DropReason(enum.Enum):
     DISCONNECTED = "disconnected"  # the client went away
     TIMED_OUT = "timed_out"  # its deadline passed
 
+    @property
+    def verdict(self) -> Verdict:
+        return Verdict.TIMED_OUT if self is DropReason.TIMED_OUT else Verdict.CANCELLED
+
 
 @final
 class Cancellation:
     """A one-way flag the loop sets and workers read; the only mutable part of a request.
 
-    Written on the loop thread, read on worker threads: a single attribute store or load is atomic in
-    CPython, and a worker that reads a stale `None` only runs work whose result will be dropped.
+    Written on the loop thread (or a `predict()` caller's thread), read on worker threads: a single
+    attribute store or load is atomic in CPython, and a worker that reads a stale `None` only runs
+    work whose result will be dropped.
     """
 
     __slots__ = ("listener", "reason")
 
     def __init__(self) -> None:
         self.reason: DropReason | None = None
-        # Set in process mode: tells the worker process holding the request (called on the loop thread).
+        # Set in process mode: tells the worker process holding the request.
         self.listener: Callable[[DropReason], None] | None = None
 
     def cancel(self, reason: DropReason) -> None:
@@ -61,6 +67,8 @@ class Outcome:
     """A finished request as the client will see it: status, encoded body and content type.
 
     On a stream that already started, a failure Outcome becomes the stream's final error line.
+    `reason` marks an answer given because the request was dropped (its deadline passed), so counters
+    never infer a timeout from a status code a hook may also raise.
     """
 
     status: int
@@ -68,20 +76,32 @@ class Outcome:
     content_type: str = "application/json"
     headers: tuple[tuple[str, str], ...] = ()
     detail: Any = None  # for failures: the detail, so a started stream can end with {"error": detail}
+    reason: DropReason | None = None
 
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 599:
             raise ValueError(f"not an HTTP status: {self.status}")
 
     @classmethod
-    def failure(cls, answer: ErrorResponse) -> Outcome:
+    def failure(cls, answer: ErrorResponse, reason: DropReason | None = None) -> Outcome:
         """The outcome for an error answer from the status-code table (or `error_response`)."""
-        return cls(answer.status, error_body(answer.detail), headers=answer.headers, detail=answer.detail)
+        return cls(
+            answer.status, error_body(answer.detail), headers=answer.headers, detail=answer.detail, reason=reason
+        )
 
-    def __reduce__(self) -> tuple[type[Outcome], tuple[int, bytes, str, tuple[tuple[str, str], ...], Any]]:
+    @property
+    def verdict(self) -> Verdict:
+        """How this answer counts: the one classification every counter uses."""
+        if self.reason is not None:
+            return self.reason.verdict
+        if self.status < 400:
+            return Verdict.OK
+        return Verdict.CLIENT_ERROR if self.status < 500 else Verdict.SERVER_ERROR
+
+    def __reduce__(self) -> tuple[type[Outcome], tuple[Any, ...]]:
         # A worker process sends one per answer, read on the server's loop right after the model ran
         # (its caches cold): unpickled as one call, not through the slots dataclass's __setstate__.
-        return (Outcome, (self.status, self.body, self.content_type, self.headers, self.detail))
+        return (Outcome, (self.status, self.body, self.content_type, self.headers, self.detail, self.reason))
 
 
 @final
@@ -104,9 +124,42 @@ class StreamEnd(enum.Enum):
 
 STREAM_END: Final = StreamEnd.END
 
-# What a stream's channel carries: StreamStart, then bytes..., then STREAM_END or a failure Outcome.
+# What a stream carries: StreamStart, then bytes..., then STREAM_END or a failure Outcome.
 # A failure Outcome first (before any StreamStart) is answered as a plain error response.
 StreamItem = StreamStart | bytes | Outcome | StreamEnd
+
+
+class Reply(Protocol):
+    """Where one request's answer goes; workers answer every request through these methods only.
+
+    Implemented by the HTTP loop's replies and the `server.predict()` caller's (`engine.bridge`), and
+    by a worker process's reply to the server (`process.child`). Any thread may call them.
+    """
+
+    @property
+    def batch_key(self) -> Hashable:
+        """Replies with equal keys can take one `deliver_batch` (one wake-up for a whole batch)."""
+        ...
+
+    def deliver(self, outcome: Outcome) -> None:
+        """The request's final answer (on a stream: its failure, before or after the first chunk)."""
+        ...
+
+    def deliver_batch(self, answers: Sequence[tuple[Reply, Outcome]]) -> None:
+        """Final answers for several requests whose replies share this one's `batch_key`."""
+        ...
+
+    def push(self, item: StreamItem) -> None:
+        """One item of a stream, in order: StreamStart, bytes..., then STREAM_END or a failure Outcome."""
+        ...
+
+    def abandon(self, reason: DropReason) -> None:
+        """The worker dropped the request without answering (its answer was given elsewhere)."""
+        ...
+
+    def wait_for_room(self, timeout_s: float | None) -> bool:
+        """Before a stream chunk: block while the client is far behind; False if `timeout_s` passed first."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,14 +167,14 @@ class InferenceRequest:
     """One request waiting for a worker.
 
     `deadline_s` is a `time.monotonic()` value, or None when the server has no timeout. `context` is
-    built only for endpoints whose hooks ask for it. `reply` is a `StreamReply` on streaming endpoints.
-    `handed_s` is set in a worker process only: when (monotonic, the same clock in every process) the
-    server handed the request over to that process, which is when its batch window may open (the
-    batcher keeps it between when the worker began collecting and when it read the request).
+    built only for endpoints whose hooks ask for it. `handed_s` is set in a worker process only: when
+    (monotonic, the same clock in every process) the server handed the request over to that process,
+    which is when its batch window may open (the batcher keeps it between when the worker began
+    collecting and when it read the request).
     """
 
     payload: Any
-    reply: Reply[Outcome] | FutureReply[Outcome] | StreamReply[StreamItem] | ChannelReply
+    reply: Reply
     deadline_s: float | None
     cancellation: Cancellation
     context: RequestContext | None = None
@@ -135,5 +188,5 @@ class InferenceRequest:
         return reason
 
 
-# The answer to a request whose deadline passed; compare by status, since it may have crossed processes.
-TIMED_OUT_OUTCOME: Final = Outcome.failure(REQUEST_TIMED_OUT)
+# The answer to a request whose deadline passed.
+TIMED_OUT_OUTCOME: Final = Outcome.failure(REQUEST_TIMED_OUT, DropReason.TIMED_OUT)

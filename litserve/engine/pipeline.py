@@ -1,15 +1,14 @@
-"""The hooks of a batch, run in order: decode per item -> batch -> predict -> unbatch -> encode per item.
+"""The hooks of a batch, in order: decode per item -> batch -> predict -> unbatch -> encode per item.
 
+Written once, as programs of steps (`engine.steps`) that a synchronous or an async driver performs.
 A lone request is a batch of one; with `max_batch_size=1` the `batch`/`unbatch` hooks are skipped, as
-LitServe does. Streaming is a property of the response channel: `stream()` pushes chunks to each
-request's StreamReply as they come instead of returning one Outcome per request. This module runs
-synchronous hooks; `async_pipeline` is its twin for `enable_async=True`, sharing everything here that
-does not await.
+LitServe does. Streaming is a property of the response channel: `stream_program` pushes chunks to each
+request's reply as they come instead of returning one Outcome per request.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, final
 
@@ -17,19 +16,22 @@ from pydantic import BaseModel
 
 from litserve.api import LitAPI
 from litserve.codec import encode_json
-from litserve.engine.bridge import ChannelReply, StreamReply, abandon, push, wait_for_room
-from litserve.engine.messages import (
-    STREAM_END,
-    TIMED_OUT_OUTCOME,
-    DropReason,
-    InferenceRequest,
-    Outcome,
-    StreamItem,
-    StreamStart,
-)
+from litserve.engine.messages import STREAM_END, TIMED_OUT_OUTCOME, DropReason, InferenceRequest, Outcome, StreamStart
+from litserve.engine.steps import END, Call, Close, Iterate, Next, Program, StepLists, run_async, run_sync
 from litserve.hooks import CONTEXT_HOOKS, HookPlan
+from litserve.status import Verdict
 
-__all__ = ["BatchSizeMismatchError", "Fail", "Hooks", "StreamFanout", "answer", "encode_chunk", "stream"]
+__all__ = [
+    "BatchSizeMismatchError",
+    "Fail",
+    "Hooks",
+    "StreamFanout",
+    "answer",
+    "answer_async",
+    "encode_chunk",
+    "stream",
+    "stream_async",
+]
 
 Hook = Callable[[Any, Any], Any]
 Fail = Callable[[Exception], Outcome]
@@ -105,34 +107,43 @@ def encode_chunk(chunk: Any) -> tuple[bytes, str]:
     return encode_json(chunk) + b"\n", NDJSON
 
 
-def answer(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail) -> list[Outcome]:
-    """Run a non-streaming batch; decode and encode errors fail only their own item."""
-    outcomes: list[Outcome | None] = [None] * len(requests)
+def _decode_all(
+    hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail
+) -> Program[tuple[list[Any], list[int], dict[int, Outcome]]]:
+    """Decode each request; one that fails gets its own failure and leaves the batch."""
     inputs: list[Any] = []
     live: list[int] = []
+    failed: dict[int, Outcome] = {}
     for i, request in enumerate(requests):
         try:
-            inputs.append(hooks.decode_request(request.payload, request.context))
+            inputs.append((yield Call(hooks.decode_request, request.payload, request.context)))
             live.append(i)
         except Exception as exc:
-            outcomes[i] = fail(exc)
-    if live:
-        contexts = hooks.contexts([requests[i] for i in live])
-        try:
-            outputs = check_batch_size(
-                hooks.unbatch(hooks.predict(hooks.batch(inputs, contexts), contexts), contexts), len(live)
-            )
-        except Exception as exc:
-            failure = fail(exc)
-            for i in live:
-                outcomes[i] = failure
-        else:
-            for i, output in zip(live, outputs, strict=True):
-                try:
-                    outcomes[i] = Outcome(200, encode_json(hooks.encode_response(output, requests[i].context)))
-                except Exception as exc:
-                    outcomes[i] = fail(exc)
-    return [outcome if outcome is not None else fail(RuntimeError("unanswered request")) for outcome in outcomes]
+            failed[i] = fail(exc)
+    return inputs, live, failed
+
+
+def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail) -> Program[list[Outcome]]:
+    """A non-streaming batch: one Outcome per request; decode and encode errors fail only their own item."""
+    inputs, live, outcomes = yield from _decode_all(hooks, requests, fail)
+    if not live:
+        return [outcomes[i] for i in range(len(requests))]
+    contexts = hooks.contexts([requests[i] for i in live])
+    try:
+        batched = yield Call(hooks.batch, inputs, contexts)
+        predicted = yield Call(hooks.predict, batched, contexts)
+        outputs = check_batch_size((yield Call(hooks.unbatch, predicted, contexts)), len(live))
+    except Exception as exc:
+        failure = fail(exc)
+        outcomes.update((i, failure) for i in live)
+    else:
+        for i, output in zip(live, outputs, strict=True):
+            try:
+                encoded = yield Call(hooks.encode_response, output, requests[i].context)
+                outcomes[i] = Outcome(200, encode_json(encoded))
+            except Exception as exc:
+                outcomes[i] = fail(exc)
+    return [outcomes[i] for i in range(len(requests))]
 
 
 @final
@@ -140,7 +151,8 @@ class StreamFanout:
     """Sends each step of a (batched) stream to its requests, and ends every stream exactly once.
 
     A request whose client left or whose deadline passed is ended at the next step; when none is
-    left, `send_step` returns False so the caller stops and closes the generators.
+    left, `send_step` returns False so the caller stops and closes the generators. `verdicts` says how
+    each ended stream counts (dropped ones are not counted here).
     """
 
     def __init__(
@@ -151,6 +163,7 @@ class StreamFanout:
         self._may_block = may_block  # a synchronous worker waits for slow clients; an event loop must not
         self._started = [False] * len(requests)
         self._active = set(range(len(requests)))
+        self.verdicts: list[Verdict] = []
 
     def send_step(self, items: Sequence[Any], is_batched: bool) -> bool:
         now_s = self._clock()
@@ -158,93 +171,99 @@ class StreamFanout:
             request = self._requests[j]
             reason = request.drop_reason(now_s)
             if reason is not None:
-                self._active.discard(j)
-                if reason is DropReason.TIMED_OUT:
-                    push(_stream_reply(request), TIMED_OUT_OUTCOME)
-                else:
-                    abandon(request.reply, reason)
+                self._end(j, TIMED_OUT_OUTCOME) if reason is DropReason.TIMED_OUT else self._drop(j, reason)
                 continue
             item = items[j]
             if item is None and is_batched:
                 continue  # nothing for this request at this step
             if self._may_block:
                 wait_s = None if request.deadline_s is None else max(0.0, request.deadline_s - now_s)
-                if not wait_for_room(request.reply, wait_s):  # the client fell behind until the deadline
-                    self._active.discard(j)
-                    push(_stream_reply(request), TIMED_OUT_OUTCOME)
+                if not request.reply.wait_for_room(wait_s):  # the client fell behind until the deadline
+                    self._end(j, TIMED_OUT_OUTCOME)
                     continue
             data, media_type = encode_chunk(item)
-            push(_stream_reply(request), data if self._started[j] else StreamStart(media_type, data))
+            request.reply.push(data if self._started[j] else StreamStart(media_type, data))
             self._started[j] = True
         return bool(self._active)
 
+    def _drop(self, j: int, reason: DropReason) -> None:
+        self._active.discard(j)
+        self._requests[j].reply.abandon(reason)
+
+    def _end(self, j: int, outcome: Outcome) -> None:
+        self._active.discard(j)
+        self._requests[j].reply.push(outcome)
+        self.verdicts.append(outcome.verdict)
+
     def fail(self, outcome: Outcome) -> None:
-        for j in self._active:
-            push(_stream_reply(self._requests[j]), outcome)
-        self._active.clear()
+        for j in sorted(self._active):
+            self._end(j, outcome)
 
     def finish(self) -> None:
-        for j in self._active:
-            push(_stream_reply(self._requests[j]), STREAM_END)
+        for j in sorted(self._active):
+            self._requests[j].reply.push(STREAM_END)
+            self.verdicts.append(Verdict.OK)
         self._active.clear()
 
 
-def _stream_reply(request: InferenceRequest) -> StreamReply[StreamItem] | ChannelReply:
-    reply = request.reply
-    assert isinstance(reply, StreamReply | ChannelReply), "a streaming endpoint's requests carry a StreamReply"
-    return reply
-
-
-def decode_failed(requests: Sequence[InferenceRequest], failed: Iterable[tuple[int, Outcome]]) -> None:
-    """Answer stream requests whose decode_request raised (before any chunk: a plain error response)."""
-    for i, outcome in failed:
-        push(_stream_reply(requests[i]), outcome)
-
-
-def close_quietly(*generators: Any) -> None:
-    """Close generators so their `finally` blocks run now, on this worker, not at garbage collection."""
-    for generator in generators:
-        close = getattr(generator, "close", None)
-        if callable(close):
-            close()
-
-
-def stream(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail, clock: Callable[[], float]) -> None:
-    """Run a streaming batch: predict and encode_response are generators; chunks leave as they come."""
-    inputs: list[Any] = []
-    live: list[InferenceRequest] = []
-    failed: list[tuple[int, Outcome]] = []
-    for i, request in enumerate(requests):
-        try:
-            inputs.append(hooks.decode_request(request.payload, request.context))
-            live.append(request)
-        except Exception as exc:
-            failed.append((i, fail(exc)))
-    decode_failed(requests, failed)
-    if not live:
-        return
-    fanout = StreamFanout(live, clock)
+def stream_program(
+    hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail, clock: Callable[[], float], may_block: bool
+) -> Program[list[Verdict]]:
+    """A streaming batch: predict and encode_response are generators; chunks leave as they come."""
+    inputs, live_at, failed = yield from _decode_all(hooks, requests, fail)
+    for i, outcome in failed.items():  # before any chunk: answered as a plain error response
+        requests[i].reply.push(outcome)
+    verdicts = [outcome.verdict for outcome in failed.values()]
+    if not live_at:
+        return verdicts
+    live = [requests[i] for i in live_at]
+    fanout = StreamFanout(live, clock, may_block)
     contexts = hooks.contexts(live)
-    predicted: Any = None
-    per_step: Any = None
-    encoded: Any = None
+    predicted = per_step = encoded = None
+    interrupted: BaseException | None = None
     try:
-        predicted = hooks.predict(hooks.batch(inputs, contexts), contexts)
+        predicted = yield Call(hooks.predict, (yield Call(hooks.batch, inputs, contexts)), contexts)
         if hooks.is_batched:
             # LitServe's batched streaming: predict yields one batch output per step, unbatch turns the
             # step stream into lists (one entry per request), encode_response maps that stream.
-            per_step = hooks.unbatch(predicted, contexts) if hooks.has_custom_unbatch else map(list, predicted)
-            encoded = hooks.encode_response(per_step, contexts)
-            for step in encoded:
-                if not fanout.send_step(check_batch_size(step, len(live)), True):
-                    break
+            if hooks.has_custom_unbatch:
+                per_step = yield Call(hooks.unbatch, predicted, contexts)
+            else:
+                per_step = yield StepLists(predicted)
+            encoded = yield Call(hooks.encode_response, per_step, contexts)
         else:
-            encoded = hooks.encode_response(predicted, contexts)
-            for chunk in encoded:
-                if not fanout.send_step((chunk,), False):
-                    break
+            encoded = yield Call(hooks.encode_response, predicted, contexts)
+        steps = yield Iterate(encoded)
+        while (step := (yield Next(steps))) is not END:
+            items = check_batch_size(step, len(live)) if hooks.is_batched else (step,)
+            if not fanout.send_step(items, hooks.is_batched):
+                break
     except Exception as exc:
         fanout.fail(fail(exc))
-    finally:
-        close_quietly(encoded, per_step, predicted)
+    except GeneratorExit:  # the program itself is being closed: no more steps may be asked for
+        raise
+    except BaseException as exc:  # noqa: B036 - close the user's generators first, then let it go on
+        interrupted = exc
+    yield Close(encoded, per_step, predicted)
+    if interrupted is not None:
+        raise interrupted
     fanout.finish()
+    return verdicts + fanout.verdicts
+
+
+def answer(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail) -> list[Outcome]:
+    return run_sync(answer_program(hooks, requests, fail))
+
+
+async def answer_async(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail) -> list[Outcome]:
+    return await run_async(answer_program(hooks, requests, fail))
+
+
+def stream(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail, clock: Callable[[], float]) -> list[Verdict]:
+    return run_sync(stream_program(hooks, requests, fail, clock, may_block=True))
+
+
+async def stream_async(
+    hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail, clock: Callable[[], float]
+) -> list[Verdict]:
+    return await run_async(stream_program(hooks, requests, fail, clock, may_block=False))

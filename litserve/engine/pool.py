@@ -1,12 +1,12 @@
-"""Endpoints and their workers: devices x workers_per_device threads per endpoint.
+"""Endpoints and their workers: devices x workers_per_device per endpoint, of whichever kind the server picks.
 
-In thread mode every worker is a thread of this process. In process mode each device gets one worker
-process with `workers_per_device` threads inside; here it is represented by its `ProcessWorker`.
+The pool does not know what a worker is made of: a `WorkerFactory` builds an endpoint's workers from
+its placements (`engine.worker.thread_workers` here; `litserve.process` for worker processes), and the
+pool only starts, waits for and stops them through the `WorkerHandle` surface.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import concurrent.futures
 import copy
@@ -14,23 +14,22 @@ import itertools
 import logging
 import time
 from collections.abc import Awaitable, Sequence
-from typing import TYPE_CHECKING, Literal, Protocol, final
+from dataclasses import dataclass
+from typing import Protocol, final
 
 from litserve.api import LitAPI
-from litserve.engine.bridge import StreamReply, deliver, push
+from litserve.engine.bridge import LoopHandle
 from litserve.engine.messages import InferenceRequest, Outcome
 from litserve.engine.request_queue import RequestQueue
-from litserve.engine.worker import Worker
 from litserve.exceptions import SHUTTING_DOWN, WorkerSetupError
 from litserve.hooks import plan_hooks
 from litserve.status import EndpointCounters, EndpointStatus, ErrorLog, Latency, WorkerCounters, WorkerStatus
 
-if TYPE_CHECKING:
-    from litserve.runtime.process import ProcessWorker
+__all__ = ["Endpoint", "Placement", "WorkerFactory", "WorkerHandle", "WorkerPool", "copy_api"]
 
-__all__ = ["Endpoint", "WorkerHandle", "WorkerMode", "WorkerPool"]
+logger = logging.getLogger(__name__)
 
-WorkerMode = Literal["thread", "process"]
+_SHUTTING_DOWN = Outcome.failure(SHUTTING_DOWN)
 
 
 class WorkerHandle(Protocol):
@@ -47,16 +46,11 @@ class WorkerHandle(Protocol):
     @property
     def ready(self) -> concurrent.futures.Future[None]: ...
 
-    def start(self) -> None: ...
+    def start(self, loop: LoopHandle) -> None: ...
 
     def join(self, timeout_s: float | None) -> bool: ...
 
     def is_healthy(self) -> bool | Awaitable[bool]: ...
-
-
-logger = logging.getLogger(__name__)
-
-_SHUTTING_DOWN = Outcome.failure(SHUTTING_DOWN)
 
 
 @final
@@ -99,7 +93,26 @@ class Endpoint:
         )
 
 
-def _copy_api(api: LitAPI) -> LitAPI:
+@final
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """One device of an endpoint: the device, its index among the server's devices, its workers' names."""
+
+    device: str
+    index: int
+    worker_names: tuple[str, ...]
+
+
+class WorkerFactory(Protocol):
+    """Builds an endpoint's workers, one set per placement (threads, or a worker process each)."""
+
+    def __call__(
+        self, endpoint: Endpoint, placements: Sequence[Placement], errors: ErrorLog
+    ) -> Sequence[WorkerHandle]: ...
+
+
+def copy_api(api: LitAPI) -> LitAPI:
+    """Each worker's own copy of the LitAPI (its setup() state must not be shared)."""
     try:
         return copy.deepcopy(api)
     except Exception as exc:
@@ -109,26 +122,13 @@ def _copy_api(api: LitAPI) -> LitAPI:
         ) from exc
 
 
-def _ship_api(api: LitAPI) -> bytes:
-    """The LitAPI by value, so a class defined in a notebook cell or a script's __main__ works in a child."""
-    import cloudpickle
-
-    try:
-        return bytes(cloudpickle.dumps(api))
-    except Exception as exc:
-        raise TypeError(
-            f"process mode ships {type(api).__name__} to each worker process, but it cannot be pickled ({exc}); "
-            "create models, locks and connections in setup(), not in __init__"
-        ) from exc
-
-
-def _worker_label(device: str) -> str:
+def _label(device: str) -> str:
     return device.replace(":", "")
 
 
 @final
 class WorkerPool:
-    """Creates, starts and stops every worker thread of a server."""
+    """Creates, starts and stops every worker of a server."""
 
     def __init__(
         self,
@@ -136,67 +136,29 @@ class WorkerPool:
         devices: Sequence[str],
         workers_per_device: int,
         errors: ErrorLog,
-        mode: WorkerMode = "thread",
-        restart_processes: bool = True,
+        make_workers: WorkerFactory,
     ) -> None:
         self._endpoints = list(endpoints)
-        self._processes: list[ProcessWorker] = []
         number = itertools.count()
         for endpoint in self._endpoints:
-            if mode == "process":
-                api_bytes = _ship_api(endpoint.api)
-                from litserve.runtime.process import Dispatch, ProcessWorker, credits_for
-
-                processes: list[ProcessWorker] = []
-            for index, device in enumerate(devices):
-                names = tuple(
-                    f"litserve-worker-{_worker_label(device)}-{next(number)}" for _ in range(workers_per_device)
+            placements = [
+                Placement(
+                    device,
+                    index,
+                    tuple(f"litserve-worker-{_label(device)}-{next(number)}" for _ in range(workers_per_device)),
                 )
-                if mode == "process":
-                    credits = credits_for(endpoint.api.max_batch_size, workers_per_device, endpoint.api.enable_async)
-                    processes.append(
-                        ProcessWorker(
-                            f"litserve-proxy-{_worker_label(device)}-{index}",
-                            api_bytes,
-                            device,
-                            names,
-                            endpoint.queue,
-                            errors,
-                            endpoint.plan,
-                            credits,
-                            restart_processes,
-                        )
-                    )
-                    continue
-                for name in names:
-                    endpoint.workers.append(
-                        Worker(name, _copy_api(endpoint.api), device, endpoint.queue, errors, endpoint.plan)
-                    )
-            if mode == "process":
-                endpoint.workers.extend(processes)
-                self._processes.extend(processes)
-                endpoint.queue.on_put = Dispatch(processes)
+                for index, device in enumerate(devices)
+            ]
+            endpoint.workers.extend(make_workers(endpoint, placements, errors))
 
     @property
     def workers(self) -> list[WorkerHandle]:
         return [w for e in self._endpoints for w in e.workers]
 
-    def start(self) -> None:
+    def start(self, loop: LoopHandle) -> None:
+        """Start every worker; `loop` is the HTTP event loop, where worker processes do their socket I/O."""
         for worker in self.workers:
-            worker.start()
-
-    def use_loop(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The HTTP event loop runs: worker processes exchange requests and answers on it from now on."""
-        for process in self._processes:
-            process.use_loop(loop)
-
-    def leave_loop(self) -> None:
-        """Called on the HTTP loop's thread as the loop ends: worker processes take their sockets back."""
-        for process in self._processes:
-            try:
-                process.leave_loop()
-            except Exception:  # the others must still let go of their sockets
-                logger.exception("worker process %s could not leave the event loop", process.name)
+            worker.start(loop)
 
     def wait_ready(self) -> None:
         """Block until every worker finished setup(); raise WorkerSetupError on the first failure."""
@@ -225,8 +187,5 @@ class WorkerPool:
         for endpoint in self._endpoints:
             # Whatever no worker took (they are stuck or gone) is answered, so no caller waits forever.
             for request in endpoint.queue.drain_nowait():
-                if isinstance(request.reply, StreamReply):
-                    push(request.reply, _SHUTTING_DOWN)
-                else:
-                    deliver(request.reply, _SHUTTING_DOWN)
+                request.reply.deliver(_SHUTTING_DOWN)
         return stuck

@@ -14,21 +14,21 @@ import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, final
+from typing import final
 
 from litserve.api import LitAPI
 from litserve.engine import bridge
-from litserve.engine.async_pipeline import answer_async, stream_async
 from litserve.engine.batcher import Batch, RequestSource, collect_batch
-from litserve.engine.bridge import ChannelReply, FutureReply, Reply, StreamReply, deliver, deliver_all
+from litserve.engine.bridge import LoopHandle, deliver_all
 from litserve.engine.devices import DeviceRuntime
-from litserve.engine.messages import DropReason, InferenceRequest, Outcome
-from litserve.engine.pipeline import BatchSizeMismatchError, Hooks, answer, stream
+from litserve.engine.messages import InferenceRequest, Outcome
+from litserve.engine.pipeline import BatchSizeMismatchError, Hooks, answer, answer_async, stream, stream_async
+from litserve.engine.pool import Endpoint, Placement, WorkerHandle, copy_api
 from litserve.exceptions import BATCH_SIZE_MISMATCH, INTERNAL_ERROR, ErrorResponse, error_response
 from litserve.hooks import HookPlan
-from litserve.status import ErrorLog, WorkerCounters, WorkerState
+from litserve.status import ErrorLog, Verdict, WorkerCounters, WorkerState
 
-__all__ = ["ASYNC_MAX_BATCHES_IN_FLIGHT", "Worker"]
+__all__ = ["ASYNC_MAX_BATCHES_IN_FLIGHT", "Worker", "thread_workers"]
 
 logger = logging.getLogger(__name__)
 
@@ -86,7 +86,8 @@ class Worker:
             return False
         return api.health()
 
-    def start(self) -> None:
+    def start(self, loop: LoopHandle | None = None) -> None:
+        """Start the thread (it answers through each request's reply, so it needs no loop of its own)."""
         self._thread.start()
 
     def join(self, timeout_s: float | None) -> bool:
@@ -139,11 +140,8 @@ class Worker:
             if batch.requests:
                 self.counters.batch_sizes[len(batch.requests)] += 1
             for request, reason in batch.dropped:
-                bridge.abandon(request.reply, reason)
-                if reason is DropReason.TIMED_OUT:
-                    self.counters.dropped_timed_out += 1
-                else:
-                    self.counters.dropped_cancelled += 1
+                request.reply.abandon(reason)
+                self.counters.count_drop(reason.verdict)
         return batch
 
     def _serve_sync(self, api: LitAPI, hooks: Hooks) -> None:
@@ -156,8 +154,7 @@ class Worker:
             try:
                 with self._runtime.running():
                     if is_stream:
-                        stream(hooks, requests, self._failure, self._clock)
-                        self.counters.served += len(requests)
+                        self._count(stream(hooks, requests, self._failure, self._clock))
                     else:
                         self._deliver(requests, answer(hooks, requests, self._failure))
             except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
@@ -172,18 +169,8 @@ class Worker:
         is_stream = api.stream
 
         async def run(requests: Sequence[InferenceRequest]) -> None:
-            self.counters.state = WorkerState.BUSY
             try:
-                if is_stream:
-                    await stream_async(hooks, requests, self._failure, self._clock)
-                    self.counters.served += len(requests)
-                else:
-                    self._deliver(requests, await answer_async(hooks, requests, self._failure))
-            except asyncio.CancelledError as exc:  # answer the batch, then let the cancellation go on
-                self._internal_error(requests, exc)
-                raise
-            except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
-                self._internal_error(requests, exc)
+                await self._run_async(hooks, requests, is_stream)
             finally:
                 capacity.release()
                 if len(in_flight) <= 1:
@@ -221,38 +208,53 @@ class Worker:
         finally:
             loop.close()
 
+    async def _run_async(self, hooks: Hooks, requests: Sequence[InferenceRequest], is_stream: bool) -> None:
+        self.counters.state = WorkerState.BUSY
+        try:
+            if is_stream:
+                self._count(await stream_async(hooks, requests, self._failure, self._clock))
+            else:
+                self._deliver(requests, await answer_async(hooks, requests, self._failure))
+        except asyncio.CancelledError as exc:  # answer the batch, then let the cancellation go on
+            self._internal_error(requests, exc)
+            raise
+        except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
+            self._internal_error(requests, exc)
+
     # --- answers ----------------------------------------------------------------------------------------
 
+    def _count(self, verdicts: Sequence[Verdict]) -> None:
+        for verdict in verdicts:
+            self.counters.count(verdict)
+
     def _deliver(self, requests: Sequence[InferenceRequest], outcomes: list[Outcome]) -> None:
-        self.counters.served += sum(1 for outcome in outcomes if outcome.status < 400)
+        self._count([outcome.verdict for outcome in outcomes])
         if len(requests) == 1:
-            deliver(_reply(requests[0]), outcomes[0])
+            requests[0].reply.deliver(outcomes[0])
         else:
-            deliver_all(zip((_reply(r) for r in requests), outcomes, strict=True))
+            deliver_all([(request.reply, outcome) for request, outcome in zip(requests, outcomes, strict=True)])
 
     def _internal_error(self, requests: Sequence[InferenceRequest], exc: BaseException) -> None:
         """Something escaped the pipeline (a BaseException from a hook, or a bug of ours): fail the batch."""
-        self.counters.errors += 1
         self._errors.record(self.name, exc)
         logger.error("worker %s failed to answer a batch", self.name, exc_info=exc)
         failure = Outcome.failure(INTERNAL_ERROR)
         for request in requests:
-            reply = request.reply
-            if isinstance(reply, StreamReply):
-                bridge.push(reply, failure)
-            else:
-                deliver(reply, failure)
+            self.counters.count(failure.verdict)
+            request.reply.deliver(failure)
 
     def _failure(self, exc: Exception) -> Outcome:
         answer: ErrorResponse = BATCH_SIZE_MISMATCH if isinstance(exc, BatchSizeMismatchError) else error_response(exc)
         if answer is INTERNAL_ERROR or answer is BATCH_SIZE_MISMATCH:
-            self.counters.errors += 1
             self._errors.record(self.name, exc)
             logger.error("a LitAPI hook raised in %s", self.name, exc_info=exc)
         return Outcome.failure(answer)
 
 
-def _reply(request: InferenceRequest) -> Reply[Any] | FutureReply[Any] | ChannelReply:
-    reply = request.reply
-    assert not isinstance(reply, StreamReply), "a non-streaming endpoint's requests carry a Reply"
-    return reply
+def thread_workers(endpoint: Endpoint, placements: Sequence[Placement], errors: ErrorLog) -> list[WorkerHandle]:
+    """The default worker kind: one thread of this process per worker name, each with its own LitAPI copy."""
+    return [
+        Worker(name, copy_api(endpoint.api), placement.device, endpoint.queue, errors, endpoint.plan)
+        for placement in placements
+        for name in placement.worker_names
+    ]

@@ -1,42 +1,170 @@
-"""The worker process: `python -m litserve.runtime.child FD`, started by `runtime.process`.
+"""The worker process: `python -m litserve.process.child FD`, started by `process.supervisor`.
 
 It runs the same worker threads as thread mode on its own request queue, which its idle workers fill
-by reading the socket themselves (`ChildQueue`). The parent sends requests, cancellations, health
-checks and "stop" over the socket; answers go back through `bridge.ChannelReply`. When the
-parent goes away (even killed), the socket reads end of stream and this process exits at once.
+by reading the socket themselves (`ChildQueue`). The server sends requests, cancellations, health
+checks and `Stop`; workers answer through a `ChildReply`, which writes to the server. When the server
+goes away (even killed), the socket reads end of stream and this process exits at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 import os
 import socket
 import sys
-from dataclasses import dataclass
-from typing import Any
+import traceback
+from collections.abc import Hashable, Sequence
+from typing import final
 
-__all__ = ["ChildInit", "main"]
+import cloudpickle
+
+from litserve.engine.health import all_healthy
+from litserve.engine.messages import Cancellation, DropReason, InferenceRequest, Outcome, Reply, StreamEnd, StreamItem
+from litserve.engine.worker import Worker
+from litserve.exceptions import INTERNAL_ERROR
+from litserve.hooks import HookPlan, plan_hooks
+from litserve.process.child_queue import ChildQueue
+from litserve.process.messages import (
+    Answer,
+    Answers,
+    Cancel,
+    ChildInit,
+    Chunk,
+    Dropped,
+    ErrorReport,
+    FromChild,
+    HealthAnswer,
+    HealthQuery,
+    Ready,
+    Request,
+    SetupFailed,
+    Stop,
+    Stopped,
+    ToChild,
+    encode,
+)
+from litserve.process.wire import BadFrame, Link, LinkClosedError
+from litserve.status import ErrorLog
+
+__all__ = ["ChildReply", "main"]
+
+_WHERE = "litserve-worker-process"
 
 
-@dataclass(frozen=True, slots=True)
-class ChildInit:
-    """The first message: everything a worker process needs to start its workers."""
+@final
+class ChildReply:
+    """A request's reply inside a worker process: every answer becomes a message to the server."""
 
-    api_bytes: bytes  # the LitAPI, cloudpickled by value so notebook-defined classes work
-    device: str
-    worker_names: tuple[str, ...]
-    sys_path: tuple[str, ...]
+    __slots__ = ("_request_id", "_session")
+
+    def __init__(self, request_id: int, session: _Session) -> None:
+        self._request_id = request_id
+        self._session = session
+
+    @property
+    def batch_key(self) -> Hashable:
+        return self._session
+
+    def deliver(self, outcome: Outcome) -> None:
+        self._session.send(Answer(self._request_id, outcome), self._request_id)
+
+    def deliver_batch(self, answers: Sequence[tuple[Reply, Outcome]]) -> None:
+        items = tuple((_request_id(reply), outcome) for reply, outcome in answers)
+        self._session.send(Answers(items), *(request_id for request_id, _ in items))
+
+    def push(self, item: StreamItem) -> None:
+        last = isinstance(item, Outcome | StreamEnd)
+        self._session.send(Chunk(self._request_id, item), *((self._request_id,) if last else ()))
+
+    def abandon(self, reason: DropReason) -> None:
+        self._session.send(Dropped(self._request_id, reason), self._request_id)
+
+    def wait_for_room(self, timeout_s: float | None) -> bool:
+        return True  # the server's own stream window paces the client
+
+
+def _request_id(reply: Reply) -> int:
+    # Replies grouped by batch_key share one session: each is a ChildReply.
+    assert isinstance(reply, ChildReply)
+    return reply._request_id
+
+
+@final
+class _Session:
+    """What the worker process serves: its link to the server, its workers and the requests they hold."""
+
+    def __init__(self, link: Link, init: ChildInit, plan: HookPlan) -> None:
+        self.link = link
+        self.plan = plan
+        self.cancellations: dict[int, Cancellation] = {}
+        self.stop_wait_s: float | None = None
+        self.errors = ErrorLog(on_record=lambda record: self.link.send(encode(ErrorReport(record))))
+        self.queue = ChildQueue(link, self.handle, consumers=len(init.worker_names))
+        self.workers: list[Worker] = []
+
+    def send(self, message: FromChild, *finished: int) -> None:
+        """Write one message; `finished` requests are forgotten first (their last message)."""
+        for request_id in finished:
+            self.cancellations.pop(request_id, None)
+        self.link.send(encode(message))
+
+    def handle(self, message: ToChild | BadFrame) -> InferenceRequest | None:
+        """One message from the server: a request to queue, or None when dealt with here.
+
+        Runs on whichever thread read it (see ChildQueue), often a worker: nothing may escape.
+        """
+        try:
+            return self._take(message)
+        except LinkClosedError:
+            raise
+        except BaseException as exc:  # noqa: B036 - even SystemExit from a user's health() must not end a worker
+            self.errors.record(_WHERE, exc)
+            return None
+
+    def _take(self, message: ToChild | BadFrame) -> InferenceRequest | None:
+        match message:
+            case Request():
+                return self._request(message)
+            case Cancel(request_id, reason):
+                cancellation = self.cancellations.get(request_id)
+                if cancellation is not None:
+                    cancellation.cancel(reason)
+            case HealthQuery(token):
+                self.send(HealthAnswer(token, asyncio.run(all_healthy(self.workers))))
+            case Stop(wait_s):
+                self.stop_wait_s = wait_s
+                self.queue.close()
+            case BadFrame(error, tag):  # e.g. a payload whose class this process cannot import
+                self.errors.record(_WHERE, error)
+                if tag:  # a request: answer it, so the server gives its slot back
+                    self.send(Answer(tag, Outcome.failure(INTERNAL_ERROR)))
+            case ChildInit():
+                raise ValueError("a second ChildInit came from the server")
+        return None
+
+    def _request(self, message: Request) -> InferenceRequest | None:
+        payload = message.payload
+        body_model = self.plan.body_model
+        try:
+            if message.model_data is not None and body_model is not None:
+                payload = body_model.model_validate(message.model_data)
+        except Exception as exc:  # fail this request only; the process keeps serving
+            self.errors.record(_WHERE, exc)
+            self.send(Answer(message.request_id, Outcome.failure(INTERNAL_ERROR)))
+            return None
+        cancellation = Cancellation()
+        self.cancellations[message.request_id] = cancellation
+        reply = ChildReply(message.request_id, self)
+        return InferenceRequest(payload, reply, message.deadline_s, cancellation, message.context, message.handed_s)
 
 
 def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
-    # Imported here so `python -m` starts fast enough to read its first message promptly.
-    from litserve.runtime.ipc import Link, LinkClosedError
-
     link = Link(sock)
     try:
-        init: ChildInit = link.recv()
+        init = link.recv()
     except LinkClosedError:
         os._exit(0)
     sys.path[:] = list(init.sys_path)
@@ -49,132 +177,41 @@ def main() -> None:
         _serve(link, init)
     except LinkClosedError:
         pass
-    # Worker threads may still sit in a user's hook; the parent is gone or asked us to stop.
+    # Worker threads may still sit in a user's hook; the server is gone or asked us to stop.
     os._exit(0)
 
 
-def _serve(link: Any, init: ChildInit) -> None:
-    import cloudpickle
-
-    from litserve.engine.bridge import ChannelReply
-    from litserve.engine.messages import Cancellation, InferenceRequest, Outcome, StreamEnd
-    from litserve.engine.worker import Worker
-    from litserve.exceptions import INTERNAL_ERROR
-    from litserve.hooks import plan_hooks
-    from litserve.runtime.child_queue import ChildQueue
-    from litserve.runtime.ipc import BadFrame, LinkClosedError
-    from litserve.status import ErrorLog
-
+def _serve(link: Link, init: ChildInit) -> None:
     try:
         api = cloudpickle.loads(init.api_bytes)
         plan = plan_hooks(api)
     except BaseException as exc:
-        link.send(("setup_failed", f"{type(exc).__name__}: {exc}", _format(exc), _pickled(exc)))
+        link.send(encode(_setup_failed(exc)))
         return
-    cancellations: dict[int, Cancellation] = {}
-    stop_wait_s: list[float | None] = []  # the time "stop" gives the workers to finish, once it came
-
-    def send(message: Any) -> None:
-        # Workers answer through here; a request's cancellation is forgotten with its final message.
-        kind = message[0]
-        if kind == "results":
-            for request_id, _ in message[1]:
-                cancellations.pop(request_id, None)
-        elif kind in ("result", "dropped") or (kind == "chunk" and isinstance(message[2], Outcome | StreamEnd)):
-            cancellations.pop(message[1], None)
-        link.send(message)
-
-    def handle(message: Any) -> InferenceRequest | None:
-        # On whichever thread read the message (see ChildQueue), often a worker: nothing may escape.
-        try:
-            return take(message)
-        except LinkClosedError:
-            raise
-        except BaseException as exc:  # noqa: B036 - even SystemExit from a user's health() must not end a worker
-            errors.record("litserve-worker-process", exc)
-            return None
-
-    def take(message: Any) -> InferenceRequest | None:
-        # A request to queue, or None when the message was dealt with here.
-        if isinstance(message, BadFrame):  # e.g. a payload whose class this process cannot import
-            errors.record("litserve-worker-process", message.error)
-            if message.tag:  # a request: answer it, so the server gives its slot back
-                link.send(("result", message.tag, Outcome.failure(INTERNAL_ERROR)))
-            return None
-        kind = message[0]
-        if kind == "request":
-            _, request_id, payload, deadline_s, context, model_data, handed_s = message
-            try:
-                if model_data is not None and plan.body_model is not None:
-                    payload = plan.body_model.model_validate(model_data)
-            except Exception as exc:  # fail this request only; the process keeps serving
-                errors.record("litserve-worker-process", exc)
-                link.send(("result", request_id, Outcome.failure(INTERNAL_ERROR)))
-                return None
-            cancellation = Cancellation()
-            cancellations[request_id] = cancellation
-            reply = ChannelReply(request_id, send)
-            return InferenceRequest(payload, reply, deadline_s, cancellation, context, handed_s)
-        if kind == "cancel":
-            cancelled = cancellations.get(message[1])
-            if cancelled is not None:
-                cancelled.cancel(message[2])
-        elif kind == "health":
-            link.send(("health", message[1], _all_healthy(workers)))
-        elif kind == "stop":
-            stop_wait_s.append(message[1])
-            requests.close()
-        return None
-
-    requests = ChildQueue(link, handle, consumers=len(init.worker_names))
-    errors = ErrorLog(on_record=lambda record: link.send(("error", record)))
-    workers = [Worker(name, copy.deepcopy(api), init.device, requests, errors, plan) for name in init.worker_names]
-    for worker in workers:
+    session = _Session(link, init, plan)
+    session.workers = [
+        Worker(name, copy.deepcopy(api), init.device, session.queue, session.errors, plan) for name in init.worker_names
+    ]
+    for worker in session.workers:
         worker.start()
-    for worker in workers:
+    for worker in session.workers:
         failure = worker.ready.exception()
         if failure is not None:
-            link.send(("setup_failed", f"{type(failure).__name__}: {failure}", _format(failure), _pickled(failure)))
+            link.send(encode(_setup_failed(failure)))
             return
-    link.send(("ready", os.getpid()))
-    requests.serve()  # until "stop" came; LinkClosedError when the server went away
-    for worker in workers:
-        worker.join(stop_wait_s[0])
-    link.send(("stopped",))
+    link.send(encode(Ready(os.getpid())))
+    session.queue.serve()  # until Stop came; LinkClosedError when the server went away
+    for worker in session.workers:
+        worker.join(session.stop_wait_s)
+    link.send(encode(Stopped()))
 
 
-def _all_healthy(workers: list[Any]) -> bool:
-    import asyncio
-    import inspect
-
-    async def settle(verdict: Any) -> Any:
-        return await verdict
-
-    for worker in workers:
-        try:
-            verdict = worker.is_healthy()
-            if inspect.isawaitable(verdict):
-                verdict = asyncio.run(settle(verdict))
-        except Exception:  # a failing health() means "not ready", as in thread mode
-            return False
-        if not verdict:
-            return False
-    return True
-
-
-def _pickled(exc: BaseException) -> bytes | None:
-    import cloudpickle
-
+def _setup_failed(exc: BaseException) -> SetupFailed:
     try:
-        return bytes(cloudpickle.dumps(exc))
+        original: bytes | None = bytes(cloudpickle.dumps(exc))
     except Exception:  # an exception that cannot travel: the summary and traceback text still do
-        return None
-
-
-def _format(exc: BaseException) -> str:
-    import traceback
-
-    return "".join(traceback.format_exception(exc))
+        original = None
+    return SetupFailed(f"{type(exc).__name__}: {exc}", "".join(traceback.format_exception(exc)), original)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any, final
 
 from litserve.engine.messages import InferenceRequest
-from litserve.runtime.ipc import Link, LinkClosedError
+from litserve.process.wire import Link, LinkClosedError
 
 __all__ = ["ChildQueue"]
 
@@ -223,11 +223,6 @@ class ChildQueue:
     def close(self) -> None:
         """Hand out no more than what is queued; wake every worker and the main thread."""
         self._close(link_closed=False)
-
-    def dispose(self) -> None:
-        """Close the queue's own sockets, once `serve` returned and the workers ended (the link is not ours)."""
-        for waiter in (*self._by_thread.values(), *self._unclaimed, self._main):
-            waiter.close()
 
     # --- shared -----------------------------------------------------------------------------------------
 

@@ -1,7 +1,8 @@
-"""Messages between the server and its worker processes over a Unix socket.
+"""Frames between the server and its worker processes over a Unix socket.
 
-Each message is pickled with protocol 5; buffers that support it (numpy arrays, `PickleBuffer`s) travel
-out of band, as their own frames, without being copied into the pickle. Both ends are our own code:
+Each message (`process.messages`) is pickled with protocol 5; buffers that support it (numpy arrays,
+`PickleBuffer`s) travel out of band, as their own frames, without being copied into the pickle.
+Both ends are our own code:
 what is unpickled here was pickled by litserve, never bytes read from the network.
 
 Frame: u32 buffer count, u64 tag, u64 pickle length, u64 length of each buffer, the pickle, the
@@ -9,7 +10,7 @@ buffers. The tag is a request id (0: none), readable even when the pickle is not
 payload cannot be unpickled on the other side can still be answered.
 
 `encode` and `FrameReader` are the format; `Link` uses them for a blocking socket (the worker process),
-and `runtime.process` with a non-blocking one (the server process).
+and `process.channel` with a non-blocking one (the server process, on its event loop).
 """
 
 from __future__ import annotations
@@ -135,9 +136,8 @@ class Link:
         self._ready: list[Any] = []
         self._send_lock = threading.Lock()
 
-    def send(self, message: Any) -> None:
-        """Send one message; raises LinkClosedError when the other end is gone."""
-        pieces = encode(message)
+    def send(self, pieces: list[bytes | memoryview]) -> None:
+        """Send one frame (from `encode`); raises LinkClosedError when the other end is gone."""
         try:
             with self._send_lock:
                 send_all(self._sock, pieces)
@@ -176,10 +176,3 @@ class Link:
         if not data:
             raise LinkClosedError("the other process is gone")
         self._ready.extend(self._frames.feed(data))
-
-    def close(self) -> None:
-        try:
-            self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self._sock.close()

@@ -1,1 +1,1 @@
-"""Where the HTTP server runs: an event loop in a background thread (process mode lands later)."""
+"""Where the HTTP server runs: its thread and event loop, socket binding, the registry of running servers."""

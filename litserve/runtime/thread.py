@@ -13,7 +13,6 @@ import concurrent.futures
 import logging
 import socket
 import threading
-from collections.abc import Callable
 from typing import Any, final
 
 from hypercorn.asyncio.run import worker_serve
@@ -22,6 +21,7 @@ from hypercorn.utils import wrap_app
 from quart import Quart
 
 from litserve.engine import bridge
+from litserve.engine.bridge import LoopHandle
 
 __all__ = ["HttpThread"]
 
@@ -39,40 +39,43 @@ def _hypercorn_config(graceful_timeout_s: float) -> Config:
 
 @final
 class HttpThread:
-    """Runs `app` on `sock` in a thread named `litserve-http` until `stop()`.
+    """Runs `app` on `sock` in a thread named `litserve-http` until `stop()`."""
 
-    `on_loop_exit` runs on that thread once serving ended, before the loop closes.
-    """
-
-    def __init__(
-        self,
-        app: Quart,
-        sock: socket.socket,
-        graceful_timeout_s: float,
-        on_loop_exit: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, app: Quart, sock: socket.socket, graceful_timeout_s: float) -> None:
         self._app = app
-        self._on_loop_exit = on_loop_exit
         self._sock = sock
         self._config = _hypercorn_config(graceful_timeout_s)
         self._ready: concurrent.futures.Future[asyncio.AbstractEventLoop] = concurrent.futures.Future()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._shutdown: asyncio.Event | None = None
+        self._shutdown: asyncio.Event | None = None  # set: Hypercorn stops accepting and drains
+        self._release: asyncio.Event | None = None  # set: the loop may end once Hypercorn has stopped
         self._thread = threading.Thread(target=self._main, name="litserve-http", daemon=True)
 
-    def start(self, timeout_s: float) -> asyncio.AbstractEventLoop:
+    def start(self, timeout_s: float) -> LoopHandle:
         """Start serving; return the loop once requests are accepted, or raise what stopped it."""
         self._thread.start()
-        return self._ready.result(timeout_s)
+        loop = self._ready.result(timeout_s)
+        assert self._thread.ident is not None
+        return LoopHandle(loop, self._thread.ident)
 
-    def stop(self, timeout_s: float) -> bool:
-        """Trigger a graceful shutdown and join the thread; True if it ended within `timeout_s`."""
-        if self._thread.ident is None:
-            self._sock.close()
-            return True
+    def close_listener(self) -> None:
+        """Refuse new connections now and let Hypercorn finish the open ones (up to the graceful timeout).
+
+        The loop keeps running until `stop()`: workers still answer through it while they finish.
+        """
         loop, shutdown = self._loop, self._shutdown
         if loop is not None and shutdown is not None:
             bridge.call_in_loop(loop, self._begin_shutdown, loop, shutdown)
+
+    def stop(self, timeout_s: float) -> bool:
+        """Close the listener (if not yet), let the loop end and join the thread; True if it ended in time."""
+        if self._thread.ident is None:
+            self._sock.close()
+            return True
+        self.close_listener()
+        loop, release = self._loop, self._release
+        if loop is not None and release is not None:
+            bridge.call_in_loop(loop, release.set)
         self._thread.join(timeout_s)
         if self._thread.is_alive():
             logger.warning("the litserve-http thread did not stop within %.1f s", timeout_s)
@@ -103,17 +106,14 @@ class HttpThread:
                 _cancel_leftover_tasks(loop)
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
-                try:
-                    if self._on_loop_exit is not None:
-                        self._on_loop_exit()
-                finally:
-                    loop.close()
+                loop.close()
                 self._sock.close()
             if not self._ready.done():
                 self._ready.set_exception(RuntimeError("the HTTP server stopped before it was ready"))
 
     async def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         self._shutdown = asyncio.Event()
+        self._release = asyncio.Event()
         self._loop = loop
 
         async def mark_ready() -> None:
@@ -127,6 +127,7 @@ class HttpThread:
             sockets=sockets,
             shutdown_trigger=self._shutdown.wait,
         )
+        await self._release.wait()
 
 
 def _cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:

@@ -7,16 +7,14 @@ import logging
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
-from litserve.exceptions import INTERNAL_ERROR, METHOD_NOT_ALLOWED, NOT_FOUND, PAYLOAD_TOO_LARGE, ErrorResponse
+from litserve.engine.messages import Outcome
+from litserve.exceptions import INTERNAL_ERROR, ErrorResponse, refusal
 from litserve.web.context import WebContext
 from litserve.web.routes import PredictRoute, error, guarded, health, info, root
 
 __all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
-
-# Quart's own refusals, answered from the one status-code table.
-_BY_STATUS = {answer.status: answer for answer in (NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE)}
 
 
 def create_app(context: WebContext) -> Quart:
@@ -36,9 +34,9 @@ def create_app(context: WebContext) -> Quart:
 
     @app.errorhandler(WerkzeugHTTPException)
     async def http_error(exc: WerkzeugHTTPException) -> Response:
-        status = exc.code or INTERNAL_ERROR.status
-        answer = _BY_STATUS.get(status) or ErrorResponse(status, exc.name)
-        _count(context, exc, answer.status)
+        # Quart's own refusals (404, 405, 413, ...), answered from the one status-code table.
+        answer = refusal(exc.code or INTERNAL_ERROR.status)
+        _count(context, answer)
         response = error(answer)
         allow = dict(exc.get_headers()).get("Allow")
         if allow:  # 405 says which methods the path takes
@@ -50,15 +48,15 @@ def create_app(context: WebContext) -> Quart:
         # Handled here so Quart never logs through its own logger (which would add a handler).
         logger.error("unexpected error while answering a request", exc_info=exc)
         context.errors.record("litserve-http", exc)
-        _count(context, exc, INTERNAL_ERROR.status)
+        _count(context, INTERNAL_ERROR)
         return error(INTERNAL_ERROR)
 
     return app
 
 
-def _count(context: WebContext, exc: BaseException, status: int) -> None:
+def _count(context: WebContext, answer: ErrorResponse) -> None:
     """Errors raised out of a predict route (e.g. 413 while reading the body) count for its endpoint."""
     for endpoint in context.endpoints:
         if request.path == endpoint.path and request.method == "POST":
-            endpoint.counters.count_status(status)
+            endpoint.counters.count(Outcome.failure(answer).verdict)
             return

@@ -7,7 +7,7 @@ import inspect
 from collections.abc import Callable
 from typing import Any, final
 
-from litserve.exceptions import INVALID_API_KEY, ErrorResponse, error_response, is_client_error
+from litserve.exceptions import INVALID_API_KEY, UNAUTHORIZED, ErrorResponse, error_response, is_client_error
 from litserve.request_context import RequestContext
 
 __all__ = ["API_KEY_HEADER", "ApiKeyCheck", "run_authorize"]
@@ -44,4 +44,4 @@ async def run_authorize(authorize: Callable[[RequestContext], Any], context: Req
         if is_client_error(exc):
             return error_response(exc)
         raise
-    return None if verdict else ErrorResponse(401, "Unauthorized")
+    return None if verdict else UNAUTHORIZED

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
-import logging
 import threading
 import time
 from typing import Any, final
@@ -12,18 +10,14 @@ from typing import Any, final
 from quart import Response, request
 
 from litserve.codec import encode_json, error_body
-from litserve.engine.bridge import Reply, StreamReply
-from litserve.engine.messages import TIMED_OUT_OUTCOME, Cancellation, DropReason, InferenceRequest, Outcome, StreamItem
+from litserve.engine.bridge import LoopReply, StreamReply
+from litserve.engine.health import all_healthy
+from litserve.engine.messages import Outcome, StreamItem
 from litserve.engine.pool import Endpoint
-from litserve.exceptions import (
-    NOT_READY,
-    SERVER_OVERLOADED,
-    SHUTTING_DOWN,
-    ErrorResponse,
-    QueueClosedError,
-    QueueFullError,
-)
+from litserve.engine.submit import STOPPING, Submission, submit
+from litserve.exceptions import NOT_READY, ErrorResponse
 from litserve.request_context import RequestContext
+from litserve.status import EndpointCounters, Verdict
 from litserve.web.auth import API_KEY_HEADER, run_authorize
 from litserve.web.context import WebContext
 from litserve.web.streaming import STREAM_WINDOW, StreamBody
@@ -31,11 +25,7 @@ from litserve.web.validation import read_payload
 
 __all__ = ["PredictRoute", "error", "guarded", "health", "info", "root"]
 
-logger = logging.getLogger(__name__)
-
 _JSON = "application/json"
-_OVERLOADED = Outcome.failure(SERVER_OVERLOADED)
-_SHUTTING_DOWN = Outcome.failure(SHUTTING_DOWN)
 # Answers given before the request body was read also close the connection: the unread body would
 # otherwise be taken for the client's next request on a keep-alive connection.
 _CLOSE = (("Connection", "close"),)
@@ -45,7 +35,7 @@ def _early(outcome: Outcome) -> Outcome:
     return Outcome(outcome.status, outcome.body, outcome.content_type, outcome.headers + _CLOSE, outcome.detail)
 
 
-_SHUTTING_DOWN_EARLY = _early(_SHUTTING_DOWN)
+_STOPPING_EARLY = _early(STOPPING)
 
 
 def error(answer: ErrorResponse) -> Response:
@@ -57,13 +47,6 @@ def _respond(outcome: Outcome) -> Response:
     if outcome.headers:
         response.headers.update(dict(outcome.headers))
     return response
-
-
-def _expire(future: asyncio.Future[Outcome], cancellation: Cancellation) -> None:
-    # Runs on the loop when the request's deadline passes, queued or running.
-    cancellation.cancel(DropReason.TIMED_OUT)
-    if not future.done():
-        future.set_result(TIMED_OUT_OUTCOME)
 
 
 def _request_context() -> RequestContext:
@@ -96,12 +79,12 @@ class PredictRoute:
         counters.latencies_s.append(time.monotonic() - arrival_s)  # for streams: time to the first chunk
         if isinstance(answer, Response):
             return answer
-        counters.count_status(answer.status)
+        counters.count(answer.verdict)
         return _respond(answer)
 
     async def _answer(self, arrival_s: float) -> Outcome | Response:
         if not self._gate.is_open:
-            return _SHUTTING_DOWN_EARLY
+            return _STOPPING_EARLY
         if self._api_key is not None:
             denied = self._api_key.check(request.headers.get(API_KEY_HEADER))
             if denied is not None:
@@ -119,31 +102,15 @@ class PredictRoute:
             return await self._stream(payload, context, arrival_s)
         return await self._run(payload, context, arrival_s)
 
-    def _enqueue(self, request_: InferenceRequest) -> Outcome | None:
-        """Queue the request for a worker; the answer instead when the queue is full or closed."""
-        try:
-            self._queue.put_nowait(request_)
-        except QueueFullError:
-            return _OVERLOADED
-        except QueueClosedError:
-            return _SHUTTING_DOWN
-        return None
-
     async def _stream(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome | Response:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StreamItem] = asyncio.Queue()
-        cancellation = Cancellation()
-        deadline_s = None if self._timeout_s is None else arrival_s + self._timeout_s
         window = threading.Semaphore(STREAM_WINDOW)
-        refused = self._enqueue(
-            InferenceRequest(payload, StreamReply(loop, queue, window), deadline_s, cancellation, context)
-        )
-        if refused is not None:
-            return refused
-        timer = None
-        if deadline_s is not None:
-            timer = loop.call_later(deadline_s - time.monotonic(), queue.put_nowait, TIMED_OUT_OUTCOME)
-        body = StreamBody(queue, window, cancellation, self._counters)
+        submission = submit(self._queue, payload, StreamReply(loop, queue, window), context, self._timeout_s, arrival_s)
+        if isinstance(submission, Outcome):
+            return submission
+        timer = submission.expire_on(loop)
+        body = StreamBody(queue, window, submission, self._counters)
         counters = self._counters
         counters.in_flight += 1  # until the first chunk (or the error) is here
         try:
@@ -154,35 +121,34 @@ class PredictRoute:
             if timer is not None:
                 timer.cancel()
             return first
-        self._counters.ok += 1  # the status is sent now; later failures become the stream's error line
+        counters.count(Verdict.OK)  # the status is sent now; later failures become the stream's error line
         return body.response(first, timer)
 
     async def _run(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Outcome] = loop.create_future()
-        cancellation = Cancellation()
-        timeout_s = self._timeout_s
-        deadline_s = None if timeout_s is None else arrival_s + timeout_s
-        refused = self._enqueue(InferenceRequest(payload, Reply(loop, future), deadline_s, cancellation, context))
-        if refused is not None:
-            return refused
-        timer = None
-        if deadline_s is not None:
-            timer = loop.call_later(deadline_s - time.monotonic(), _expire, future, cancellation)
+        submission = submit(self._queue, payload, LoopReply(loop, future), context, self._timeout_s, arrival_s)
+        if isinstance(submission, Outcome):
+            return submission
+        timer = submission.expire_on(loop)
         counters = self._counters
         counters.in_flight += 1
         try:
             return await future
         except asyncio.CancelledError:
-            # The client went away (Hypercorn cancels the handler) or the server is shutting down:
-            # a queued request is dropped by the worker that finds it; a running one's result is discarded.
-            cancellation.cancel(DropReason.DISCONNECTED)
-            counters.cancelled += 1
+            _client_left(submission, counters)
             raise
         finally:
             counters.in_flight -= 1
             if timer is not None:
                 timer.cancel()
+
+
+def _client_left(submission: Submission, counters: EndpointCounters) -> None:
+    # The client went away (Hypercorn cancels the handler) or the server is shutting down: a queued
+    # request is dropped by the worker that finds it; a running one's result is discarded.
+    submission.cancel()
+    counters.count(Verdict.CANCELLED)
 
 
 def guarded(context: WebContext, view: Any) -> Any:
@@ -205,23 +171,10 @@ async def root() -> Response:
 
 
 def health(context: WebContext) -> Any:
-    def not_ready() -> Response:
-        return Response(NOT_READY.detail, status=NOT_READY.status, content_type="text/plain")
-
     async def health() -> Response:
-        if not context.is_ready():
-            return not_ready()
-        for endpoint in context.endpoints:
-            for worker in endpoint.workers:
-                try:
-                    verdict = worker.is_healthy()
-                    if inspect.isawaitable(verdict):
-                        verdict = await verdict
-                except Exception as exc:  # a failing health() means "not ready", never a 500
-                    logger.warning("health() raised in %s: %s: %s", worker.name, type(exc).__name__, exc)
-                    return not_ready()
-                if not verdict:
-                    return not_ready()
+        workers = (worker for endpoint in context.endpoints for worker in endpoint.workers)
+        if not context.is_ready() or not await all_healthy(workers):
+            return Response(NOT_READY.detail, status=NOT_READY.status, content_type="text/plain")
         return Response("ok", status=200, content_type="text/plain")
 
     return health

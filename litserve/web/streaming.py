@@ -10,16 +10,9 @@ from typing import final
 from quart import Response
 
 from litserve.codec import encode_json
-from litserve.engine.messages import (
-    STREAM_END,
-    TIMED_OUT_OUTCOME,
-    Cancellation,
-    DropReason,
-    Outcome,
-    StreamItem,
-    StreamStart,
-)
-from litserve.status import EndpointCounters
+from litserve.engine.messages import STREAM_END, DropReason, Outcome, StreamItem, StreamStart
+from litserve.engine.submit import Submission
+from litserve.status import EndpointCounters, Verdict
 
 __all__ = ["STREAM_WINDOW", "StreamBody"]
 
@@ -37,9 +30,9 @@ def _error_line(outcome: Outcome) -> bytes:
 class StreamBody:
     """Owns one streamed request on the loop: waits for its first item, then yields the rest.
 
-    The deadline timer puts TIMED_OUT_OUTCOME on the same queue the worker writes to, so one `await` serves
-    both. Ending early for any reason (client gone, deadline, server stopping) marks the request
-    cancelled, which the worker sees at its next chunk and closes the user's generators.
+    At the deadline the submission's timer puts the 504 on the same queue the worker writes to, so one
+    `await` serves both. Ending early for any reason (client gone, deadline, server stopping) marks the
+    request cancelled, which the worker sees at its next chunk and closes the user's generators.
 
     Counting: a stream counts as ok once its 200 is sent; if the client then leaves it also counts as
     cancelled, and if the deadline then cuts it, as timed out.
@@ -49,12 +42,12 @@ class StreamBody:
         self,
         queue: asyncio.Queue[StreamItem],
         window: threading.Semaphore,
-        cancellation: Cancellation,
+        submission: Submission,
         counters: EndpointCounters,
     ) -> None:
         self._queue = queue
         self._window = window
-        self._cancellation = cancellation
+        self._submission = submission
         self._counters = counters
 
     async def first(self) -> Outcome | StreamStart | None:
@@ -62,12 +55,10 @@ class StreamBody:
         try:
             item = await self._queue.get()
         except asyncio.CancelledError:
-            self._cancellation.cancel(DropReason.DISCONNECTED)
-            self._counters.cancelled += 1
+            self._submission.cancel()
+            self._counters.count(Verdict.CANCELLED)
             raise
         if isinstance(item, Outcome):
-            if item.status == TIMED_OUT_OUTCOME.status:
-                self._cancellation.cancel(DropReason.TIMED_OUT)
             return item
         if isinstance(item, StreamStart):
             self._window.release()
@@ -102,9 +93,8 @@ class StreamBody:
                     else:
                         finished = True
                         if isinstance(item, Outcome):
-                            if item.status == TIMED_OUT_OUTCOME.status:
-                                self._cancellation.cancel(DropReason.TIMED_OUT)
-                                self._counters.timed_out += 1
+                            if item.reason is DropReason.TIMED_OUT:
+                                self._counters.count(Verdict.TIMED_OUT)
                             parts.append(_error_line(item))
                         break
                     if queue.empty():
@@ -118,5 +108,5 @@ class StreamBody:
             self._window.release(STREAM_WINDOW)  # a worker waiting for room wakes and sees why
             if not finished:
                 # The client left (Quart cancels the response) or the server is stopping.
-                self._cancellation.cancel(DropReason.DISCONNECTED)
-                self._counters.cancelled += 1
+                self._submission.cancel()
+                self._counters.count(Verdict.CANCELLED)

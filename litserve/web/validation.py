@@ -8,17 +8,12 @@ from pydantic import BaseModel, ValidationError
 from quart import Request
 
 from litserve.codec import decode_json
-from litserve.exceptions import INVALID_JSON, ErrorResponse
+from litserve.exceptions import INVALID_JSON, invalid_body
 from litserve.request_context import UploadedFile
 
 __all__ = ["FORM_MIMETYPES", "read_payload"]
 
 FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-
-
-def _invalid(exc: ValidationError) -> ErrorResponse:
-    # pydantic's own errors, without documentation URLs or context objects that may not be JSON-able.
-    return ErrorResponse(422, exc.errors(include_url=False, include_context=False))
 
 
 async def read_payload(request: Request, body_model: type[BaseModel] | None) -> Any:
@@ -42,13 +37,13 @@ async def read_payload(request: Request, body_model: type[BaseModel] | None) -> 
         try:
             return body_model.model_validate(fields)
         except ValidationError as exc:
-            return _invalid(exc)
+            return invalid_body(exc)
     body = await request.get_data(cache=False, as_text=False)
     if body_model is not None:
         try:
             return body_model.model_validate_json(body)
         except ValidationError as exc:
-            return _invalid(exc)
+            return invalid_body(exc)
     try:
         return decode_json(body)
     except ValueError:

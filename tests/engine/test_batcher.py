@@ -9,7 +9,7 @@ from collections import deque
 import pytest
 
 from litserve.engine.batcher import collect_batch
-from litserve.engine.bridge import Reply
+from litserve.engine.bridge import LoopReply
 from litserve.engine.messages import Cancellation, DropReason, InferenceRequest, Outcome
 
 
@@ -63,7 +63,7 @@ def make_request(
     loop: asyncio.AbstractEventLoop, deadline_s: float | None = None, handed_s: float | None = None
 ) -> InferenceRequest:
     future: asyncio.Future[Outcome] = loop.create_future()
-    return InferenceRequest({"input": 1}, Reply(loop, future), deadline_s, Cancellation(), handed_s=handed_s)
+    return InferenceRequest({"input": 1}, LoopReply(loop, future), deadline_s, Cancellation(), handed_s=handed_s)
 
 
 def test_a_lone_request_waits_for_batch_timeout_then_goes(loop: asyncio.AbstractEventLoop) -> None:

@@ -1,0 +1,152 @@
+"""What a pipeline asks its driver to do, and the two drivers: one for plain hooks, one for async hooks.
+
+The request pipeline (`engine.pipeline`) is written once, as a generator that yields a step each time
+it needs a LitAPI hook called or a user's iterator advanced, and receives the result (or has the
+hook's exception thrown in at that point). `run_sync` performs the steps on the worker thread;
+`run_async` performs them in the worker's event loop, awaiting whatever a hook returns that is
+awaitable. Nothing else differs between a synchronous and an `enable_async=True` LitAPI.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator, Callable, Generator
+from typing import Any, Final, TypeVar, final
+
+__all__ = ["END", "Call", "Close", "Iterate", "Next", "Program", "Step", "StepLists", "run_async", "run_sync"]
+
+R = TypeVar("R")
+END: Final = object()  # what `Next` gives back once the iterator is exhausted
+
+
+@final
+class Call:
+    """Call a bound hook: `hook(value, context)`."""
+
+    __slots__ = ("context", "hook", "value")
+
+    def __init__(self, hook: Callable[[Any, Any], Any], value: Any, context: Any) -> None:
+        self.hook, self.value, self.context = hook, value, context
+
+    def run(self) -> Any:
+        return self.hook(self.value, self.context)
+
+    async def run_async(self) -> Any:
+        result = self.hook(self.value, self.context)
+        return await result if inspect.isawaitable(result) else result
+
+
+@final
+class Iterate:
+    """Get an iterator over what a hook returned (a generator, an async generator or any iterable)."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def run(self) -> Any:
+        return iter(self.source)
+
+    async def run_async(self) -> Any:
+        return aiter(self.source) if hasattr(self.source, "__aiter__") else iter(self.source)
+
+
+@final
+class Next:
+    """The iterator's next item, or END."""
+
+    __slots__ = ("iterator",)
+
+    def __init__(self, iterator: Any) -> None:
+        self.iterator = iterator
+
+    def run(self) -> Any:
+        return next(self.iterator, END)
+
+    async def run_async(self) -> Any:
+        if hasattr(self.iterator, "__anext__"):
+            return await anext(self.iterator, END)
+        return next(self.iterator, END)
+
+
+@final
+class StepLists:
+    """Turn a stream of batch outputs into a stream of lists (LitServe's default streaming unbatch)."""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: Any) -> None:
+        self.source = source
+
+    def run(self) -> Any:
+        return map(list, self.source)
+
+    async def run_async(self) -> Any:
+        return _as_lists(self.source) if hasattr(self.source, "__aiter__") else map(list, self.source)
+
+
+@final
+class Close:
+    """Close the user's generators now, so their `finally` blocks run on this worker, not at collection."""
+
+    __slots__ = ("generators",)
+
+    def __init__(self, *generators: Any) -> None:
+        self.generators = generators
+
+    def run(self) -> None:
+        for generator in self.generators:
+            close = getattr(generator, "close", None)
+            if callable(close):
+                close()
+
+    async def run_async(self) -> None:
+        for generator in self.generators:
+            aclose = getattr(generator, "aclose", None)
+            close = getattr(generator, "close", None)
+            if callable(aclose):
+                await aclose()
+            elif callable(close):
+                close()
+
+
+Step = Call | Iterate | Next | StepLists | Close
+Program = Generator[Step, Any, R]
+
+
+def run_sync(program: Program[R]) -> R:
+    """Perform every step of `program` on this thread; a step's exception is thrown back into it."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = program.send(result) if error is None else program.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        result, error = None, None
+        try:
+            result = step.run()
+        except BaseException as exc:  # noqa: B036 - the program decides; it re-raises what it does not handle
+            error = exc
+
+
+async def run_async(program: Program[R]) -> R:
+    """`run_sync` in an event loop: a hook may return an awaitable, an iterator may be asynchronous."""
+    result: Any = None
+    error: BaseException | None = None
+    while True:
+        try:
+            step = program.send(result) if error is None else program.throw(error)
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        result, error = None, None
+        try:
+            result = await step.run_async()
+        except BaseException as exc:  # noqa: B036 - as in run_sync; a cancellation goes back in and out again
+            error = exc
+
+
+async def _as_lists(source: Any) -> AsyncIterator[list[Any]]:
+    async for step in source:
+        yield list(step)
