@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import requests
+
 
 def free_port() -> int:
     """A port that was free a moment ago (for tests that must know the port before start() returns)."""
@@ -60,3 +62,12 @@ def raw_request(port: int, path: str, body: bytes, headers: dict[str, str] | Non
     lines += [f"{name}: {value}" for name, value in (headers or {"Content-Type": "application/json"}).items()]
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
     return sock
+
+
+def post(target: Any, payload: Any = None, path: str = "/predict", **kwargs: Any) -> requests.Response:
+    """POST `payload` as JSON to a running server's `path` (or to `target` itself when it is a URL)."""
+    url = target if isinstance(target, str) else target.url + path
+    if payload is not None:
+        kwargs["json"] = payload
+    kwargs.setdefault("timeout", 30)
+    return requests.post(url, **kwargs)

@@ -30,7 +30,8 @@ class LoopHandle:
     thread_id: int
 
     def is_current(self) -> bool:
-        return threading.get_ident() == self.thread_id
+        # A closed loop's thread has ended, and its id may have been given to another thread since.
+        return threading.get_ident() == self.thread_id and not self.loop.is_closed()
 
     def call(self, callback: Callable[..., Any], *args: Any) -> bool:
         """Run `callback(*args)` on the loop's thread; False if the loop is closed (nothing ran)."""
@@ -65,18 +66,24 @@ class LoopReply:
         return self.loop
 
     def deliver(self, outcome: Outcome) -> None:
-        if threading.get_ident() == self.thread_id:
-            _set_if_pending(self.future, outcome)
-        else:
-            call_in_loop(self.loop, _set_if_pending, self.future, outcome)  # closed: the request is gone too
+        try:
+            if threading.get_ident() == self.thread_id:
+                _set_if_pending(self.future, outcome)
+            else:
+                self.loop.call_soon_threadsafe(_set_if_pending, self.future, outcome)
+        except RuntimeError:
+            pass  # the loop is closed: the server stopped and the request is gone with it
 
     def deliver_batch(self, answers: Sequence[tuple[Reply, Outcome]]) -> None:
         # Every reply of the group shares this loop (its batch_key), so each is a LoopReply.
         pairs = [(cast(LoopReply, reply).future, outcome) for reply, outcome in answers]
-        if threading.get_ident() == self.thread_id:
-            _set_all_pending(pairs)
-        else:
-            call_in_loop(self.loop, _set_all_pending, pairs)
+        try:
+            if threading.get_ident() == self.thread_id:
+                _set_all_pending(pairs)
+            else:
+                self.loop.call_soon_threadsafe(_set_all_pending, pairs)
+        except RuntimeError:
+            pass  # the loop is closed
 
     def push(self, item: StreamItem) -> None:
         raise TypeError("a non-streaming request takes one answer, not stream items")
@@ -118,10 +125,13 @@ class StreamReply:
             reply.deliver(outcome)
 
     def push(self, item: StreamItem) -> None:
-        if threading.get_ident() == self.thread_id:
-            self.queue.put_nowait(item)
-        else:
-            call_in_loop(self.loop, self.queue.put_nowait, item)
+        try:
+            if threading.get_ident() == self.thread_id:
+                self.queue.put_nowait(item)
+            else:
+                self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+        except RuntimeError:
+            pass  # the loop is closed: the stream is gone with the server
 
     def abandon(self, reason: DropReason) -> None:
         """The response body ended the stream already."""

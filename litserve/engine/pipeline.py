@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from litserve.api import LitAPI
 from litserve.codec import encode_json
 from litserve.engine.messages import STREAM_END, TIMED_OUT_OUTCOME, DropReason, InferenceRequest, Outcome, StreamStart
-from litserve.engine.steps import END, Call, Close, Iterate, Next, Program, StepLists, run_async, run_sync
+from litserve.engine.steps import END, Close, Iterate, Next, Program, StepLists, call, run_async, run_sync
 from litserve.hooks import CONTEXT_HOOKS, HookPlan
 from litserve.status import Verdict
 
@@ -51,18 +51,10 @@ def _bind(api: LitAPI, name: str, plan: HookPlan) -> Hook:
     return lambda value, context: hook(value)
 
 
-def _identity_batch(values: Any, context: Any) -> Any:
-    return values[0]
-
-
-def _identity_unbatch(output: Any, context: Any) -> list[Any]:
-    return [output]
-
-
 @final
 @dataclass(frozen=True, slots=True)
 class Hooks:
-    """A worker's LitAPI hooks, bound once at start. Without batching, batch/unbatch wrap and unwrap."""
+    """A worker's LitAPI hooks, bound once at start. Without batching, batch/unbatch are never called."""
 
     decode_request: Hook
     batch: Hook
@@ -76,8 +68,6 @@ class Hooks:
     def bind(cls, api: LitAPI, plan: HookPlan) -> Hooks:
         hooks = {name: _bind(api, name, plan) for name in CONTEXT_HOOKS}
         is_batched = api.max_batch_size > 1
-        if not is_batched:
-            hooks["batch"], hooks["unbatch"] = _identity_batch, _identity_unbatch
         has_custom_unbatch = type(api).unbatch is not LitAPI.unbatch
         return cls(is_batched=is_batched, has_custom_unbatch=has_custom_unbatch, **hooks)
 
@@ -116,7 +106,7 @@ def _decode_all(
     failed: dict[int, Outcome] = {}
     for i, request in enumerate(requests):
         try:
-            inputs.append((yield Call(hooks.decode_request, request.payload, request.context)))
+            inputs.append((yield call(hooks.decode_request, request.payload, request.context)))
             live.append(i)
         except Exception as exc:
             failed[i] = fail(exc)
@@ -130,16 +120,19 @@ def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fai
         return [outcomes[i] for i in range(len(requests))]
     contexts = hooks.contexts([requests[i] for i in live])
     try:
-        batched = yield Call(hooks.batch, inputs, contexts)
-        predicted = yield Call(hooks.predict, batched, contexts)
-        outputs = check_batch_size((yield Call(hooks.unbatch, predicted, contexts)), len(live))
+        if hooks.is_batched:
+            batched = yield call(hooks.batch, inputs, contexts)
+            predicted = yield call(hooks.predict, batched, contexts)
+            outputs = check_batch_size((yield call(hooks.unbatch, predicted, contexts)), len(live))
+        else:  # a batch of one, without LitServe's batch and unbatch hooks
+            outputs = [(yield call(hooks.predict, inputs[0], contexts))]
     except Exception as exc:
         failure = fail(exc)
         outcomes.update((i, failure) for i in live)
     else:
         for i, output in zip(live, outputs, strict=True):
             try:
-                encoded = yield Call(hooks.encode_response, output, requests[i].context)
+                encoded = yield call(hooks.encode_response, output, requests[i].context)
                 outcomes[i] = Outcome(200, encode_json(encoded))
             except Exception as exc:
                 outcomes[i] = fail(exc)
@@ -222,19 +215,20 @@ def stream_program(
     predicted = per_step = encoded = None
     interrupted: BaseException | None = None
     try:
-        predicted = yield Call(hooks.predict, (yield Call(hooks.batch, inputs, contexts)), contexts)
+        batched = (yield call(hooks.batch, inputs, contexts)) if hooks.is_batched else inputs[0]
+        predicted = yield call(hooks.predict, batched, contexts)
         if hooks.is_batched:
             # LitServe's batched streaming: predict yields one batch output per step, unbatch turns the
             # step stream into lists (one entry per request), encode_response maps that stream.
             if hooks.has_custom_unbatch:
-                per_step = yield Call(hooks.unbatch, predicted, contexts)
+                per_step = yield call(hooks.unbatch, predicted, contexts)
             else:
                 per_step = yield StepLists(predicted)
-            encoded = yield Call(hooks.encode_response, per_step, contexts)
+            encoded = yield call(hooks.encode_response, per_step, contexts)
         else:
-            encoded = yield Call(hooks.encode_response, predicted, contexts)
-        steps = yield Iterate(encoded)
-        while (step := (yield Next(steps))) is not END:
+            encoded = yield call(hooks.encode_response, predicted, contexts)
+        advance = Next((yield Iterate(encoded)))  # one step object, asked for again for every chunk
+        while (step := (yield advance)) is not END:
             items = check_batch_size(step, len(live)) if hooks.is_batched else (step,)
             if not fanout.send_step(items, hooks.is_batched):
                 break

@@ -50,6 +50,10 @@ class WorkerHandle(Protocol):
 
     def join(self, timeout_s: float | None) -> bool: ...
 
+    def loop_ended(self) -> None:
+        """The HTTP loop ends (called on its thread); after a stop nothing is left to do."""
+        ...
+
     def is_healthy(self) -> bool | Awaitable[bool]: ...
 
 
@@ -159,6 +163,14 @@ class WorkerPool:
         """Start every worker; `loop` is the HTTP event loop, where worker processes do their socket I/O."""
         for worker in self.workers:
             worker.start(loop)
+
+    def loop_ended(self) -> None:
+        """Called on the HTTP loop's thread as it ends: workers that need the loop end with it."""
+        for worker in self.workers:
+            try:
+                worker.loop_ended()
+            except Exception:  # the others must still hear it
+                logger.exception("worker %s failed to end with the event loop", worker.name)
 
     def wait_ready(self) -> None:
         """Block until every worker finished setup(); raise WorkerSetupError on the first failure."""

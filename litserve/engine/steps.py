@@ -13,27 +13,18 @@ import inspect
 from collections.abc import AsyncIterator, Callable, Generator
 from typing import Any, Final, TypeVar, final
 
-__all__ = ["END", "Call", "Close", "Iterate", "Next", "Program", "Step", "StepLists", "run_async", "run_sync"]
+__all__ = ["END", "Call", "Close", "Iterate", "Next", "Program", "Step", "StepLists", "call", "run_async", "run_sync"]
 
 R = TypeVar("R")
 END: Final = object()  # what `Next` gives back once the iterator is exhausted
 
 
-@final
-class Call:
-    """Call a bound hook: `hook(value, context)`."""
+# Call a bound hook: `hook(value, context)`. The most frequent step, so a plain tuple, not an object.
+Call = tuple[Callable[[Any, Any], Any], Any, Any]
 
-    __slots__ = ("context", "hook", "value")
 
-    def __init__(self, hook: Callable[[Any, Any], Any], value: Any, context: Any) -> None:
-        self.hook, self.value, self.context = hook, value, context
-
-    def run(self) -> Any:
-        return self.hook(self.value, self.context)
-
-    async def run_async(self) -> Any:
-        result = self.hook(self.value, self.context)
-        return await result if inspect.isawaitable(result) else result
+def call(hook: Callable[[Any, Any], Any], value: Any, context: Any) -> Call:
+    return (hook, value, context)
 
 
 @final
@@ -117,34 +108,39 @@ Program = Generator[Step, Any, R]
 
 def run_sync(program: Program[R]) -> R:
     """Perform every step of `program` on this thread; a step's exception is thrown back into it."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = program.send(result) if error is None else program.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        result, error = None, None
-        try:
-            result = step.run()
-        except BaseException as exc:  # noqa: B036 - the program decides; it re-raises what it does not handle
-            error = exc
+    send, throw = program.send, program.throw
+    try:
+        step = send(None)
+        while True:
+            try:
+                result = step[0](step[1], step[2]) if isinstance(step, tuple) else step.run()
+            except BaseException as exc:  # noqa: B036 - the program decides; it re-raises what it does not handle
+                step = throw(exc)
+            else:
+                step = send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
 
 
 async def run_async(program: Program[R]) -> R:
     """`run_sync` in an event loop: a hook may return an awaitable, an iterator may be asynchronous."""
-    result: Any = None
-    error: BaseException | None = None
-    while True:
-        try:
-            step = program.send(result) if error is None else program.throw(error)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        result, error = None, None
-        try:
-            result = await step.run_async()
-        except BaseException as exc:  # noqa: B036 - as in run_sync; a cancellation goes back in and out again
-            error = exc
+    send, throw = program.send, program.throw
+    try:
+        step = send(None)
+        while True:
+            try:
+                if isinstance(step, tuple):
+                    result = step[0](step[1], step[2])
+                    if inspect.isawaitable(result):
+                        result = await result
+                else:
+                    result = await step.run_async()
+            except BaseException as exc:  # noqa: B036 - as in run_sync; a cancellation goes back in and out again
+                step = throw(exc)
+            else:
+                step = send(result)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
 
 
 async def _as_lists(source: Any) -> AsyncIterator[list[Any]]:

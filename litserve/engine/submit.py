@@ -33,9 +33,12 @@ class Submission:
         self.request = request
 
     def expire(self) -> None:
-        """The deadline passed: answer 504 now. A worker that finds it queued drops it; a late result is discarded."""
-        self.request.cancellation.cancel(DropReason.TIMED_OUT)
+        """The deadline passed: answer 504 now. A worker that finds it queued drops it; a late result is discarded.
+
+        The answer goes first: cancelling tells a worker process, and nothing it does may answer before the 504.
+        """
         self.request.reply.deliver(TIMED_OUT_OUTCOME)
+        self.request.cancellation.cancel(DropReason.TIMED_OUT)
 
     def cancel(self) -> None:
         """The client went away: a queued request is dropped, a running stream is ended at its next chunk."""

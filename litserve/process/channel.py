@@ -3,8 +3,9 @@
 The supervisor thread does the handshake on the blocking socket, then hands it over (`open`). From
 then on the loop reads whenever the socket is readable and passes each message on; a write that the
 socket cannot take at once waits in a buffer the loop flushes when the socket is writable again, so
-nothing ever blocks the loop. End of stream, a failed write or `close()` ends the channel once, and
-`on_closed` tells its owner.
+nothing ever blocks the loop. End of stream or `close()` ends the channel once, and `on_closed` tells
+its owner. A failed write only stops the writing: what the process sent before it died is still read
+and handed on (its answers count), and its end of stream then closes the channel.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Channel:
         self._on_closed = on_closed
         self._unsent = bytearray()  # what the socket did not take yet, in order
         self._is_open = False
+        self._is_broken = False  # a write failed: nothing more is sent; reading goes on to the end
 
     @property
     def is_open(self) -> bool:
@@ -51,8 +53,8 @@ class Channel:
         self._loop.add_reader(self._sock.fileno(), self._on_readable)
 
     def send(self, message: ToChild) -> bool:
-        """Write one message now, or queue what the socket cannot take yet; False once the channel is closed."""
-        if not self._is_open:
+        """Write one message now, or queue what the socket cannot take yet; False once nothing can be sent."""
+        if not self._is_open or self._is_broken:
             return False
         pieces = encode(message)
         if self._unsent:  # keep frames in order behind what waits already
@@ -63,7 +65,7 @@ class Channel:
         except (BlockingIOError, InterruptedError):
             sent = 0
         except OSError:  # the worker process died; its end of stream may not be read yet
-            self.close()
+            self._break()
             return False
         rest = unsent_part(pieces, sent)
         if rest:
@@ -86,6 +88,17 @@ class Channel:
         self._sock.close()
         self._on_closed()
 
+    def _break(self) -> None:
+        # Stop writing, and make sure the end of stream comes even if the process still runs (the write
+        # failed for another reason): it reads the end of its input and exits.
+        self._is_broken = True
+        self._unsent.clear()
+        self._loop.remove_writer(self._sock.fileno())
+        try:
+            self._sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
     def _buffer(self, pieces: list[bytes | memoryview]) -> None:
         if not self._unsent:
             self._loop.add_writer(self._sock.fileno(), self._on_writable)
@@ -98,7 +111,7 @@ class Channel:
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            self.close()
+            self._break()
             return
         del self._unsent[:sent]
         if not self._unsent:

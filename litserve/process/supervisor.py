@@ -84,6 +84,10 @@ class ProcessWorker:
         self.book = InFlightBook(name, source, plan, credits, self.counters, errors)
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._gone = threading.Event()  # the current process's channel ended
+        # Set once, by join() or when the loop ends: decides "no restart" and 503 rather than 500, so no
+        # later state change (the loop opening a channel, a process dying) can undo a stop.
+        self._stopping = threading.Event()
+        self._state_lock = threading.Lock()
         self._loop: LoopHandle | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._channel: Channel | None = None
@@ -137,7 +141,8 @@ class ProcessWorker:
         if self._thread.ident is None:
             return True
         deadline_s = time.monotonic() + (timeout_s if timeout_s is not None else 3600.0)
-        self.state = ChildState.STOPPING
+        self._stopping.set()
+        self._set_state(ChildState.STOPPING, self.counters.state)
         loop = self._loop
         if loop is None or not loop.call(self.book.stop, deadline_s):
             self._end_without_loop()
@@ -151,24 +156,29 @@ class ProcessWorker:
 
     # --- the thread --------------------------------------------------------------------------------------
 
+    def loop_ended(self) -> None:
+        """On the HTTP loop's thread as it ends without a stop (it failed): end the process for good."""
+        self._stopping.set()
+        self._set_state(ChildState.STOPPING, self.counters.state)
+        self._kill()
+        self._close_channel()
+
     def _supervise(self) -> None:
         first = True
-        while self.state is not ChildState.STOPPING or first:
+        while first or not self._stopping.is_set():
             try:
                 sock, frames = self._spawn_and_handshake()
             except BaseException as exc:
                 self._could_not_start(exc, first)
                 return
             self._gone.clear()
-            loop = self._loop
-            assert loop is not None
-            if not loop.call(self._open, sock, frames, first):
-                sock.close()
-                self._end_without_loop()
+            if not self._serve_on_loop(sock, frames, first):
+                self._could_not_start(RuntimeError("the server's event loop ended before it could serve"), first)
+                return
             first = False
             self._gone.wait()
             returncode = self._reap()
-            if self.state is ChildState.STOPPING:
+            if self._stopping.is_set():
                 break
             self._died(returncode)
             if not self._restart:
@@ -177,7 +187,21 @@ class ProcessWorker:
         self._set_state(ChildState.STOPPED, WorkerState.STOPPED)
 
     def _set_state(self, state: ChildState, worker_state: WorkerState) -> None:
-        self.state, self.counters.state = state, worker_state
+        with self._state_lock:
+            if self._stopping.is_set() and state in (ChildState.STARTING, ChildState.SERVING):
+                state = ChildState.STOPPING  # a stop, once asked for, is never undone
+            self.state, self.counters.state = state, worker_state
+
+    def _serve_on_loop(self, sock: socket.socket, frames: FrameReader, first: bool) -> bool:
+        """Hand the socket to the loop; False (the process killed) when the loop has ended."""
+        loop = self._loop
+        assert loop is not None
+        if loop.call(self._open, sock, frames, first):
+            return True
+        sock.close()
+        self._kill()
+        self._reap()
+        return False
 
     def _spawn_and_handshake(self) -> tuple[socket.socket, FrameReader]:
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -209,8 +233,7 @@ class ProcessWorker:
         channel = Channel(sock, frames, loop, self.book.receive, self._channel_closed)
         self._channel = channel
         channel.open()
-        if self.state is not ChildState.STOPPING:
-            self._set_state(ChildState.SERVING, WorkerState.IDLE)
+        self._set_state(ChildState.SERVING, WorkerState.IDLE)
         if first:
             self._ready.set_result(None)
         self.book.attach(channel, loop)
@@ -223,7 +246,7 @@ class ProcessWorker:
     def _channel_closed(self) -> None:
         # On the loop (or after it ended): answer what the process held, then wake the thread.
         self._channel = None
-        stopping = self.state is ChildState.STOPPING
+        stopping = self._stopping.is_set()
         if not stopping:
             self._set_state(ChildState.STARTING, WorkerState.STARTING)
         lost = self.book.fail_all(_SHUTTING_DOWN if stopping else _PROCESS_DIED)

@@ -77,7 +77,7 @@ def launch(
         gate = Gate()
         api_key = read_api_key(settings.api_key)
         context = web(endpoints, gate, None if api_key is None else ApiKeyCheck(api_key))
-        http = HttpThread(create_app(context), sock, settings.graceful_timeout_s)
+        http = HttpThread(create_app(context), sock, settings.graceful_timeout_s, pool.loop_ended)
         running = Running(host, int(sock.getsockname()[1]), endpoints, pool, http, gate, api_key)
         on_assembled(running)  # visible to status (and so /health) while setup() runs
         undo.callback(on_assembled, None)

@@ -13,6 +13,7 @@ import concurrent.futures
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from typing import Any, final
 
 from hypercorn.asyncio.run import worker_serve
@@ -39,10 +40,17 @@ def _hypercorn_config(graceful_timeout_s: float) -> Config:
 
 @final
 class HttpThread:
-    """Runs `app` on `sock` in a thread named `litserve-http` until `stop()`."""
+    """Runs `app` on `sock` in a thread named `litserve-http` until `stop()`.
 
-    def __init__(self, app: Quart, sock: socket.socket, graceful_timeout_s: float) -> None:
+    `on_loop_exit` runs on that thread as the loop ends, before it closes (the workers are told, in case
+    it ends without a stop because serving failed).
+    """
+
+    def __init__(
+        self, app: Quart, sock: socket.socket, graceful_timeout_s: float, on_loop_exit: Callable[[], None]
+    ) -> None:
         self._app = app
+        self._on_loop_exit = on_loop_exit
         self._sock = sock
         self._config = _hypercorn_config(graceful_timeout_s)
         self._ready: concurrent.futures.Future[asyncio.AbstractEventLoop] = concurrent.futures.Future()
@@ -106,8 +114,11 @@ class HttpThread:
                 _cancel_leftover_tasks(loop)
                 loop.run_until_complete(loop.shutdown_asyncgens())
             finally:
-                loop.close()
-                self._sock.close()
+                try:
+                    self._on_loop_exit()
+                finally:
+                    loop.close()
+                    self._sock.close()
             if not self._ready.done():
                 self._ready.set_exception(RuntimeError("the HTTP server stopped before it was ready"))
 

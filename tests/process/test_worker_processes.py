@@ -22,14 +22,10 @@ from pydantic import BaseModel, Field
 from litserve import LitAPI, LitServer, RequestFailedError, WorkerSetupError
 from litserve.status import WorkerState
 from tests.apis import BatchTimesAPI, FailingSetupAPI, GatedPredictAPI, HeldCrossing, SquareAPI
-from tests.helpers import free_port, wait_until
+from tests.helpers import free_port, post, wait_until
 from tests.sync import CrossEvent, CrossLog, CrossSemaphore
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def post(server: LitServer, payload: Any) -> requests.Response:
-    return requests.post(server.url + "/predict", json=payload, timeout=30)
 
 
 def is_gone(pid: int) -> bool:
@@ -318,11 +314,10 @@ def test_each_worker_process_sees_its_own_gpu() -> None:
 # --- the socket to a worker process: failures on the way -------------------------------------------------
 
 
-def test_a_write_to_a_worker_process_that_just_died_puts_the_request_back_and_stops_sending() -> None:
-    """The child died and its end of stream is not read yet: the next write fails. That request must
-    wait for the restarted child, and the rest of the queue must not be sent to the dead one."""
-    from litserve.engine.bridge import FutureReply, LoopHandle
-    from litserve.engine.messages import Cancellation, InferenceRequest
+def _book_on_a_socket(credits: int) -> tuple[Any, Any, Any, Any, Any]:
+    """An in-flight book and its channel over one end of a socket pair, on a loop this thread runs."""
+    from litserve.engine.bridge import LoopHandle
+    from litserve.engine.messages import InferenceRequest
     from litserve.engine.request_queue import RequestQueue
     from litserve.hooks import plan_hooks
     from litserve.process.book import InFlightBook
@@ -331,23 +326,70 @@ def test_a_write_to_a_worker_process_that_just_died_puts_the_request_back_and_st
     from litserve.status import ErrorLog, WorkerCounters
 
     source: RequestQueue[InferenceRequest] = RequestQueue()
-    book = InFlightBook("litserve-proxy-cpu-0", source, plan_hooks(SquareAPI()), 4, WorkerCounters(), ErrorLog())
+    book = InFlightBook("litserve-proxy-cpu-0", source, plan_hooks(SquareAPI()), credits, WorkerCounters(), ErrorLog())
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-    theirs.close()  # the child is gone
     loop = asyncio.new_event_loop()
-    closed: list[bool] = []
-    futures: list[concurrent.futures.Future[Any]] = [concurrent.futures.Future() for _ in range(100)]
+    closed = loop.create_future()
+    handle = LoopHandle(loop, threading.get_ident())  # this thread plays the loop's
+    channel = Channel(ours, FrameReader(), handle, book.receive, lambda: closed.set_result(True))
+    channel.open()  # as right after a handshake
+    return source, book, (channel, handle), theirs, (loop, closed)
+
+
+def _queue(source: Any, *inputs: int) -> list[concurrent.futures.Future[Any]]:
+    from litserve.engine.bridge import FutureReply
+    from litserve.engine.messages import Cancellation, InferenceRequest
+
+    futures: list[concurrent.futures.Future[Any]] = []
+    for i in inputs:
+        futures.append(concurrent.futures.Future())
+        source.put_nowait(InferenceRequest({"input": i}, FutureReply(futures[-1]), None, Cancellation()))
+    return futures
+
+
+def test_a_write_to_a_worker_process_that_just_died_puts_the_request_back_and_stops_sending() -> None:
+    """The child died and its end of stream is not read yet: the next write fails. That request must
+    wait for the restarted child, and the rest of the queue must not be sent to the dead one."""
+    source, book, (channel, handle), theirs, (loop, closed) = _book_on_a_socket(credits=4)
+    theirs.close()  # the child is gone
     try:
-        handle = LoopHandle(loop, threading.get_ident())  # this thread plays the loop's
-        channel = Channel(ours, FrameReader(), handle, book.receive, lambda: closed.append(True))
-        channel.open()  # as right after a handshake
-        for i, future in enumerate(futures):
-            source.put_nowait(InferenceRequest({"input": i}, FutureReply(future), None, Cancellation()))
+        futures = _queue(source, *range(100))
         book.attach(channel, handle)
-        assert closed == [True]  # the failed write ended the channel (its owner restarts the child)
         assert source.qsize() == 100
         assert not any(f.done() for f in futures)
         assert source.get_nowait().payload == {"input": 0}  # back at the head, in order
+        assert loop.run_until_complete(asyncio.wait_for(closed, 10))  # then its end of stream ends the channel
+    finally:
+        loop.close()
+
+
+def test_answers_a_worker_process_sent_before_dying_still_reach_their_requests() -> None:
+    """Two answers arrive in one read; handling the first sends the next request, which fails (the
+    process is gone). The second answer must still be delivered, not replaced by a 500."""
+    from litserve.engine.messages import Outcome
+    from litserve.process.messages import Answer, Request, encode
+    from litserve.process.wire import FrameReader, send_all
+
+    source, book, (channel, handle), theirs, (loop, closed) = _book_on_a_socket(credits=2)
+    try:
+        first, second = _queue(source, 1, 2)
+        book.attach(channel, handle)  # both are sent
+        reader, sent = FrameReader(), []
+        while len(sent) < 2:
+            sent += reader.feed(theirs.recv(1 << 16))
+        assert [type(m) for m in sent] == [Request, Request]
+        (third,) = _queue(source, 3)  # waits: no credit left
+        send_all(
+            theirs,
+            [
+                *encode(Answer(sent[0].request_id, Outcome(200, b"1"))),
+                *encode(Answer(sent[1].request_id, Outcome(200, b"4"))),
+            ],
+        )
+        theirs.close()  # and the process dies
+        assert loop.run_until_complete(asyncio.wait_for(closed, 10))
+        assert (first.result(0).body, second.result(0).body) == (b"1", b"4")
+        assert not third.done() and source.get_nowait().payload == {"input": 3}  # back in the queue
     finally:
         loop.close()
 
@@ -405,3 +447,28 @@ def test_a_payload_the_worker_process_cannot_unpickle_fails_alone_and_frees_its_
         finally:
             sys.path.remove(str(tmp_path))
             sys.modules.pop("late_module", None)
+
+
+def test_a_stop_is_never_undone_by_a_later_state_change() -> None:
+    """join() can land while the loop opens a restarted process's channel or sees one die: whatever
+    the loop then writes, the worker stays stopping (no restart), and what it held is answered 503."""
+    from litserve.engine.bridge import FutureReply
+    from litserve.engine.messages import Cancellation, InferenceRequest
+    from litserve.engine.request_queue import RequestQueue
+    from litserve.hooks import plan_hooks
+    from litserve.process.messages import ChildInit
+    from litserve.process.supervisor import ChildState, ProcessWorker
+    from litserve.status import ErrorLog
+
+    source: RequestQueue[InferenceRequest] = RequestQueue()
+    worker = ProcessWorker(
+        "litserve-proxy-cpu-0", ChildInit(b"", "cpu", ("w",), ()), source, ErrorLog(), plan_hooks(SquareAPI()), 1, True
+    )
+    worker._stopping.set()  # what join() does first
+    worker._set_state(ChildState.SERVING, WorkerState.IDLE)  # the loop opening a channel
+    assert worker.state is ChildState.STOPPING
+    future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+    worker.book._pending[1] = InferenceRequest({"input": 1}, FutureReply(future), None, Cancellation())
+    worker._channel_closed()  # the process ended
+    assert worker.state is ChildState.STOPPING
+    assert future.result(0).status == 503
