@@ -9,6 +9,8 @@ import pytest
 from litserve import LitServer
 from tests.sync import remove_all
 
+pytest_plugins = ["litserve.testing"]  # not through its entry point: see addopts in pyproject.toml
+
 
 @pytest.fixture(autouse=True)
 def no_leaked_threads() -> Iterator[None]:

@@ -100,3 +100,8 @@ def test_old_server_level_batching_arguments_warn_and_still_work() -> None:
     with pytest.warns(DeprecationWarning, match="pass it to the LitAPI"):
         LitServer(api, accelerator="cpu", max_batch_size=4, batch_timeout=0.01)
     assert (api.max_batch_size, api.batch_timeout) == (4, 0.01)
+
+
+def test_an_api_path_with_a_trailing_slash_is_refused() -> None:
+    with pytest.raises(ValueError, match="must not end with '/'"):
+        SquareAPI(api_path="/predict/")

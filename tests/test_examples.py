@@ -24,6 +24,8 @@ import numpy as np
 import pytest
 import requests
 
+from tests.helpers import post
+
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCRIPTS = ("hello.py", "pytorch_linear.py", "numpy_model.py", "sklearn_model.py")
 
@@ -47,10 +49,6 @@ def load_example(name: str) -> ModuleType:
         del sys.modules[module_name]
         raise
     return module
-
-
-def post(url: str, payload: Any) -> requests.Response:
-    return requests.post(url, json=payload, timeout=REQUEST_TIMEOUT_S)
 
 
 # --- in-process: each example's LitAPI behind the lit_server fixture --------------------------------

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import requests
-
 from litserve import LitServer, ServerState
 from litserve.testing import serving
 from tests.apis import SquareAPI
+from tests.helpers import post
 
 pytest_plugins = ["pytester"]
 
@@ -16,7 +15,7 @@ pytest_plugins = ["pytester"]
 def test_fixture_starts_on_a_free_port(lit_server: Callable[..., LitServer]) -> None:
     server = lit_server(SquareAPI())
     assert server.state is ServerState.RUNNING
-    assert requests.post(f"{server.url}/predict", json={"input": 2}, timeout=30).json() == {"output": 4}
+    assert post(server, {"input": 2}).json() == {"output": 4}
 
 
 def test_context_manager_always_stops() -> None:

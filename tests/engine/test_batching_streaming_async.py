@@ -12,19 +12,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-import requests
 import torch
 
 from litserve import HTTPException, LitAPI, LitServer
 from litserve.testing import serving
-from tests.helpers import raw_request, wait_until
+from tests.helpers import post, raw_request, wait_until
 from tests.sync import CrossEvent, CrossLog, CrossSemaphore
 
 Start = Callable[..., LitServer]
-
-
-def post(server: LitServer, payload: Any, **kwargs: Any) -> requests.Response:
-    return requests.post(server.url + "/predict", json=payload, timeout=30, **kwargs)
 
 
 # --- batching -------------------------------------------------------------------------------------------
@@ -170,7 +165,7 @@ class GatedStreamAPI(LitAPI):
 def test_chunks_reach_the_client_as_they_are_produced(start_server: Start) -> None:
     api = GatedStreamAPI()
     server = start_server(api)
-    with requests.post(server.url + "/predict", json={"n": 3}, stream=True, timeout=30) as response:
+    with post(server, {"n": 3}, stream=True) as response:
         assert response.headers["content-type"] == "application/x-ndjson"
         lines = response.iter_lines()
         # The first chunk arrives while predict is still blocked before producing the second.
@@ -205,7 +200,7 @@ def test_a_client_that_leaves_mid_stream_closes_the_generator(start_server: Star
 def test_the_deadline_ends_a_running_stream_with_an_error_line(worker_mode: str) -> None:
     api = GatedStreamAPI()
     with serving(api, worker_mode=worker_mode, timeout=0.3) as server:
-        response = requests.post(server.url + "/predict", json={"n": 5}, timeout=30)
+        response = post(server, {"n": 5})
         assert response.status_code == 200
         assert response.content.splitlines() == [b'{"token":0}', b'{"error":"Request timed out","status":504}']
         api.step.release()

@@ -17,16 +17,10 @@ from litserve.request_context import RequestContext
 from litserve.runtime.sockets import is_loopback
 from litserve.testing import serving
 from tests.apis import GatedPredictAPI, SquareAPI
-from tests.helpers import raw_request, wait_until
+from tests.helpers import post, raw_request, wait_until
 from tests.sync import CrossEvent
 
 Start = Callable[..., LitServer]
-
-
-def post(server: LitServer, payload: Any = None, path: str = "/predict", **kwargs: Any) -> requests.Response:
-    if payload is not None:
-        kwargs["json"] = payload
-    return requests.post(server.url + path, timeout=30, **kwargs)
 
 
 # --- success and malformed bodies --------------------------------------------------------------------
@@ -421,3 +415,45 @@ def test_headers_past_the_limit_are_431_and_the_server_goes_on(start_server: Sta
         sock.close()
     assert answer.startswith(b"HTTP/1.1 431")  # Hypercorn's limit: 16 KiB of request head
     assert post(server, {"input": 3}).json() == {"output": 9}
+
+
+class RaisingHealthAPI(SquareAPI):
+    def health(self) -> bool:
+        raise RuntimeError("probe failed")
+
+
+def test_a_health_check_that_raises_is_not_ready(start_server: Start) -> None:
+    server = start_server(RaisingHealthAPI())
+    for _ in range(3):  # in process mode a worker may be the thread that reads the check: it must live on
+        response = requests.get(server.url + "/health", timeout=10)
+        assert (response.status_code, response.text) == (503, "not ready")
+    answer = post(server, {"input": 3}, timeout=10)
+    assert answer.json() == {"output": 9}
+
+
+def test_wrong_method_says_which_methods_are_allowed(lit_server: Start) -> None:
+    server = lit_server(SquareAPI())
+    response = requests.get(server.url + "/predict", timeout=10)
+    assert response.status_code == 405
+    assert "POST" in response.headers["Allow"]
+
+
+class StreamUntilDeadlineAPI(LitAPI):
+    def __init__(self) -> None:
+        super().__init__(stream=True)
+        self.gate = CrossEvent()
+
+    def predict(self, x: Any) -> Iterator[Any]:
+        yield {"first": True}
+        self.gate.wait(10)
+        yield {"second": True}
+
+
+def test_a_stream_cut_by_its_deadline_counts_as_timed_out(start_server: Start) -> None:
+    api = StreamUntilDeadlineAPI()
+    server = start_server(api, timeout=0.3)
+    response = post(server, {})
+    assert response.content.splitlines()[-1] == b'{"error":"Request timed out","status":504}'
+    api.gate.set()
+    endpoint = server.status.endpoints[0]
+    assert (endpoint.ok, endpoint.timed_out) == (1, 1)

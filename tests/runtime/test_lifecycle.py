@@ -17,21 +17,26 @@ from typing import Any
 import pytest
 import requests
 
-from litserve import LitAPI, LitServer, PortInUseError, ServerState, ServerStateError, WorkerSetupError
+from litserve import (
+    LitAPI,
+    LitServer,
+    PortInUseError,
+    RequestFailedError,
+    ServerState,
+    ServerStateError,
+    WorkerSetupError,
+)
+from litserve.runtime import registry
 from tests.apis import FailingSetupAPI, GatedPredictAPI, GatedSetupAPI, SquareAPI
-from tests.helpers import free_port, open_fd_count, port_is_free
+from tests.helpers import free_port, open_fd_count, port_is_free, post
 from tests.sync import CrossEvent, CrossSemaphore
-
-
-def predict(server: LitServer, value: float) -> requests.Response:
-    return requests.post(f"{server.url}/predict", json={"input": value}, timeout=30)
 
 
 def test_start_returns_a_ready_server_and_stop_frees_everything(worker_mode: str) -> None:
     server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode).start(port=0)
     try:
         assert server.state is ServerState.RUNNING
-        response = predict(server, 4.0)
+        response = post(server, {"input": 4.0})
         assert response.status_code == 200
         assert response.content == b'{"output":16.0}'
         assert requests.get(f"{server.url}/health", timeout=10).text == "ok"
@@ -48,12 +53,12 @@ def test_start_stop_start_on_the_same_port(worker_mode: str) -> None:
     server.stop()
     server.start(port=port)
     try:
-        assert predict(server, 3).json() == {"output": 9}
+        assert post(server, {"input": 3}).json() == {"output": 9}
     finally:
         server.stop()
     other = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode).start(port=port)
     try:
-        assert predict(other, 5).json() == {"output": 25}
+        assert post(other, {"input": 5}).json() == {"output": 25}
     finally:
         other.stop()
 
@@ -63,7 +68,7 @@ def test_twenty_start_stop_cycles_leak_no_threads_or_sockets(worker_mode: str) -
     server.start(port=0)
     port = server.port
     assert port is not None
-    assert predict(server, 2).json() == {"output": 4}
+    assert post(server, {"input": 2}).json() == {"output": 4}
     server.stop()
     threads_before = threading.active_count()
     fds_before = open_fd_count()
@@ -97,7 +102,7 @@ def test_start_on_another_port_while_running_says_to_stop_first(worker_mode: str
 
 def test_context_manager_stops_the_server(worker_mode: str) -> None:
     with LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode).start(port=0) as server:
-        assert predict(server, 6).json() == {"output": 36}
+        assert post(server, {"input": 6}).json() == {"output": 36}
         port = server.port
     assert server.state is ServerState.STOPPED
     assert port is not None and port_is_free(port)
@@ -108,7 +113,7 @@ def test_start_inside_a_running_event_loop(worker_mode: str) -> None:
         server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode).start(port=0)
         try:
             loop = asyncio.get_running_loop()
-            response = await loop.run_in_executor(None, predict, server, 1.5)
+            response = await loop.run_in_executor(None, post, server, {"input": 1.5})
             return dict(response.json())
         finally:
             server.stop()
@@ -127,7 +132,7 @@ def test_one_request_at_a_time_is_served_by_the_same_worker_thread(worker_mode: 
     # there for a whole round trip, the other worker takes that one request. Taking turns, as a
     # first-in-first-out wake-up does, would give each worker 6.
     with LitServer(WhoAPI(), accelerator="cpu", worker_mode=worker_mode, workers_per_device=2).start(port=0) as server:
-        answers = [predict(server, i).json() for i in range(12)]
+        answers = [post(server, {"input": i}).json() for i in range(12)]
     assert [a["x"] for a in answers] == [{"input": i} for i in range(12)]
     served = collections.Counter(a["worker"] for a in answers)
     assert served.most_common(1)[0][1] >= 10, served
@@ -163,7 +168,7 @@ def test_starting_on_a_port_held_by_another_litserver_replaces_it(worker_mode: s
     try:
         second.start(port=port)
         assert first.state is ServerState.STOPPED
-        assert predict(second, 7).json() == {"output": 49}
+        assert post(second, {"input": 7}).json() == {"output": 49}
     finally:
         second.stop()
         first.stop()
@@ -195,7 +200,7 @@ def test_stop_lets_an_in_flight_request_finish(worker_mode: str) -> None:
     api = GatedPredictAPI()
     server = LitServer(api, accelerator="cpu", worker_mode=worker_mode, shutdown_timeout=10).start(port=0)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        in_flight = pool.submit(predict, server, 5)
+        in_flight = pool.submit(post, server, {"input": 5})
         assert api.entered.acquire(timeout=10)
         stopping = pool.submit(server.stop)
         # The listener closes at once: new connections are refused while the old request runs.
@@ -213,7 +218,7 @@ def test_two_hundred_concurrent_requests_each_get_their_own_answer(worker_mode: 
     server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode, workers_per_device=2).start(port=0)
     try:
         with concurrent.futures.ThreadPoolExecutor(64) as pool:
-            answers = list(pool.map(lambda i: predict(server, i).json(), range(200)))
+            answers = list(pool.map(lambda i: post(server, {"input": i}).json(), range(200)))
         assert answers == [{"output": i * i} for i in range(200)]
         endpoint = server.status.endpoints[0]
         assert endpoint.ok == 200
@@ -227,8 +232,8 @@ def test_two_workers_per_device_run_two_predicts_at_the_same_time(worker_mode: s
     server = LitServer(api, accelerator="cpu", worker_mode=worker_mode, workers_per_device=2).start(port=0)
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            first = pool.submit(predict, server, 2)
-            second = pool.submit(predict, server, 3)
+            first = pool.submit(post, server, {"input": 2})
+            second = pool.submit(post, server, {"input": 3})
             # Both predicts are inside the hook together before either may finish.
             assert api.entered.acquire(timeout=10)
             assert api.entered.acquire(timeout=10)
@@ -264,7 +269,7 @@ def test_run_logs_startup_lines_and_returns_when_stopped_from_another_thread(wor
     try:
         runner.start()
         assert watcher.seen.wait(30)
-        assert predict(server, 8).json() == {"output": 64}
+        assert post(server, {"input": 8}).json() == {"output": 64}
     finally:
         server.stop()
         runner.join(10)
@@ -345,3 +350,83 @@ def test_a_second_sigterm_while_stopping_does_not_break_the_stop(tmp_path: Any) 
         reader.join(10)
         if process.stderr is not None:
             process.stderr.close()
+
+
+class StopFromHookAPI(SquareAPI):
+    server: LitServer | None = None
+
+    def predict(self, x: Any) -> Any:
+        assert StopFromHookAPI.server is not None
+        StopFromHookAPI.server.stop()  # must neither deadlock nor raise
+        return super().predict(x)
+
+
+def test_stop_called_from_a_hook_stops_the_server_after_answering() -> None:
+    server = LitServer(StopFromHookAPI(), accelerator="cpu").start(port=0)
+    StopFromHookAPI.server = server
+    try:
+        assert post(server, {"input": 2}).json() == {"output": 4}
+        assert server._stopped.wait(20)
+        assert server.state is ServerState.STOPPED
+    finally:
+        StopFromHookAPI.server = None
+        server.stop()
+        for thread in threading.enumerate():
+            if thread.name == "litserve-stopper":
+                thread.join(10)
+
+
+def test_two_threads_stopping_at_once_both_return_when_it_is_stopped() -> None:
+    api = GatedPredictAPI()
+    server = LitServer(api, accelerator="cpu", shutdown_timeout=10).start(port=0)
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        in_flight = pool.submit(post, server, {"input": 3})
+        assert api.entered.acquire(10)
+        first = pool.submit(server.stop)
+        second = pool.submit(server.stop)
+        api.gate.set()
+        first.result(20)
+        second.result(20)
+        assert server.state is ServerState.STOPPED
+        assert in_flight.result(10).json() == {"output": 9}
+
+
+class _Holder:
+    def __init__(self) -> None:
+        self.stopped = 0
+
+    def stop(self) -> None:
+        self.stopped += 1
+
+
+def test_the_port_registry_forgets_only_its_own_server() -> None:
+    old, new = _Holder(), _Holder()
+    registry.remember(54321, old)
+    registry.stop_holder_of(54321, new)
+    assert old.stopped == 1
+    registry.remember(54321, new)
+    registry.forget(54321, old)  # a late forget by the replaced server must not drop the new one
+    registry.stop_holder_of(54321, _Holder())
+    assert new.stopped == 1
+    registry.forget(54321, new)
+
+
+@pytest.mark.slow
+def test_requests_still_queued_behind_a_stuck_worker_are_answered_at_stop() -> None:
+    api = GatedPredictAPI()
+    server = LitServer(api, accelerator="cpu", timeout=False, shutdown_timeout=0).start(port=0)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        stuck = pool.submit(server.predict, {"input": 1})
+        assert api.entered.acquire(10)
+        queued = pool.submit(server.predict, {"input": 2})
+        try:
+            server.stop()  # the worker cannot be joined: it is inside predict
+            with pytest.raises(RequestFailedError) as caught:
+                queued.result(10)
+            assert (caught.value.status_code, caught.value.detail) == (503, "Server is shutting down")
+        finally:
+            api.gate.set()
+        assert stuck.result(10) == {"output": 1}
+    for thread in threading.enumerate():
+        if thread.name.startswith("litserve-worker"):
+            thread.join(10)

@@ -7,10 +7,9 @@ import threading
 from typing import Any
 
 import pytest
-import requests
 
 from litserve import LitAPI, LitServer
-from tests.helpers import Shared
+from tests.helpers import Shared, post
 
 torch = pytest.importorskip("torch")
 pytestmark = [
@@ -40,9 +39,7 @@ def test_each_worker_runs_on_its_own_cuda_stream() -> None:
     server = LitServer(StreamReportingAPI(), accelerator="cuda", devices=1, workers_per_device=2).start(port=0)
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            answers = list(
-                pool.map(lambda v: requests.post(f"{server.url}/predict", json={"input": v}, timeout=30).json(), [1, 2])
-            )
+            answers = list(pool.map(lambda v: post(server, {"input": v}).json(), [1, 2]))
         assert sorted(a["value"] for a in answers) == [8.0, 16.0]
         assert {a["device"] for a in answers} == {"cuda:0"}
         streams = {a["stream"] for a in answers}

@@ -12,9 +12,9 @@ import hashlib
 from typing import Any
 
 import pytest
-import requests
 
 from litserve import LitAPI, LitServer
+from tests.helpers import post
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,7 +43,7 @@ def test_big_requests_and_answers_at_once_each_reach_their_own_client(start_serv
 
     def ask(i: int) -> bool:
         text = text_for(i)
-        answer = requests.post(f"{server.url}/predict", json={"input": text}, timeout=60)
+        answer = post(server, {"input": text}, timeout=60)
         assert answer.status_code == 200
         body = answer.json()
         return bool(body["echo"] == text + text and body["sha"] == hashlib.sha256(text.encode()).hexdigest())

@@ -228,3 +228,11 @@ def test_interpreter_exit_stops_every_server_and_frees_the_port() -> None:
     assert result.returncode == 0, result.stderr
     assert "litserve-http" in result.stdout and "litserve-worker-cpu-1" in result.stdout
     assert port_is_free(port)
+
+
+def test_showing_the_server_again_reuses_its_panel() -> None:
+    with LitServer(SquareAPI(), accelerator="cpu").start(port=0) as server:
+        first = server.widget()
+        server._repr_mimebundle_()
+        assert server.widget() is first
+        assert len([t for t in threading.enumerate() if t.name == "litserve-panel"]) == 1
