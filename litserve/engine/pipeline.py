@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from litserve.api import LitAPI
 from litserve.codec import encode_json
 from litserve.engine.messages import STREAM_END, TIMED_OUT_OUTCOME, DropReason, InferenceRequest, Outcome, StreamStart
-from litserve.engine.steps import END, Close, Iterate, Next, Program, StepLists, call, run_async, run_sync
+from litserve.engine.steps import Close, Drain, Program, StepLists, call, run_async, run_sync
 from litserve.hooks import CONTEXT_HOOKS, HookPlan
 from litserve.status import Verdict
 
@@ -227,11 +227,12 @@ def stream_program(
             encoded = yield call(hooks.encode_response, per_step, contexts)
         else:
             encoded = yield call(hooks.encode_response, predicted, contexts)
-        advance = Next((yield Iterate(encoded)))  # one step object, asked for again for every chunk
-        while (step := (yield advance)) is not END:
-            items = check_batch_size(step, len(live)) if hooks.is_batched else (step,)
-            if not fanout.send_step(items, hooks.is_batched):
-                break
+        is_batched = hooks.is_batched
+
+        def send(step: Any) -> bool:
+            return fanout.send_step(check_batch_size(step, len(live)) if is_batched else (step,), is_batched)
+
+        yield Drain(encoded, send)
     except Exception as exc:
         fanout.fail(fail(exc))
     except GeneratorExit:  # the program itself is being closed: no more steps may be asked for

@@ -1,7 +1,7 @@
 """What a pipeline asks its driver to do, and the two drivers: one for plain hooks, one for async hooks.
 
 The request pipeline (`engine.pipeline`) is written once, as a generator that yields a step each time
-it needs a LitAPI hook called or a user's iterator advanced, and receives the result (or has the
+it needs a LitAPI hook called or a user's stream drained, and receives the result (or has the
 hook's exception thrown in at that point). `run_sync` performs the steps on the worker thread;
 `run_async` performs them in the worker's event loop, awaiting whatever a hook returns that is
 awaitable. Nothing else differs between a synchronous and an `enable_async=True` LitAPI.
@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import AsyncIterator, Callable, Generator
-from typing import Any, Final, TypeVar, final
+from typing import Any, TypeVar, final
 
-__all__ = ["END", "Call", "Close", "Iterate", "Next", "Program", "Step", "StepLists", "call", "run_async", "run_sync"]
+__all__ = ["Call", "Close", "Drain", "Program", "Step", "StepLists", "call", "run_async", "run_sync"]
 
 R = TypeVar("R")
-END: Final = object()  # what `Next` gives back once the iterator is exhausted
 
 
 # Call a bound hook: `hook(value, context)`. The most frequent step, so a plain tuple, not an object.
@@ -28,37 +27,31 @@ def call(hook: Callable[[Any, Any], Any], value: Any, context: Any) -> Call:
 
 
 @final
-class Iterate:
-    """Get an iterator over what a hook returned (a generator, an async generator or any iterable)."""
+class Drain:
+    """Hand every item of what a hook returned (a generator, an async generator or any iterable) to
+    `send`, in order, until it is exhausted or `send` returns False: one step for a whole stream."""
 
-    __slots__ = ("source",)
+    __slots__ = ("send", "source")
 
-    def __init__(self, source: Any) -> None:
-        self.source = source
+    def __init__(self, source: Any, send: Callable[[Any], bool]) -> None:
+        self.source, self.send = source, send
 
-    def run(self) -> Any:
-        return iter(self.source)
+    def run(self) -> None:
+        send = self.send
+        for item in self.source:
+            if not send(item):
+                return
 
-    async def run_async(self) -> Any:
-        return aiter(self.source) if hasattr(self.source, "__aiter__") else iter(self.source)
-
-
-@final
-class Next:
-    """The iterator's next item, or END."""
-
-    __slots__ = ("iterator",)
-
-    def __init__(self, iterator: Any) -> None:
-        self.iterator = iterator
-
-    def run(self) -> Any:
-        return next(self.iterator, END)
-
-    async def run_async(self) -> Any:
-        if hasattr(self.iterator, "__anext__"):
-            return await anext(self.iterator, END)
-        return next(self.iterator, END)
+    async def run_async(self) -> None:
+        send = self.send
+        if hasattr(self.source, "__aiter__"):
+            async for item in self.source:
+                if not send(item):
+                    return
+        else:
+            for item in self.source:
+                if not send(item):
+                    return
 
 
 @final
@@ -102,7 +95,7 @@ class Close:
                 close()
 
 
-Step = Call | Iterate | Next | StepLists | Close
+Step = Call | Drain | StepLists | Close
 Program = Generator[Step, Any, R]
 
 
