@@ -1,9 +1,11 @@
 """litserve: serve any model over HTTP from a notebook cell, a script or a pytest fixture.
 
 Layout: `api` (the LitAPI users write), `server` (the LitServer facade and lifecycle), `engine/`
-(queues, batching, worker threads, the thread-to-loop bridge), `web/` (the Quart app and routes),
-`runtime/` (the HTTP thread and sockets), `status` (counters and snapshots), `exceptions` (errors
-and the one status-code table), `testing` (the pytest plugin).
+(the submit path, queues, batching, the pipeline, worker threads, the one reply protocol and the
+thread-to-loop bridge; it knows no HTTP and no worker processes), `web/` (the Quart app and routes),
+`runtime/` (the HTTP thread, start/stop assembly, sockets), `process/` (process mode: supervisor,
+loop-owned channel, in-flight book, typed messages, the worker process), `status` (counters and
+snapshots), `exceptions` (errors and the one status-code table), `testing` (the pytest plugin).
 
 Importing this package has no side effects: no logging setup, no environment reads, no torch.
 """

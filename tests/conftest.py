@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from litserve import LitServer
+from tests.app_client import AppClient
 from tests.sync import remove_all
 
 pytest_plugins = ["litserve.testing"]  # not through its entry point: see addopts in pyproject.toml
@@ -42,3 +43,18 @@ def start_server(lit_server: Callable[..., LitServer], worker_mode: str) -> Call
         return lit_server(lit_api, **kwargs)
 
     return start
+
+
+@pytest.fixture
+def start_app(worker_mode: str) -> Iterator[Callable[..., AppClient]]:
+    """Serve a LitAPI in-process (no socket; Quart's test client) in the worker mode of this test run."""
+    clients: list[AppClient] = []
+
+    def start(lit_api: Any, **kwargs: Any) -> AppClient:
+        kwargs.setdefault("worker_mode", worker_mode)
+        clients.append(AppClient(lit_api, **kwargs))
+        return clients[-1]
+
+    yield start
+    for client in clients:
+        client.close()

@@ -10,8 +10,9 @@ process; the engine (`litserve.engine`) never imports this package. The server p
 - `messages`: every message that crosses, one frozen dataclass per kind; `wire`: their frames.
 - `child` and `child_queue`: the worker process itself (`python -m litserve.process.child FD`).
 
-Which worker process gets a request is decided by the endpoint's `RequestQueue` only: its `on_put`
-offers each new request to the processes (`Dispatch`), which take from it while they have credits.
+Requests wait in the endpoint's `RequestQueue`, as in thread mode; its `on_put` offers each new one to
+the worker processes (`Dispatch`: the one holding the fewest first), which take from the queue while
+they have credits. Inside a worker process, `ChildQueue` decides which of its threads runs it.
 """
 
 from __future__ import annotations

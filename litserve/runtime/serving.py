@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import final
 
+from quart import Quart
+
 from litserve.api import LitAPI
 from litserve.config import ServerSettings, read_api_key
 from litserve.engine.pool import Endpoint, WorkerFactory, WorkerPool
@@ -24,7 +26,7 @@ from litserve.web.app import create_app
 from litserve.web.auth import ApiKeyCheck
 from litserve.web.context import Gate, WebContext
 
-__all__ = ["Running", "launch"]
+__all__ = ["Parts", "Running", "assemble", "launch"]
 
 HTTP_START_TIMEOUT_S = 30.0
 WORKER_JOIN_TIMEOUT_S = 5.0  # beyond the graceful timeout, for workers to leave once their queue closed
@@ -58,6 +60,33 @@ class Running:
             self.http.stop(grace_s + WORKER_JOIN_TIMEOUT_S)
 
 
+@final
+@dataclass(frozen=True)
+class Parts:
+    """A server's endpoints, workers (not started) and web app, before any socket or thread exists."""
+
+    endpoints: list[Endpoint]
+    pool: WorkerPool
+    gate: Gate
+    app: Quart
+    api_key: str | None
+
+
+WebFactory = Callable[[list[Endpoint], Gate, ApiKeyCheck | None], WebContext]
+
+
+def assemble(
+    apis: Sequence[LitAPI], settings: ServerSettings, errors: ErrorLog, make_workers: WorkerFactory, web: WebFactory
+) -> Parts:
+    """Build what serves requests: endpoints, their workers and the app (tests drive it in-process)."""
+    endpoints = [Endpoint(api, settings.max_queue_size) for api in apis]
+    pool = WorkerPool(endpoints, settings.devices, settings.workers_per_device, errors, make_workers)
+    gate = Gate()
+    api_key = read_api_key(settings.api_key)
+    app = create_app(web(endpoints, gate, None if api_key is None else ApiKeyCheck(api_key)))
+    return Parts(endpoints, pool, gate, app, api_key)
+
+
 def launch(
     host: str,
     port: int,
@@ -65,20 +94,17 @@ def launch(
     settings: ServerSettings,
     errors: ErrorLog,
     make_workers: WorkerFactory,
-    web: Callable[[list[Endpoint], Gate, ApiKeyCheck | None], WebContext],
+    web: WebFactory,
     on_assembled: Callable[[Running | None], None],
 ) -> Running:
     """Bring a server up on `host:port`; `on_assembled` sees it before setup() runs (None if it failed)."""
     with contextlib.ExitStack() as undo:
         sock = bind_listening_socket(host, port)
         undo.callback(sock.close)
-        endpoints = [Endpoint(api, settings.max_queue_size) for api in apis]
-        pool = WorkerPool(endpoints, settings.devices, settings.workers_per_device, errors, make_workers)
-        gate = Gate()
-        api_key = read_api_key(settings.api_key)
-        context = web(endpoints, gate, None if api_key is None else ApiKeyCheck(api_key))
-        http = HttpThread(create_app(context), sock, settings.graceful_timeout_s, pool.loop_ended)
-        running = Running(host, int(sock.getsockname()[1]), endpoints, pool, http, gate, api_key)
+        parts = assemble(apis, settings, errors, make_workers, web)
+        pool = parts.pool
+        http = HttpThread(parts.app, sock, settings.graceful_timeout_s, pool.loop_ended)
+        running = Running(host, int(sock.getsockname()[1]), parts.endpoints, pool, http, parts.gate, parts.api_key)
         on_assembled(running)  # visible to status (and so /health) while setup() runs
         undo.callback(on_assembled, None)
         undo.callback(http.stop, settings.graceful_timeout_s + WORKER_JOIN_TIMEOUT_S)

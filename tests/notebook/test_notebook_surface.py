@@ -111,7 +111,7 @@ def test_client_rejects_a_url_it_cannot_use() -> None:
 # --- LitServer.predict --------------------------------------------------------------------------------
 
 
-def test_in_process_predict_uses_the_same_workers(start_server: Start) -> None:
+def test_server_predict_uses_the_same_workers(start_server: Start) -> None:
     server = start_server(TeapotAPI())
     assert server.predict({"input": 5}) == {"output": 25}
     with pytest.raises(RequestFailedError) as caught:
@@ -120,7 +120,7 @@ def test_in_process_predict_uses_the_same_workers(start_server: Start) -> None:
     assert server.status.workers[0].served == 1
 
 
-def test_in_process_predict_times_out_like_http(worker_mode: str) -> None:
+def test_server_predict_times_out_like_http(worker_mode: str) -> None:
     api = GatedPredictAPI()
     with LitServer(api, accelerator="cpu", worker_mode=worker_mode, timeout=0.2).start(port=0) as server:
         with pytest.raises(RequestFailedError) as caught:

@@ -1,4 +1,7 @@
-"""Every row of WIRE.md's "What a request gets" table, over a real socket."""
+"""Every row of WIRE.md's "What a request gets" table.
+
+Rows about what a request gets run on Quart's in-process test client (`start_app`); rows about the
+socket, concurrency, stopping and time keep a real server (`start_server`)."""
 
 from __future__ import annotations
 
@@ -11,23 +14,26 @@ from typing import Any
 import pytest
 import requests
 from pydantic import BaseModel
+from werkzeug.datastructures import FileStorage
 
 from litserve import HTTPException, LitAPI, LitServer
 from litserve.request_context import RequestContext
 from litserve.runtime.sockets import is_loopback
 from litserve.testing import serving
 from tests.apis import GatedPredictAPI, SquareAPI
+from tests.app_client import AppClient
 from tests.helpers import post, raw_request, wait_until
 from tests.sync import CrossEvent
 
 Start = Callable[..., LitServer]
+StartApp = Callable[..., AppClient]
 
 
 # --- success and malformed bodies --------------------------------------------------------------------
 
 
-def test_success_is_compact_json(start_server: Start) -> None:
-    response = post(start_server(SquareAPI()), {"input": 4.0})
+def test_success_is_compact_json(start_app: StartApp) -> None:
+    response = start_app(SquareAPI()).post({"input": 4.0})
     assert (response.status_code, response.headers["content-type"], response.content) == (
         200,
         "application/json",
@@ -36,9 +42,9 @@ def test_success_is_compact_json(start_server: Start) -> None:
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"", b"\xff\xfe", b'{"input": 1'])
-def test_body_that_is_not_json_is_400(start_server: Start, body: bytes) -> None:
-    server = start_server(SquareAPI())
-    response = post(server, data=body, headers={"Content-Type": "application/json"})
+def test_body_that_is_not_json_is_400(start_app: StartApp, body: bytes) -> None:
+    server = start_app(SquareAPI())
+    response = server.post(data=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 400
     assert response.json() == {"detail": "Request body is not valid JSON"}
     assert server.status.endpoints[0].client_errors == 1
@@ -65,20 +71,20 @@ class ModelAPI(LitAPI):
         return Out(label=output)
 
 
-def test_pydantic_model_validates_and_serialises(start_server: Start) -> None:
-    server = start_server(ModelAPI())
-    assert post(server, {"name": "ab", "count": 2}).json() == {"label": "abab"}
+def test_pydantic_model_validates_and_serialises(start_app: StartApp) -> None:
+    server = start_app(ModelAPI())
+    assert server.post({"name": "ab", "count": 2}).json() == {"label": "abab"}
 
 
-def test_pydantic_rejection_is_422_with_its_errors_and_no_urls(start_server: Start) -> None:
-    server = start_server(ModelAPI())
-    response = post(server, {"name": "ab", "count": "many"})
+def test_pydantic_rejection_is_422_with_its_errors_and_no_urls(start_app: StartApp) -> None:
+    server = start_app(ModelAPI())
+    response = server.post({"name": "ab", "count": "many"})
     assert response.status_code == 422
     errors = response.json()["detail"]
     assert [(e["type"], e["loc"], e["input"]) for e in errors] == [("int_parsing", ["count"], "many")]
     assert all(set(e) == {"type", "loc", "msg", "input"} for e in errors)
     assert "url" not in response.text
-    assert post(server, data=b"{oops").status_code == 422
+    assert server.post(data=b"{oops").status_code == 422
 
 
 # --- forms, files and the request context ---------------------------------------------------------------
@@ -93,9 +99,10 @@ class FormAPI(LitAPI):
         return x
 
 
-def test_multipart_fields_and_files_reach_decode_request(start_server: Start) -> None:
-    server = start_server(FormAPI())
-    response = post(server, data={"name": "cat"}, files={"file": ("cat.png", io.BytesIO(b"\x89PNG" * 10))})
+def test_multipart_fields_and_files_reach_decode_request(start_app: StartApp) -> None:
+    server = start_app(FormAPI())
+    upload = FileStorage(io.BytesIO(b"\x89PNG" * 10), filename="cat.png", content_type="image/png")
+    response = server.post(form={"name": "cat"}, files={"file": upload})
     assert response.json() == {"name": "cat", "file": "cat.png", "size": 40}
 
 
@@ -104,8 +111,8 @@ class UrlencodedAPI(LitAPI):
         return dict(x)
 
 
-def test_urlencoded_form_reaches_decode_request(start_server: Start) -> None:
-    assert post(start_server(UrlencodedAPI()), data={"a": "1", "b": "two"}).json() == {"a": "1", "b": "two"}
+def test_urlencoded_form_reaches_decode_request(start_app: StartApp) -> None:
+    assert start_app(UrlencodedAPI()).post(form={"a": "1", "b": "two"}).json() == {"a": "1", "b": "two"}
 
 
 class ContextAPI(LitAPI):
@@ -124,9 +131,9 @@ class ContextAPI(LitAPI):
         }
 
 
-def test_hooks_that_ask_for_context_see_headers_query_and_path(start_server: Start) -> None:
-    server = start_server(ContextAPI())
-    response = post(server, {"input": 5}, path="/predict?q=hello", headers={"X-User": "ada"})
+def test_hooks_that_ask_for_context_see_headers_query_and_path(start_app: StartApp) -> None:
+    server = start_app(ContextAPI())
+    response = server.post({"input": 5}, query_string={"q": "hello"}, headers={"X-User": "ada"})
     assert response.json() == {
         "x": 5,
         "user": "ada",
@@ -158,10 +165,10 @@ def test_api_key_from_the_environment_is_read_at_start(monkeypatch: pytest.Monke
         assert server.status.endpoints[0].client_errors == 3  # the three refused POSTs
 
 
-def test_api_key_argument(start_server: Start) -> None:
-    server = start_server(SquareAPI(), api_key="k")
-    assert post(server, {"input": 3}).status_code == 401
-    assert post(server, {"input": 3}, headers={"X-API-Key": "k"}).json() == {"output": 9}
+def test_api_key_argument(start_app: StartApp) -> None:
+    server = start_app(SquareAPI(), api_key="k")
+    assert server.post({"input": 3}).status_code == 401
+    assert server.post({"input": 3}, headers={"X-API-Key": "k"}).json() == {"output": 9}
 
 
 class BearerAPI(SquareAPI):
@@ -171,11 +178,12 @@ class BearerAPI(SquareAPI):
         return request.headers.get("authorization") == "Bearer good"
 
 
-def test_authorize_hook_replaces_the_key_check(start_server: Start) -> None:
-    server = start_server(BearerAPI(), api_key="ignored-for-this-api")
-    assert post(server, {"input": 3}, headers={"Authorization": "Bearer good"}).json() == {"output": 9}
-    assert post(server, {"input": 3}, headers={"Authorization": "Bearer bad"}).status_code == 401
-    banned = post(server, {"input": 3}, headers={"Authorization": "Bearer banned"})
+def test_authorize_hook_replaces_the_key_check(start_app: StartApp) -> None:
+    server = start_app(BearerAPI(), api_key="ignored-for-this-api")
+    assert server.post({"input": 3}, headers={"Authorization": "Bearer good"}).json() == {"output": 9}
+    refused = server.post({"input": 3}, headers={"Authorization": "Bearer bad"})
+    assert (refused.status_code, refused.json()) == (401, {"detail": "Unauthorized"})
+    banned = server.post({"input": 3}, headers={"Authorization": "Bearer banned"})
     assert (banned.status_code, banned.json()) == (403, {"detail": "banned"})
 
 
@@ -187,11 +195,12 @@ def test_only_loopback_hosts_count_as_private() -> None:
 # --- body limit -----------------------------------------------------------------------------------------
 
 
-def test_body_larger_than_the_limit_is_413(start_server: Start) -> None:
-    server = start_server(SquareAPI(), max_payload_size="1KB")
-    response = post(server, data=b'{"input": "' + b"x" * 2000 + b'"}', headers={"Content-Type": "application/json"})
+def test_body_larger_than_the_limit_is_413(start_app: StartApp) -> None:
+    server = start_app(SquareAPI(), max_payload_size="1KB")
+    response = server.post(data=b'{"input": "' + b"x" * 2000 + b'"}', headers={"Content-Type": "application/json"})
     assert (response.status_code, response.json()) == (413, {"detail": "Payload too large"})
-    assert post(server, {"input": 3}).json() == {"output": 9}
+    assert server.post({"input": 3}).json() == {"output": 9}
+    assert server.status.endpoints[0].client_errors == 1
 
 
 def test_chunked_body_without_a_length_is_counted_too(start_server: Start) -> None:
@@ -251,17 +260,17 @@ class RaisingAPI(LitAPI):
         ("werkzeug", 409, "already exists"),
     ],
 )
-def test_http_exceptions_from_hooks_keep_their_status(start_server: Start, kind: str, status: int, detail: Any) -> None:
-    response = post(start_server(RaisingAPI()), {"kind": kind})
+def test_http_exceptions_from_hooks_keep_their_status(start_app: StartApp, kind: str, status: int, detail: Any) -> None:
+    response = start_app(RaisingAPI()).post({"kind": kind})
     assert (response.status_code, response.json()) == (status, {"detail": detail})
 
 
 def test_other_exceptions_are_an_opaque_500_and_kept_as_last_error(
-    start_server: Start, caplog: pytest.LogCaptureFixture
+    start_app: StartApp, caplog: pytest.LogCaptureFixture
 ) -> None:
-    server = start_server(RaisingAPI())
+    server = start_app(RaisingAPI())
     with caplog.at_level(logging.ERROR, logger="litserve"):
-        response = post(server, {"kind": "crash"})
+        response = server.post({"kind": "crash"})
     assert (response.status_code, response.json()) == (500, {"detail": "Internal server error"})
     assert "secret" not in response.text
     last = server.status.last_error
@@ -269,7 +278,7 @@ def test_other_exceptions_are_an_opaque_500_and_kept_as_last_error(
     assert "Traceback" in last.traceback
     # Logged with its traceback (in process mode the worker process's traceback, as text).
     assert [r for r in caplog.records if r.exc_info is not None or "Traceback" in r.getMessage()]
-    assert post(server, {"kind": "fine"}).json() == "fine"
+    assert server.post({"kind": "fine"}).json() == "fine"
 
 
 class MismatchAPI(LitAPI):
@@ -368,12 +377,13 @@ def test_clients_that_hang_up_while_queued_are_never_predicted(worker_mode: str)
 # --- unknown routes -------------------------------------------------------------------------------------
 
 
-def test_unknown_path_and_wrong_method_are_json(start_server: Start) -> None:
-    server = start_server(SquareAPI())
-    missing = requests.get(server.url + "/nope", timeout=10)
+def test_unknown_path_and_wrong_method_are_json(start_app: StartApp) -> None:
+    server = start_app(SquareAPI())
+    missing = server.get("/nope")
     assert (missing.status_code, missing.json()) == (404, {"detail": "Not Found"})
-    wrong = requests.get(server.url + "/predict", timeout=10)
+    wrong = server.get("/predict")
     assert (wrong.status_code, wrong.json()) == (405, {"detail": "Method Not Allowed"})
+    assert "POST" in wrong.headers["Allow"]
 
 
 def test_root_and_info(start_server: Start) -> None:
@@ -395,12 +405,12 @@ class UnhealthyAPI(SquareAPI):
         return self.healthy.is_set()
 
 
-def test_health_asks_the_litapi(start_server: Start) -> None:
+def test_health_asks_the_litapi(start_app: StartApp) -> None:
     api = UnhealthyAPI()
-    server = start_server(api)
-    assert requests.get(server.url + "/health", timeout=10).status_code == 503
+    server = start_app(api)
+    assert server.get("/health").status_code == 503
     api.healthy.set()
-    assert requests.get(server.url + "/health", timeout=10).text == "ok"
+    assert server.get("/health").text == "ok"
 
 
 def test_headers_past_the_limit_are_431_and_the_server_goes_on(start_server: Start) -> None:
@@ -422,20 +432,12 @@ class RaisingHealthAPI(SquareAPI):
         raise RuntimeError("probe failed")
 
 
-def test_a_health_check_that_raises_is_not_ready(start_server: Start) -> None:
-    server = start_server(RaisingHealthAPI())
+def test_a_health_check_that_raises_is_not_ready(start_app: StartApp) -> None:
+    server = start_app(RaisingHealthAPI())
     for _ in range(3):  # in process mode a worker may be the thread that reads the check: it must live on
-        response = requests.get(server.url + "/health", timeout=10)
+        response = server.get("/health")
         assert (response.status_code, response.text) == (503, "not ready")
-    answer = post(server, {"input": 3}, timeout=10)
-    assert answer.json() == {"output": 9}
-
-
-def test_wrong_method_says_which_methods_are_allowed(lit_server: Start) -> None:
-    server = lit_server(SquareAPI())
-    response = requests.get(server.url + "/predict", timeout=10)
-    assert response.status_code == 405
-    assert "POST" in response.headers["Allow"]
+    assert server.post({"input": 3}).json() == {"output": 9}
 
 
 class StreamUntilDeadlineAPI(LitAPI):
