@@ -40,6 +40,7 @@ from litserve.process.messages import (
     SetupFailed,
     Stop,
     Stopped,
+    ToChild,
 )
 from litserve.process.wire import BadFrame
 from litserve.status import ErrorLog, ErrorRecord, Verdict, WorkerCounters, WorkerState
@@ -189,7 +190,7 @@ class InFlightBook:
 
     # --- answers in --------------------------------------------------------------------------------------
 
-    def receive(self, message: FromChild | BadFrame) -> None:
+    def receive(self, message: ToChild | FromChild | BadFrame) -> None:
         """Handle one message from the process (on the loop)."""
         match message:
             case Answer(request_id, outcome):
@@ -213,6 +214,8 @@ class InFlightBook:
                 logger.error("could not read a message from worker process %s: %s", self._name, error)
             case Ready() | SetupFailed() | Stopped():  # the supervisor's part (handshake, channel end)
                 pass
+            case _:  # what only the server sends: a bug on the other side, not a reason to stop serving
+                self._errors.record(self._name, ValueError(f"unexpected message from a worker process: {message!r}"))
         self.pump()
 
     def _take(self, request_id: int) -> InferenceRequest | None:

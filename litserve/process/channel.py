@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
-from typing import Any, final
+from typing import final
 
 from litserve.engine.bridge import LoopHandle
-from litserve.process.messages import FromChild, ToChild, encode
+from litserve.process.messages import FromChild, ToChild, decode, encode
 from litserve.process.wire import MAX_PIECES, RECV_SIZE, BadFrame, FrameReader, unsent_part
 
 __all__ = ["Channel"]
@@ -30,7 +30,7 @@ class Channel:
         sock: socket.socket,
         frames: FrameReader,
         loop: LoopHandle,
-        on_message: Callable[[FromChild | BadFrame], None],
+        on_message: Callable[[ToChild | FromChild | BadFrame], None],
         on_closed: Callable[[], None],
     ) -> None:
         self._sock = sock
@@ -127,8 +127,7 @@ class Channel:
         if not data:  # the worker process exited (or closed its end)
             self.close()
             return
-        messages: list[Any] = self._frames.feed(data)
-        for message in messages:
-            self._on_message(message)
+        for wire_form in self._frames.feed(data):
+            self._on_message(decode(wire_form))
             if not self._is_open:
                 return

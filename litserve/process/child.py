@@ -16,7 +16,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Hashable, Sequence
-from typing import final
+from typing import Any, final
 
 import cloudpickle
 
@@ -43,6 +43,7 @@ from litserve.process.messages import (
     Stop,
     Stopped,
     ToChild,
+    decode,
     encode,
 )
 from litserve.process.wire import BadFrame, Link, LinkClosedError
@@ -110,20 +111,20 @@ class _Session:
             self.cancellations.pop(request_id, None)
         self.link.send(encode(message))
 
-    def handle(self, message: ToChild | BadFrame) -> InferenceRequest | None:
+    def handle(self, wire_form: Any) -> InferenceRequest | None:
         """One message from the server: a request to queue, or None when dealt with here.
 
         Runs on whichever thread read it (see ChildQueue), often a worker: nothing may escape.
         """
         try:
-            return self._take(message)
+            return self._take(decode(wire_form))
         except LinkClosedError:
             raise
         except BaseException as exc:  # noqa: B036 - even SystemExit from a user's health() must not end a worker
             self.errors.record(_WHERE, exc)
             return None
 
-    def _take(self, message: ToChild | BadFrame) -> InferenceRequest | None:
+    def _take(self, message: ToChild | FromChild | BadFrame) -> InferenceRequest | None:
         match message:
             case Request():
                 return self._request(message)
@@ -140,8 +141,8 @@ class _Session:
                 self.errors.record(_WHERE, error)
                 if tag:  # a request: answer it, so the server gives its slot back
                     self.send(Answer(tag, Outcome.failure(INTERNAL_ERROR)))
-            case ChildInit():
-                raise ValueError("a second ChildInit came from the server")
+            case _:
+                raise ValueError(f"unexpected message from the server: {message!r}")
         return None
 
     def _request(self, message: Request) -> InferenceRequest | None:
@@ -164,9 +165,10 @@ def main() -> None:
     sock = socket.socket(fileno=int(sys.argv[1]))
     link = Link(sock)
     try:
-        init = link.recv()
+        init = decode(link.recv())
     except LinkClosedError:
         os._exit(0)
+    assert isinstance(init, ChildInit), f"the first message must be a ChildInit, not {init!r}"
     sys.path[:] = list(init.sys_path)
     # Errors travel to the server process, which logs them and keeps the last one for its status;
     # logging them here as well would print every traceback twice.

@@ -5,16 +5,20 @@ Worker process -> server: `Ready` or `SetupFailed` (first), then `Answer`, `Answ
 `Dropped`, `ErrorReport`, `HealthAnswer`, and `Stopped` last.
 
 Each side matches what it reads once (`process.book` in the server, `process.child` in the worker
-process). Each class pickles as one constructor call (`__reduce__`): answers are read on the server's
-loop right after a model ran, with cold caches, where a slots dataclass's `__setstate__` costs tens of µs.
+process). On the wire a message is a plain tuple, its kind's number and then its fields, so pickling
+it runs no Python code of ours: requests and answers cross right after a model ran, with cold caches,
+where every Python-level pickling hook (`__reduce__`, `__setstate__`) costs tens of µs.
 """
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, final
 
 from litserve.engine.messages import DropReason, Outcome, StreamItem
+from litserve.process.wire import BadFrame
 from litserve.process.wire import encode as encode_frame
 from litserve.request_context import RequestContext
 from litserve.status import ErrorRecord
@@ -36,18 +40,9 @@ __all__ = [
     "Stop",
     "Stopped",
     "ToChild",
+    "decode",
     "encode",
 ]
-
-
-class _Message:
-    """Pickled as `Class(*fields)`: one call to rebuild, and no field can be forgotten on the way."""
-
-    __slots__ = ()
-
-    def __reduce__(self) -> tuple[type[Any], tuple[Any, ...]]:
-        # A dataclass's __match_args__ names every field, in order.
-        return (type(self), tuple(getattr(self, name) for name in self.__match_args__))  # type: ignore[attr-defined]
 
 
 # --- server -> worker process ------------------------------------------------------------------------
@@ -55,7 +50,7 @@ class _Message:
 
 @final
 @dataclass(frozen=True, slots=True)
-class ChildInit(_Message):
+class ChildInit:
     """The first message: everything a worker process needs to start its workers."""
 
     api_bytes: bytes  # the LitAPI, cloudpickled by value so notebook-defined classes work
@@ -66,7 +61,7 @@ class ChildInit(_Message):
 
 @final
 @dataclass(frozen=True, slots=True)
-class Request(_Message):
+class Request:
     """A request to run. `model_data` replaces `payload` for a pydantic body (validated again there)."""
 
     request_id: int
@@ -79,20 +74,20 @@ class Request(_Message):
 
 @final
 @dataclass(frozen=True, slots=True)
-class Cancel(_Message):
+class Cancel:
     request_id: int
     reason: DropReason
 
 
 @final
 @dataclass(frozen=True, slots=True)
-class HealthQuery(_Message):
+class HealthQuery:
     token: int
 
 
 @final
 @dataclass(frozen=True, slots=True)
-class Stop(_Message):
+class Stop:
     """No more requests come: finish what is held within `wait_s` seconds, then say `Stopped`."""
 
     wait_s: float
@@ -106,13 +101,13 @@ ToChild = ChildInit | Request | Cancel | HealthQuery | Stop
 
 @final
 @dataclass(frozen=True, slots=True)
-class Ready(_Message):
+class Ready:
     pid: int
 
 
 @final
 @dataclass(frozen=True, slots=True)
-class SetupFailed(_Message):
+class SetupFailed:
     """The LitAPI could not be loaded or a worker's setup() raised; `original` is the pickled exception."""
 
     summary: str
@@ -122,14 +117,14 @@ class SetupFailed(_Message):
 
 @final
 @dataclass(frozen=True, slots=True)
-class Answer(_Message):
+class Answer:
     request_id: int
     outcome: Outcome
 
 
 @final
 @dataclass(frozen=True, slots=True)
-class Answers(_Message):
+class Answers:
     """A batch's answers in one message."""
 
     items: tuple[tuple[int, Outcome], ...]
@@ -137,7 +132,7 @@ class Answers(_Message):
 
 @final
 @dataclass(frozen=True, slots=True)
-class Chunk(_Message):
+class Chunk:
     """One stream item; a failure Outcome or STREAM_END is the request's last."""
 
     request_id: int
@@ -146,7 +141,7 @@ class Chunk(_Message):
 
 @final
 @dataclass(frozen=True, slots=True)
-class Dropped(_Message):
+class Dropped:
     """The worker skipped the request (its client left or its deadline passed); it was answered already."""
 
     request_id: int
@@ -155,27 +150,72 @@ class Dropped(_Message):
 
 @final
 @dataclass(frozen=True, slots=True)
-class ErrorReport(_Message):
+class ErrorReport:
     record: ErrorRecord
 
 
 @final
 @dataclass(frozen=True, slots=True)
-class HealthAnswer(_Message):
+class HealthAnswer:
     token: int
     healthy: bool
 
 
 @final
 @dataclass(frozen=True, slots=True)
-class Stopped(_Message):
+class Stopped:
     """The worker process finished after `Stop` and exits."""
 
 
 FromChild = Ready | SetupFailed | Answer | Answers | Chunk | Dropped | ErrorReport | HealthAnswer | Stopped
 
 
+_KINDS: tuple[type[Any], ...] = (
+    ChildInit,
+    Request,
+    Cancel,
+    HealthQuery,
+    Stop,
+    Ready,
+    SetupFailed,
+    Answer,
+    Answers,
+    Chunk,
+    Dropped,
+    ErrorReport,
+    HealthAnswer,
+    Stopped,
+)
+_NUMBERS = {kind: number for number, kind in enumerate(_KINDS)}
+
+
+def _field_getter(kind: type[Any]) -> Callable[[Any], tuple[Any, ...]]:
+    names: tuple[str, ...] = kind.__match_args__  # a dataclass's fields, in order
+    if len(names) > 1:
+        return operator.attrgetter(*names)  # a tuple, read in C
+    if names:
+        get = operator.attrgetter(names[0])
+        return lambda message: (get(message),)
+    return lambda message: ()
+
+
+_FIELDS = {kind: _field_getter(kind) for kind in _KINDS}
+
+
 def encode(message: ToChild | FromChild) -> list[bytes | memoryview]:
     """One message as the pieces of its frame. A `Request` is tagged with its id, which stays readable
     when its payload cannot be unpickled on the other side, so that request can still be answered."""
-    return encode_frame(message, tag=message.request_id if isinstance(message, Request) else 0)
+    kind = type(message)
+    wire_form = (_NUMBERS[kind], *_FIELDS[kind](message))
+    return encode_frame(wire_form, tag=message.request_id if isinstance(message, Request) else 0)
+
+
+def decode(wire_form: Any) -> ToChild | FromChild | BadFrame:
+    """The message a frame carried (what `FrameReader.feed` returned for it); a BadFrame stays one."""
+    if isinstance(wire_form, BadFrame):
+        return wire_form
+    try:
+        message: ToChild | FromChild = _KINDS[wire_form[0]](*wire_form[1:])
+    except Exception as exc:  # not one of ours: the reader goes on with the next
+        return BadFrame(exc, 0)
+    return message

@@ -29,7 +29,7 @@ from litserve.exceptions import SHUTTING_DOWN, WORKER_PROCESS_DIED
 from litserve.hooks import HookPlan
 from litserve.process.book import InFlightBook
 from litserve.process.channel import Channel
-from litserve.process.messages import ChildInit, FromChild, Ready, SetupFailed, encode
+from litserve.process.messages import ChildInit, FromChild, Ready, SetupFailed, ToChild, decode, encode
 from litserve.process.wire import RECV_SIZE, BadFrame, FrameReader, LinkClosedError, send_all
 from litserve.status import ErrorLog, WorkerCounters, WorkerState
 
@@ -309,7 +309,8 @@ def _first_message(sock: socket.socket, frames: FrameReader) -> FromChild | BadF
             raise LinkClosedError("the worker process exited during setup")
         messages: list[Any] = frames.feed(data)
         if messages:  # nothing follows the first message until the server sends a request
-            first: FromChild | BadFrame = messages[0]
+            first = decode(messages[0])
+            assert not isinstance(first, ToChild), "a worker process never sends what the server sends"
             return first
 
 

@@ -360,6 +360,7 @@ def test_a_write_to_a_worker_process_that_just_died_puts_the_request_back_and_st
         assert source.get_nowait().payload == {"input": 0}  # back at the head, in order
         assert loop.run_until_complete(asyncio.wait_for(closed, 10))  # then its end of stream ends the channel
     finally:
+        theirs.close()
         loop.close()
 
 
@@ -367,7 +368,7 @@ def test_answers_a_worker_process_sent_before_dying_still_reach_their_requests()
     """Two answers arrive in one read; handling the first sends the next request, which fails (the
     process is gone). The second answer must still be delivered, not replaced by a 500."""
     from litserve.engine.messages import Outcome
-    from litserve.process.messages import Answer, Request, encode
+    from litserve.process.messages import Answer, Request, decode, encode
     from litserve.process.wire import FrameReader, send_all
 
     source, book, (channel, handle), theirs, (loop, closed) = _book_on_a_socket(credits=2)
@@ -376,7 +377,7 @@ def test_answers_a_worker_process_sent_before_dying_still_reach_their_requests()
         book.attach(channel, handle)  # both are sent
         reader, sent = FrameReader(), []
         while len(sent) < 2:
-            sent += reader.feed(theirs.recv(1 << 16))
+            sent += [decode(wire_form) for wire_form in reader.feed(theirs.recv(1 << 16))]
         assert [type(m) for m in sent] == [Request, Request]
         (third,) = _queue(source, 3)  # waits: no credit left
         send_all(
@@ -391,6 +392,7 @@ def test_answers_a_worker_process_sent_before_dying_still_reach_their_requests()
         assert (first.result(0).body, second.result(0).body) == (b"1", b"4")
         assert not third.done() and source.get_nowait().payload == {"input": 3}  # back in the queue
     finally:
+        theirs.close()
         loop.close()
 
 
