@@ -70,9 +70,9 @@ class AppClient:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="test-app-loop", daemon=True)
         self._thread.start()
-        self._client = self._parts.app.test_client()
-        self._parts.pool.start(LoopHandle(self._loop, self._thread.ident or 0))
         try:
+            self._client = self._parts.app.test_client()
+            self._parts.pool.start(LoopHandle(self._loop, self._thread.ident or 0))
             self._parts.pool.wait_ready()
         except BaseException:
             self.close()
@@ -116,9 +116,14 @@ class AppClient:
         return ServerStatus(ServerState.RUNNING, None, 0.0, endpoints, self.errors.last)
 
     def close(self) -> None:
-        """Stop the workers (the loop still runs: it carries their answers), then the loop."""
-        self._parts.gate.close()
-        self._parts.pool.stop(WAIT_S)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(WAIT_S)
-        self._loop.close()
+        """Stop the workers (the loop still runs: it carries their answers), then the loop. Idempotent."""
+        if self._loop.is_closed():
+            return
+        try:
+            self._parts.gate.close()
+            self._parts.pool.stop(WAIT_S)
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(WAIT_S)
+            assert not self._thread.is_alive(), "the app's loop did not stop"
+            self._loop.close()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -48,13 +49,12 @@ def start_server(lit_server: Callable[..., LitServer], worker_mode: str) -> Call
 @pytest.fixture
 def start_app(worker_mode: str) -> Iterator[Callable[..., AppClient]]:
     """Serve a LitAPI in-process (no socket; Quart's test client) in the worker mode of this test run."""
-    clients: list[AppClient] = []
+    with contextlib.ExitStack() as stack:  # every client is closed, even if closing one fails
 
-    def start(lit_api: Any, **kwargs: Any) -> AppClient:
-        kwargs.setdefault("worker_mode", worker_mode)
-        clients.append(AppClient(lit_api, **kwargs))
-        return clients[-1]
+        def start(lit_api: Any, **kwargs: Any) -> AppClient:
+            kwargs.setdefault("worker_mode", worker_mode)
+            client = AppClient(lit_api, **kwargs)
+            stack.callback(client.close)
+            return client
 
-    yield start
-    for client in clients:
-        client.close()
+        yield start

@@ -50,8 +50,8 @@ class WorkerHandle(Protocol):
 
     def join(self, timeout_s: float | None) -> bool: ...
 
-    def loop_ended(self) -> None:
-        """The HTTP loop ends (called on its thread); after a stop nothing is left to do."""
+    def loop_ended(self) -> bool:
+        """The HTTP loop ends (called on its thread). True when this worker can serve nothing more."""
         ...
 
     def is_healthy(self) -> bool | Awaitable[bool]: ...
@@ -165,12 +165,26 @@ class WorkerPool:
             worker.start(loop)
 
     def loop_ended(self) -> None:
-        """Called on the HTTP loop's thread as it ends: workers that need the loop end with it."""
-        for worker in self.workers:
-            try:
-                worker.loop_ended()
-            except Exception:  # the others must still hear it
-                logger.exception("worker %s failed to end with the event loop", worker.name)
+        """Called on the HTTP loop's thread as it ends: workers that need the loop end with it.
+
+        After a stop nothing is left to do. When the loop died instead (serving failed), an endpoint
+        left without a worker takes no more requests, and what waits is answered, so no caller (a
+        `server.predict()` without a timeout) waits forever.
+        """
+        for endpoint in self._endpoints:
+            ended = [self._end_with_loop(worker) for worker in endpoint.workers]
+            if all(ended):
+                endpoint.queue.close()
+                for request in endpoint.queue.drain_nowait():
+                    request.reply.deliver(_SHUTTING_DOWN)
+
+    @staticmethod
+    def _end_with_loop(worker: WorkerHandle) -> bool:
+        try:
+            return worker.loop_ended()
+        except Exception:  # the others must still hear it
+            logger.exception("worker %s failed to end with the event loop", worker.name)
+            return True
 
     def wait_ready(self) -> None:
         """Block until every worker finished setup(); raise WorkerSetupError on the first failure."""

@@ -90,8 +90,9 @@ class Worker:
         """Start the thread (it answers through each request's reply, so it needs no loop of its own)."""
         self._thread.start()
 
-    def loop_ended(self) -> None:
-        """A worker thread answers through its requests' replies and needs no loop of its own."""
+    def loop_ended(self) -> bool:
+        """A worker thread answers through its requests' replies and needs no loop: it goes on."""
+        return False
 
     def join(self, timeout_s: float | None) -> bool:
         """Wait for the thread (and its feeder) to end; True if they did."""

@@ -215,7 +215,20 @@ def decode(wire_form: Any) -> ToChild | FromChild | BadFrame:
     if isinstance(wire_form, BadFrame):
         return wire_form
     try:
-        message: ToChild | FromChild = _KINDS[wire_form[0]](*wire_form[1:])
+        number = wire_form[0]
+        if type(number) is not int or not 0 <= number < len(_KINDS):
+            raise ValueError(f"no message kind numbered {number!r}")
+        message: ToChild | FromChild = _KINDS[number](*wire_form[1:])
     except Exception as exc:  # not one of ours: the reader goes on with the next
-        return BadFrame(exc, 0)
+        return BadFrame(exc, _request_id_of(wire_form))
     return message
+
+
+def _request_id_of(wire_form: Any) -> int:
+    """The id of a request that could not be rebuilt (so it can still be answered), else 0."""
+    try:
+        if type(wire_form[0]) is int and wire_form[0] == _NUMBERS[Request] and type(wire_form[1]) is int:
+            return int(wire_form[1])
+    except Exception:  # not even a tuple
+        pass
+    return 0

@@ -156,23 +156,25 @@ class ProcessWorker:
 
     # --- the thread --------------------------------------------------------------------------------------
 
-    def loop_ended(self) -> None:
-        """On the HTTP loop's thread as it ends without a stop (it failed): end the process for good."""
-        self._stopping.set()
-        self._set_state(ChildState.STOPPING, self.counters.state)
-        self._kill()
-        self._close_channel()
+    def loop_ended(self) -> bool:
+        """On the HTTP loop's thread as it ends: a process still served (the loop died) ends for good."""
+        if self._thread.is_alive():
+            self._stopping.set()
+            self._set_state(ChildState.STOPPING, self.counters.state)
+            self._kill()
+            self._close_channel()  # answers what it held (503) and wakes the thread, which reaps it
+        return True
 
     def _supervise(self) -> None:
         first = True
         while first or not self._stopping.is_set():
             try:
-                sock, frames = self._spawn_and_handshake()
+                sock, frames, early = self._spawn_and_handshake()
             except BaseException as exc:
                 self._could_not_start(exc, first)
                 return
             self._gone.clear()
-            if not self._serve_on_loop(sock, frames, first):
+            if not self._serve_on_loop(sock, frames, early, first):
                 self._could_not_start(RuntimeError("the server's event loop ended before it could serve"), first)
                 return
             first = False
@@ -192,18 +194,19 @@ class ProcessWorker:
                 state = ChildState.STOPPING  # a stop, once asked for, is never undone
             self.state, self.counters.state = state, worker_state
 
-    def _serve_on_loop(self, sock: socket.socket, frames: FrameReader, first: bool) -> bool:
+    def _serve_on_loop(self, sock: socket.socket, frames: FrameReader, early: list[Any], first: bool) -> bool:
         """Hand the socket to the loop; False (the process killed) when the loop has ended."""
         loop = self._loop
         assert loop is not None
-        if loop.call(self._open, sock, frames, first):
+        if loop.call(self._open, sock, frames, early, first):
             return True
         sock.close()
         self._kill()
         self._reap()
         return False
 
-    def _spawn_and_handshake(self) -> tuple[socket.socket, FrameReader]:
+    def _spawn_and_handshake(self) -> tuple[socket.socket, FrameReader, list[Any]]:
+        """Start a process and wait for its setup(); the socket, its reader and what came after `Ready`."""
         parent_end, child_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             self._process = subprocess.Popen(
@@ -219,14 +222,15 @@ class ProcessWorker:
         try:
             send_all(parent_end, encode(self._init))
             frames = FrameReader()
-            _check_handshake(_first_message(parent_end, frames))
+            first, *early = _first_messages(parent_end, frames)
+            _check_handshake(decode(first))
         except BaseException:
             parent_end.close()
             self._reap()
             raise
-        return parent_end, frames
+        return parent_end, frames, early
 
-    def _open(self, sock: socket.socket, frames: FrameReader, first: bool) -> None:
+    def _open(self, sock: socket.socket, frames: FrameReader, early: list[Any], first: bool) -> None:
         # On the loop: the process finished setup(); serve it here from now on.
         loop = self._loop
         assert loop is not None
@@ -237,6 +241,8 @@ class ProcessWorker:
         if first:
             self._ready.set_result(None)
         self.book.attach(channel, loop)
+        for wire_form in early:  # read together with `Ready`
+            self.book.receive(decode(wire_form))
 
     def _close_channel(self) -> None:
         # On the loop.
@@ -298,8 +304,9 @@ class ProcessWorker:
             self.restarts += 1
 
 
-def _first_message(sock: socket.socket, frames: FrameReader) -> FromChild | BadFrame:
-    """Block for the process's first message (the socket is still blocking during the handshake)."""
+def _first_messages(sock: socket.socket, frames: FrameReader) -> list[Any]:
+    """Block for the process's first message (the socket still blocks during the handshake), and
+    return it with whatever else the same reads completed."""
     while True:
         try:
             data = sock.recv(RECV_SIZE)
@@ -308,13 +315,11 @@ def _first_message(sock: socket.socket, frames: FrameReader) -> FromChild | BadF
         if not data:
             raise LinkClosedError("the worker process exited during setup")
         messages: list[Any] = frames.feed(data)
-        if messages:  # nothing follows the first message until the server sends a request
-            first = decode(messages[0])
-            assert not isinstance(first, ToChild), "a worker process never sends what the server sends"
-            return first
+        if messages:
+            return messages
 
 
-def _check_handshake(message: FromChild | BadFrame) -> None:
+def _check_handshake(message: ToChild | FromChild | BadFrame) -> None:
     """Return on `Ready`; raise setup()'s own exception (or a RemoteError) on `SetupFailed`."""
     match message:
         case Ready():

@@ -198,6 +198,13 @@ def test_a_drop_reason_and_outcome_reason_survive_the_crossing() -> None:
     assert crossed(Answer(1, outcome)).outcome.reason is DropReason.TIMED_OUT
 
 
-def test_a_frame_that_is_no_message_of_ours_reads_as_a_bad_frame() -> None:
-    assert isinstance(decode(("not", "a", "message")), BadFrame)
-    assert isinstance(decode((999,)), BadFrame)
+@pytest.mark.parametrize("wire_form", [("not", "a", "message"), (999,), (-1,), (True, 1, 2, 3, 4, 5, 6), 42])
+def test_a_frame_that_is_no_message_of_ours_reads_as_a_bad_frame(wire_form: Any) -> None:
+    bad = decode(wire_form)
+    assert isinstance(bad, BadFrame) and bad.tag == 0
+
+
+def test_a_request_that_cannot_be_rebuilt_keeps_its_id_so_it_is_still_answered() -> None:
+    (wire_form,) = FrameReader().feed(frame_bytes(Request(31, {"x": 1}, None, None, None, 0.0)))
+    bad = decode(wire_form[:-1])  # a field short, as from another version
+    assert isinstance(bad, BadFrame) and bad.tag == 31

@@ -474,3 +474,31 @@ def test_a_stop_is_never_undone_by_a_later_state_change() -> None:
     worker._channel_closed()  # the process ended
     assert worker.state is ChildState.STOPPING
     assert future.result(0).status == 503
+
+
+def test_when_the_http_loop_dies_worker_processes_end_and_waiting_callers_are_answered(worker_mode: str) -> None:
+    """Serving failed and the loop ended without a stop: in process mode nothing can reach the worker
+    processes any more, so a predict() without a timeout must be answered at once, not wait forever;
+    worker threads need no loop and go on serving predict()."""
+    server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode, timeout=False).start(port=0)
+    try:
+        running = server._running
+        assert running is not None
+        ended: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def die() -> None:  # what the HTTP thread's exit hook does, on its thread
+            running.pool.loop_ended()
+            ended.set_result(None)
+
+        running.http._loop.call_soon_threadsafe(die)  # type: ignore[union-attr]
+        ended.result(10)
+        if worker_mode == "thread":
+            assert server.predict({"input": 2}) == {"output": 4}
+        else:
+            with pytest.raises(RequestFailedError) as caught:
+                server.predict({"input": 2})
+            assert caught.value.status_code == 503
+            assert wait_until(lambda: all(w.state is WorkerState.STOPPED for w in server.status.workers))
+    finally:
+        server.stop()
+    assert server.state.value == "stopped"
