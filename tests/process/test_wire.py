@@ -208,3 +208,20 @@ def test_a_request_that_cannot_be_rebuilt_keeps_its_id_so_it_is_still_answered()
     (wire_form,) = FrameReader().feed(frame_bytes(Request(31, {"x": 1}, None, None, None, 0.0)))
     bad = decode(wire_form[:-1])  # a field short, as from another version
     assert isinstance(bad, BadFrame) and bad.tag == 31
+
+
+def test_the_handshake_keeps_what_came_in_the_same_read_as_ready() -> None:
+    from litserve.process.messages import ErrorReport, Ready
+    from litserve.process.supervisor import _first_messages
+    from litserve.status import ErrorRecord
+
+    left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        report = ErrorReport(ErrorRecord("w", "ValueError: x", "Traceback ...", 1.0))
+        send_all(left, [*encode(Ready(7)), *encode(report)])  # one write: one read on the other end
+        first, *early = _first_messages(right, FrameReader())
+        assert decode(first) == Ready(7)
+        assert [decode(m) for m in early] == [report]
+    finally:
+        left.close()
+        right.close()

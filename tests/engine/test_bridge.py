@@ -1,0 +1,38 @@
+"""The one doorway into the HTTP loop: at once on the loop's own thread, a hop from any other, nothing once closed."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+from litserve.engine.bridge import LoopHandle, LoopReply
+from litserve.engine.messages import Outcome
+
+ANSWER = Outcome(200, b"{}")
+
+
+def test_a_call_on_the_loops_own_thread_runs_at_once_and_from_another_thread_on_the_loop() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        ran: list[str] = []
+        here = LoopHandle(loop, threading.get_ident())
+        assert here.call(ran.append, "at once") and ran == ["at once"]
+        elsewhere = LoopHandle(loop, -1)  # as seen from a thread that is not the loop's
+        assert elsewhere.call(ran.append, "on the loop") and ran == ["at once"]
+        loop.run_until_complete(asyncio.sleep(0))
+        assert ran == ["at once", "on the loop"]
+    finally:
+        loop.close()
+
+
+def test_a_closed_loop_is_never_touched_even_from_a_thread_that_reuses_its_id() -> None:
+    loop = asyncio.new_event_loop()
+    future = loop.create_future()
+    future.add_done_callback(lambda _: None)  # as a waiting route's task does: setting it schedules on the loop
+    reply = LoopReply(loop, future)  # made on this thread: it counts as the loop's
+    loop.close()
+    ran: list[str] = []
+    assert not LoopHandle(loop, threading.get_ident()).call(ran.append, "x")
+    assert ran == []
+    reply.deliver(ANSWER)  # the request is gone with its loop: a late answer must not raise in the worker
+    reply.deliver_batch([(reply, ANSWER)])
