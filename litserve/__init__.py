@@ -11,6 +11,8 @@ Importing this package has no side effects: no logging setup, no environment rea
 """
 
 # No `from __future__ import annotations` here: it would export the name `annotations`.
+# `test_examples`: LitServe's examples as `ls.test_examples.SimpleLitAPI` (torch and numpy only when used).
+from litserve import test_examples as test_examples
 from litserve.api import LitAPI as LitAPI
 from litserve.client import Client as Client
 from litserve.exceptions import HTTPException as HTTPException

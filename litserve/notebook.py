@@ -14,7 +14,7 @@ from typing import Any, final
 
 from litserve.status import EndpointStatus, ServerState, ServerStatus
 
-__all__ = ["PanelTimer", "status_html", "status_panel", "status_text"]
+__all__ = ["PanelSet", "PanelTimer", "mimebundle", "status_html", "status_panel", "status_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,3 +171,47 @@ def status_panel(
     timer = PanelTimer(refresh, stopped)
     timer.start()
     return panel, timer
+
+
+@final
+class PanelSet:
+    """A server's panels: the one live panel, shown again however often the server is displayed, and
+    every timer still refreshing, which `LitServer.stop()` joins."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.timers: list[PanelTimer] = []
+        self._shown: tuple[Any, PanelTimer | None] | None = None
+
+    def widget(
+        self, read_status: Callable[[], ServerStatus], stop: Callable[[], None], stopped: threading.Event
+    ) -> Any:
+        """The live panel, or a new one (see `status_panel`) when there is none."""
+        with self._lock:
+            shown = self._shown
+        if shown is not None and shown[1] is not None and shown[1].is_alive:
+            return shown[0]
+        panel, timer = status_panel(read_status, stop, stopped)
+        with self._lock:
+            self._shown = (panel, timer)
+            if timer is not None:
+                self.timers = [t for t in self.timers if t.is_alive] + [timer]
+        return panel
+
+    def join(self, timeout_s: float) -> None:
+        """Wait for the timers (they refresh once more to show "stopped", then end) and forget them."""
+        with self._lock:
+            timers, self.timers = self.timers, []
+        for timer in timers:
+            timer.join(timeout_s)
+
+
+def mimebundle(status: ServerStatus, widget: Callable[[], Any], include: Any, exclude: Any) -> dict[str, Any]:
+    """What Jupyter shows for a server: the live widget where it can, else HTML, and plain text."""
+    bundle: dict[str, Any] = {"text/html": status_html(status)}
+    try:
+        bundle.update(widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
+    except Exception:  # no widget support here (e.g. a console): the HTML and text views remain
+        logger.debug("showing the status without a widget", exc_info=True)
+    bundle["text/plain"] = status_text(status)
+    return bundle

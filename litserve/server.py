@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from litserve.api import LitAPI
 from litserve.client import Client
@@ -18,7 +18,7 @@ from litserve.engine.direct_call import call_directly, pick_endpoint
 from litserve.engine.pool import Endpoint, WorkerFactory
 from litserve.engine.worker import thread_workers
 from litserve.exceptions import ServerStateError
-from litserve.notebook import PanelTimer, status_html, status_panel, status_text
+from litserve.notebook import PanelSet, mimebundle
 from litserve.runtime import registry
 from litserve.runtime.console import StopRequested, show_logs, stop_on_signals
 from litserve.runtime.serving import WORKER_JOIN_TIMEOUT_S, Running, launch
@@ -26,6 +26,9 @@ from litserve.runtime.sockets import is_loopback
 from litserve.status import ErrorLog, ServerState, ServerStatus
 from litserve.web.auth import ApiKeyCheck
 from litserve.web.context import Gate, WebContext
+
+if TYPE_CHECKING:
+    from quart import Quart
 
 __all__ = ["LitServer"]
 
@@ -62,6 +65,8 @@ class LitServer:
             Default 16 MiB.
         model_metadata: any JSON-able value shown as "model" by GET /info.
         max_batch_size, batch_timeout, stream, api_path: deprecated here; pass them to LitAPI.
+        fast_queue: accepted for LitServe compatibility (its ZeroMQ transport); it changes nothing here,
+            where requests reach workers through in-process queues (and a socket in process mode).
 
     Stability: the constructor arguments are LitServe's; start/stop/status are beta.
     """
@@ -85,7 +90,9 @@ class LitServer:
         batch_timeout: float | None = None,
         stream: bool | None = None,
         api_path: str | None = None,
+        fast_queue: bool = False,
     ) -> None:
+        del fast_queue  # LitServe's ZeroMQ switch: our queues are already in-process
         timeout_s = normalize_timeout(timeout)
         deprecated = {"max_batch_size": max_batch_size, "batch_timeout": batch_timeout, "stream": stream}
         self._apis = check_apis(lit_api, timeout_s, api_path=api_path, **deprecated)
@@ -108,8 +115,7 @@ class LitServer:
         self._running: Running | None = None
         self._stopped = threading.Event()
         self._errors = ErrorLog()
-        self._panels: list[PanelTimer] = []
-        self._panel: tuple[Any, PanelTimer | None] | None = None
+        self._panels = PanelSet()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -139,16 +145,8 @@ class LitServer:
             return self
         host = "127.0.0.1" if host is None else host
         port = 8000 if port is None else port
-        try:
-            running = self._start(host, port)
-        except BaseException:
-            with self._lock:
-                self._state = ServerState.FAILED
-                self._stopped.set()
-            raise
-        with self._lock:
-            self._running = running
-            self._state = ServerState.RUNNING
+        running = self._launch((host, port))
+        assert running.port is not None
         registry.remember(running.port, self)
         if not is_loopback(host) and running.api_key is None:
             logger.warning("litserve is listening on %s, reachable from other machines, without an API key", host)
@@ -158,15 +156,43 @@ class LitServer:
         logger.info("Application startup complete.")
         return self
 
-    def _is_running_on(self, host: str | None, port: int | None) -> bool:
+    def _start_in_process(self) -> LitServer:
+        """Start the workers and the app without binding a socket (`litserve.utils.wrap_litserve_start`).
+
+        The same lifecycle as start(): `app` is then an ASGI app that an in-process client drives on its
+        own event loop, and stop() ends it. Returns the server unchanged when it is already running.
+        """
+        if not self._is_running_on(None, None, on_socket=False):
+            self._launch(None)
+            logger.debug("litserve running in-process (no socket)")
+        return self
+
+    def _launch(self, address: tuple[str, int] | None) -> Running:
+        """STARTING -> RUNNING, or FAILED with nothing left running (the error is raised)."""
+        try:
+            running = self._start(address)
+        except BaseException:
+            with self._lock:
+                self._state = ServerState.FAILED
+                self._stopped.set()
+            raise
+        with self._lock:
+            self._running = running
+            self._state = ServerState.RUNNING
+        return running
+
+    def _is_running_on(self, host: str | None, port: int | None, *, on_socket: bool = True) -> bool:
         """True when already running there; else move to STARTING (or say why it cannot start now)."""
         with self._lock:
             if self._state is ServerState.RUNNING:
                 running = self._running
                 assert running is not None
+                if on_socket and running.port is None:
+                    raise ServerStateError("this server runs in-process without a socket; call stop() before start()")
                 if (port is not None and port not in (0, running.port)) or (host is not None and host != running.host):
                     raise ServerStateError(
-                        f"this server is already running on {self.url}; call stop() before starting it on {host}:{port}"
+                        f"this server is already running {running.where}; call stop() before starting it on "
+                        f"{host}:{port}"
                     )
                 return True
             if self._state in (ServerState.STARTING, ServerState.STOPPING):
@@ -175,8 +201,9 @@ class LitServer:
             self._stopped.clear()
         return False
 
-    def _start(self, host: str, port: int) -> Running:
-        registry.stop_holder_of(port, self)
+    def _start(self, address: tuple[str, int] | None) -> Running:
+        if address is not None:
+            registry.stop_holder_of(address[1], self)
         settings = self._settings
 
         def web(endpoints: list[Endpoint], gate: Gate, api_key: ApiKeyCheck | None) -> WebContext:
@@ -191,7 +218,7 @@ class LitServer:
                 max_payload_bytes=settings.max_payload_bytes,
             )
 
-        return launch(host, port, self._apis, settings, self._errors, self._worker_factory(), web, self._assembled)
+        return launch(address, self._apis, settings, self._errors, self._worker_factory(), web, self._assembled)
 
     def _assembled(self, running: Running | None) -> None:
         with self._lock:
@@ -230,14 +257,13 @@ class LitServer:
         try:
             running.shutdown(self._settings.graceful_timeout_s)
         finally:
-            registry.forget(running.port, self)
+            if running.port is not None:
+                registry.forget(running.port, self)
             with self._lock:
                 self._state = ServerState.STOPPED
-                panels, self._panels = self._panels, []
             self._stopped.set()
-            for panel in panels:  # they refresh once more to show "stopped", then end
-                panel.join(WORKER_JOIN_TIMEOUT_S)
-        logger.info("litserve stopped (was on http://%s:%d)", running.host, running.port)
+            self._panels.join(WORKER_JOIN_TIMEOUT_S)
+        logger.info("litserve stopped (was %s)", running.where)
 
     def run(
         self,
@@ -279,6 +305,19 @@ class LitServer:
         return self._state
 
     @property
+    def app(self) -> Quart:
+        """The ASGI app (a Quart app) of the current run: what `wrap_litserve_start` hands to a test client.
+
+        Each start() builds a new one. Raises ServerStateError before the server was started.
+
+        Stability: beta.
+        """
+        running = self._running
+        if running is None:
+            raise ServerStateError(f"the server is {self._state.value}; its app exists once it is started")
+        return running.app
+
+    @property
     def port(self) -> int | None:
         """The bound port while running (the real one when started with port=0)."""
         running = self._running
@@ -286,11 +325,13 @@ class LitServer:
 
     @property
     def url(self) -> str:
-        """`http://host:port` while running; raises ServerStateError otherwise."""
+        """`http://host:port` while running; raises ServerStateError otherwise (also when served in-process)."""
         running = self._running
         if running is None:
             raise ServerStateError(f"the server is {self._state.value}; it has a URL only once start() is called")
         host = running.host
+        if host is None:
+            raise ServerStateError("the server runs in-process without a socket: call its ASGI app `server.app`")
         if host in ("0.0.0.0", ""):
             host = "127.0.0.1"
         elif ":" in host:
@@ -307,7 +348,7 @@ class LitServer:
         endpoints = tuple(e.status() for e in running.endpoints)
         return ServerStatus(
             state=state,
-            url=self.url,
+            url=None if running.port is None else self.url,
             uptime_s=time.monotonic() - running.started_s,
             endpoints=endpoints,
             last_error=self._errors.last,
@@ -346,27 +387,12 @@ class LitServer:
         stop() ends) and shows "stopped" afterwards. Displaying the server as a cell's last expression
         shows the same panel.
         """
-        with self._lock:
-            shown = self._panel
-        if shown is not None and shown[1] is not None and shown[1].is_alive:
-            return shown[0]  # one live panel per server, however often the server is displayed
-        panel, timer = status_panel(lambda: self.status, self.stop, self._stopped)
-        with self._lock:
-            self._panel = (panel, timer)
-            if timer is not None:
-                self._panels = [t for t in self._panels if t.is_alive] + [timer]
-        return panel
+        return self._panels.widget(lambda: self.status, self.stop, self._stopped)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        status = self.status
-        bundle: dict[str, Any] = {"text/html": status_html(status)}
-        try:
-            bundle.update(self.widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
-        except Exception:  # no widget support here (e.g. a console): the HTML and text views remain
-            logger.debug("showing the status without a widget", exc_info=True)
-        bundle["text/plain"] = status_text(status)
-        return bundle
+        return mimebundle(self.status, self.widget, include, exclude)
 
     def __repr__(self) -> str:
-        where = f" on {self.url}" if self._running is not None else ""
+        running = self._running
+        where = "" if running is None else f" {running.where}" if running.port is None else f" on {self.url}"
         return f"<LitServer {self._state.value}{where} apis={[type(a).__name__ for a in self._apis]}>"

@@ -1,7 +1,9 @@
 """What exists only while a server runs, put together in dependency order and taken apart in reverse.
 
 `launch` binds the port, builds the endpoints and their workers, starts the HTTP thread and then the
-workers (worker processes do their socket I/O on its loop), and waits for every `setup()`. Each step
+workers (worker processes do their socket I/O on its loop), and waits for every `setup()`. Launched
+without an address, it binds nothing and the HTTP thread runs only its loop: the app is then served by
+whoever calls it as an ASGI app (an in-process test client), and everything else is the same. Each step
 pushes its undo onto an ExitStack, kept only once everything is up, so a failed start leaves nothing
 running and raises the real error. `Running.shutdown` is the stop sequence.
 """
@@ -35,16 +37,22 @@ WORKER_JOIN_TIMEOUT_S = 5.0  # beyond the graceful timeout, for workers to leave
 @final
 @dataclass
 class Running:
-    """The parts of a running server; dropped as a whole at stop()."""
+    """The parts of a running server; dropped as a whole at stop(). No host and port: served in-process."""
 
-    host: str
-    port: int
+    host: str | None
+    port: int | None
     endpoints: list[Endpoint]
     pool: WorkerPool
     http: HttpThread
     gate: Gate
     api_key: str | None
+    app: Quart
     started_s: float = field(default_factory=time.monotonic)
+
+    @property
+    def where(self) -> str:
+        """Where it serves, for messages: `http://host:port`, or that it has no socket."""
+        return "in-process (no socket)" if self.port is None else f"http://{self.host}:{self.port}"
 
     def shutdown(self, grace_s: float) -> None:
         """Refuse new requests, close the listener, let the workers finish, then end the HTTP loop.
@@ -88,8 +96,7 @@ def assemble(
 
 
 def launch(
-    host: str,
-    port: int,
+    address: tuple[str, int] | None,
     apis: Sequence[LitAPI],
     settings: ServerSettings,
     errors: ErrorLog,
@@ -97,14 +104,17 @@ def launch(
     web: WebFactory,
     on_assembled: Callable[[Running | None], None],
 ) -> Running:
-    """Bring a server up on `host:port`; `on_assembled` sees it before setup() runs (None if it failed)."""
+    """Bring a server up on `address` (host, port), or in-process when None; `on_assembled` sees it before
+    setup() runs (None if it failed)."""
     with contextlib.ExitStack() as undo:
-        sock = bind_listening_socket(host, port)
-        undo.callback(sock.close)
+        sock = None if address is None else bind_listening_socket(*address)
+        if sock is not None:
+            undo.callback(sock.close)
         parts = assemble(apis, settings, errors, make_workers, web)
         pool = parts.pool
         http = HttpThread(parts.app, sock, settings.graceful_timeout_s, pool.loop_ended)
-        running = Running(host, int(sock.getsockname()[1]), parts.endpoints, pool, http, parts.gate, parts.api_key)
+        host, port = (None, None) if sock is None or address is None else (address[0], int(sock.getsockname()[1]))
+        running = Running(host, port, parts.endpoints, pool, http, parts.gate, parts.api_key, parts.app)
         on_assembled(running)  # visible to status (and so /health) while setup() runs
         undo.callback(on_assembled, None)
         undo.callback(http.stop, settings.graceful_timeout_s + WORKER_JOIN_TIMEOUT_S)

@@ -4,6 +4,10 @@ The thread hands its loop back through a `concurrent.futures.Future` once Hyperc
 lifespan startup on the already-listening socket, and carries any startup error back the same way.
 It is stopped through Hypercorn's shutdown trigger, which closes the listener, lets in-flight
 requests finish for up to `graceful_timeout_s`, then cancels what is left.
+
+Without a socket (a server started for an in-process ASGI client, `litserve.utils.wrap_litserve_start`)
+the thread runs only the loop: worker processes' channels live on it, while the app is called on
+whichever loop its ASGI caller runs.
 """
 
 from __future__ import annotations
@@ -40,14 +44,18 @@ def _hypercorn_config(graceful_timeout_s: float) -> Config:
 
 @final
 class HttpThread:
-    """Runs `app` on `sock` in a thread named `litserve-http` until `stop()`.
+    """Runs `app` on `sock` in a thread named `litserve-http` until `stop()`; with no socket, only the loop.
 
     `on_loop_exit` runs on that thread as the loop ends, before it closes (the workers are told, in case
     it ends without a stop because serving failed).
     """
 
     def __init__(
-        self, app: Quart, sock: socket.socket, graceful_timeout_s: float, on_loop_exit: Callable[[], None]
+        self,
+        app: Quart,
+        sock: socket.socket | None,
+        graceful_timeout_s: float,
+        on_loop_exit: Callable[[], None],
     ) -> None:
         self._app = app
         self._on_loop_exit = on_loop_exit
@@ -78,7 +86,7 @@ class HttpThread:
     def stop(self, timeout_s: float) -> bool:
         """Close the listener (if not yet), let the loop end and join the thread; True if it ended in time."""
         if self._thread.ident is None:
-            self._sock.close()
+            self._close_socket()
             return True
         self.close_listener()
         loop, release = self._loop, self._release
@@ -95,10 +103,14 @@ class HttpThread:
         # otherwise open a connection that Hypercorn, shutting down, neither serves nor closes until
         # the graceful period ends. Connections still in the backlog are reset when Hypercorn closes
         # the socket, so a client connecting now is refused at once.
-        fd = self._sock.fileno()
+        fd = -1 if self._sock is None else self._sock.fileno()
         if fd != -1:  # -1: already closed
             loop.remove_reader(fd)
         shutdown.set()
+
+    def _close_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
 
     def _main(self) -> None:
         loop = asyncio.new_event_loop()
@@ -118,7 +130,7 @@ class HttpThread:
                     self._on_loop_exit()
                 finally:
                     loop.close()
-                    self._sock.close()
+                    self._close_socket()
             if not self._ready.done():
                 self._ready.set_exception(RuntimeError("the HTTP server stopped before it was ready"))
 
@@ -127,8 +139,15 @@ class HttpThread:
         self._release = asyncio.Event()
         self._loop = loop
 
-        async def mark_ready() -> None:
+        if self._sock is None:  # no Hypercorn: the loop alone, until stop()
             self._ready.set_result(loop)
+            await self._release.wait()
+            return
+
+        async def mark_ready() -> None:
+            # Once: an in-process ASGI client's lifespan may run the app's startup again (same app).
+            if not self._ready.done():
+                self._ready.set_result(loop)
 
         self._app.before_serving(mark_ready)
         sockets = Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])

@@ -67,11 +67,11 @@ def test_await_and_the_panel_in_the_kernel(kernel: Kernel) -> None:
         "panel = server.widget()\n"
         "for i in range(4):\n"
         "    client.predict({'input': i})\n"
-        "server._panels[-1]._refresh()\n"
+        "server._panels.timers[-1]._refresh()\n"
         "'<td>5</td>' in panel.children[0].value"
     )
     assert panel.text == "True", panel
-    stopped = kernel.run("server.stop()\n'stopped' in panel.children[0].value, server._panels")
+    stopped = kernel.run("server.stop()\n'stopped' in panel.children[0].value, server._panels.timers")
     assert stopped.text == "(True, [])"
 
 

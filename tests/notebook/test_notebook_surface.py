@@ -166,7 +166,7 @@ def test_panel_shows_requests_then_stopped_and_its_timer_ends() -> None:
     server = LitServer(SquareAPI(), accelerator="cpu").start(port=0)
     try:
         panel = server.widget()
-        timers = list(server._panels)
+        timers = list(server._panels.timers)
         assert len(timers) == 1 and timers[0].is_alive
         client = server.client()
         for i in range(7):
