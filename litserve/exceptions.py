@@ -18,6 +18,8 @@ Request-time failures reach HTTP only through `error_response`, which never leak
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -151,8 +153,9 @@ def error_response(exc: BaseException) -> ErrorResponse:
     """Map an exception raised while serving a request to what the client sees.
 
     Our `HTTPException` and any exception that carries `status_code` and `detail` (FastAPI and
-    Starlette's) or Werkzeug's `code` and `description` keep their status and detail. Every other
-    exception is a 500 whose body says nothing about the cause; the caller logs the traceback.
+    Starlette's, with their `headers`) or Werkzeug's `code` and `description` keep their status and
+    detail. Every other exception is a 500 whose body says nothing about the cause; the caller logs
+    the traceback.
     """
     status = getattr(exc, "status_code", None)
     if isinstance(status, int) and hasattr(exc, "detail"):
@@ -164,7 +167,19 @@ def error_response(exc: BaseException) -> ErrorResponse:
             return INTERNAL_ERROR
     if not 400 <= status <= 599:
         return INTERNAL_ERROR
-    return ErrorResponse(status, detail if detail is not None else _reason(status))
+    return ErrorResponse(status, detail if detail is not None else _reason(status), _headers_of(exc))
+
+
+def _headers_of(exc: BaseException) -> tuple[tuple[str, str], ...]:
+    """Headers an HTTP exception asks for (Starlette's and FastAPI's `headers`, e.g. WWW-Authenticate)."""
+    headers = getattr(exc, "headers", None)
+    if not isinstance(headers, Mapping):
+        return ()
+    pairs = ((str(name), str(value)) for name, value in headers.items())
+    return tuple((name, value) for name, value in pairs if not _BREAKS_A_LINE.search(name + value))
+
+
+_BREAKS_A_LINE = re.compile(r"[\r\n\x00]")  # a header that would end the header block is dropped
 
 
 def _reason(status: int) -> str:

@@ -125,6 +125,7 @@ class HttpThread:
             try:
                 _cancel_leftover_tasks(loop)
                 loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())  # e.g. gzip of big answers
             finally:
                 try:
                     self._on_loop_exit()

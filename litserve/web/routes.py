@@ -19,7 +19,9 @@ from litserve.exceptions import NOT_READY, ErrorResponse
 from litserve.request_context import RequestContext
 from litserve.status import EndpointCounters, Verdict
 from litserve.web.auth import API_KEY_HEADER, run_authorize
+from litserve.web.compression import GZIP_MIN_BYTES, gzip_outcome
 from litserve.web.context import WebContext
+from litserve.web.dependencies import prepare_authorize
 from litserve.web.streaming import STREAM_WINDOW, StreamBody
 from litserve.web.validation import read_payload
 
@@ -67,7 +69,7 @@ class PredictRoute:
         self._timeout_s = context.timeout_s
         self._body_model = endpoint.plan.body_model
         self._wants_context = endpoint.plan.wants_context
-        self._authorize = endpoint.plan.authorize
+        self._authorize = prepare_authorize(endpoint.plan.authorize)  # FastAPI-style Depends(...) resolved here
         self._is_stream = endpoint.api.stream
         # A LitAPI's own authorize() replaces the API key check for that endpoint.
         self._api_key = context.api_key if self._authorize is None else None
@@ -80,6 +82,8 @@ class PredictRoute:
         if isinstance(answer, Response):
             return answer
         counters.count(answer.verdict)
+        if len(answer.body) >= GZIP_MIN_BYTES:  # small answers pay this comparison only
+            answer = await gzip_outcome(answer, request.headers.get("Accept-Encoding"))
         return _respond(answer)
 
     async def _answer(self, arrival_s: float) -> Outcome | Response:
