@@ -82,26 +82,19 @@ class StreamBody:
             if first_data:
                 yield first_data
             queue = self._queue
+            # One HTTP chunk per stream chunk, never several joined: LitServe's clients (and its own
+            # tests) parse each chunk they read as one JSON line.
             while not finished:
                 item = await queue.get()
-                parts: list[bytes] = []
-                # Coalesce what is already waiting into one write: fewer sends when the worker is ahead.
-                while True:
-                    if isinstance(item, bytes):
-                        parts.append(item)
-                        self._window.release()
-                    else:
-                        finished = True
-                        if isinstance(item, Outcome):
-                            if item.reason is DropReason.TIMED_OUT:
-                                self._counters.count(Verdict.TIMED_OUT)
-                            parts.append(_error_line(item))
-                        break
-                    if queue.empty():
-                        break
-                    item = queue.get_nowait()
-                if parts:
-                    yield b"".join(parts)
+                if isinstance(item, bytes):
+                    self._window.release()
+                    yield item
+                    continue
+                finished = True
+                if isinstance(item, Outcome):
+                    if item.reason is DropReason.TIMED_OUT:
+                        self._counters.count(Verdict.TIMED_OUT)
+                    yield _error_line(item)
         finally:
             if timer is not None:
                 timer.cancel()

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import requests
 import torch
 
 from litserve import HTTPException, LitAPI, LitServer
@@ -369,6 +370,29 @@ def test_a_stream_longer_than_its_window_arrives_whole(start_server: Start) -> N
     server = start_server(ManyChunksAPI())
     response = post(server, {"n": 1000})
     assert response.text == "".join(f"{i}," for i in range(1000))
+
+
+class JsonLinesAPI(LitAPI):
+    def __init__(self) -> None:
+        super().__init__(stream=True)
+
+    def decode_request(self, request: Any) -> Any:
+        return request["n"]
+
+    def predict(self, n: Any) -> Iterator[int]:
+        yield from range(n)
+
+    def encode_response(self, outputs: Iterator[int]) -> Iterator[dict[str, int]]:
+        for output in outputs:
+            yield {"i": output}
+
+
+def test_each_stream_chunk_is_its_own_http_chunk(start_server: Start) -> None:
+    """LitServe's clients (its e2e tests too) read with iter_content and parse each piece as one JSON line."""
+    server = start_server(JsonLinesAPI())
+    with requests.post(server.url + "/predict", json={"n": 300}, stream=True, timeout=30) as response:
+        pieces = [json.loads(piece) for piece in response.iter_content(chunk_size=4000) if piece]
+    assert pieces == [{"i": i} for i in range(300)]
 
 
 def test_a_client_that_falls_behind_holds_up_its_worker_until_the_deadline() -> None:
