@@ -127,9 +127,11 @@ class _Dependency:
                 )
         return cls(call, tuple(arguments), use_cache)
 
-    async def solve(self, request: Any, cache: dict[Any, Any]) -> Any:
-        if self.use_cache and self.call in cache:
-            return cache[self.call]
+    async def solve(self, request: Any, cache: dict[int, Any]) -> Any:
+        """Call it with its dependencies solved first; `cache` (by the callable's id) lives for one request."""
+        key = id(self.call)  # the plan keeps every callable alive; some (dataclass instances) are unhashable
+        if self.use_cache and key in cache:
+            return cache[key]
         kwargs: dict[str, Any] = {}
         for argument in self.arguments:  # each is a dependency or the request
             dependency = argument.dependency
@@ -138,7 +140,7 @@ class _Dependency:
         if inspect.isawaitable(value):
             value = await value
         if self.use_cache:
-            cache[self.call] = value
+            cache[key] = value
         return value
 
 
@@ -180,7 +182,7 @@ def starlette_request(context: RequestContext) -> Any:
     return Request(scope)
 
 
-def prepare_authorize(authorize: Callable[..., Any] | None) -> Callable[[RequestContext], Any] | None:
+def prepare_authorize(authorize: Callable[..., Any] | None) -> Authorize | None:
     """What the route calls for a LitAPI's `authorize`: itself, or an adapter for the FastAPI style.
 
     Raises:
