@@ -23,6 +23,8 @@ from litserve.exceptions import WorkerSetupError as WorkerSetupError
 from litserve.request_context import RequestContext as RequestContext
 from litserve.request_context import UploadedFile as UploadedFile
 from litserve.server import LitServer as LitServer
+from litserve.specs import OpenAIEmbeddingSpec as OpenAIEmbeddingSpec
+from litserve.specs import OpenAISpec as OpenAISpec
 from litserve.status import ServerState as ServerState
 from litserve.status import ServerStatus as ServerStatus
 
@@ -32,6 +34,8 @@ __all__ = [
     "LitAPI",
     "LitServeError",
     "LitServer",
+    "OpenAIEmbeddingSpec",
+    "OpenAISpec",
     "PortInUseError",
     "RequestContext",
     "RequestFailedError",

@@ -23,6 +23,7 @@ from litserve.runtime import registry
 from litserve.runtime.console import StopRequested, show_logs, stop_on_signals
 from litserve.runtime.serving import WORKER_JOIN_TIMEOUT_S, Running, launch
 from litserve.runtime.sockets import is_loopback
+from litserve.specs.base import LitSpec
 from litserve.status import ErrorLog, ServerState, ServerStatus
 from litserve.web.auth import ApiKeyCheck
 from litserve.web.context import Gate, WebContext
@@ -61,6 +62,7 @@ class LitServer:
         max_payload_size: the largest request body, in bytes or as "10MB"; larger ones get 413.
             Default 16 MiB.
         model_metadata: any JSON-able value shown as "model" by GET /info.
+        spec: LitServe's older form of `LitAPI(spec=...)`, e.g. `LitServer(api, spec=OpenAISpec())`.
         max_batch_size, batch_timeout, stream, api_path: deprecated here; pass them to LitAPI.
 
     Stability: the constructor arguments are LitServe's; start/stop/status are beta.
@@ -81,6 +83,7 @@ class LitServer:
         api_key: str | None = None,
         max_payload_size: int | str | None = None,
         model_metadata: Any = None,
+        spec: LitSpec | None = None,
         max_batch_size: int | None = None,
         batch_timeout: float | None = None,
         stream: bool | None = None,
@@ -88,7 +91,7 @@ class LitServer:
     ) -> None:
         timeout_s = normalize_timeout(timeout)
         deprecated = {"max_batch_size": max_batch_size, "batch_timeout": batch_timeout, "stream": stream}
-        self._apis = check_apis(lit_api, timeout_s, api_path=api_path, **deprecated)
+        self._apis = check_apis(lit_api, timeout_s, spec, api_path=api_path, **deprecated)
         if worker_mode not in ("thread", "process"):
             raise ValueError(f"worker_mode must be 'thread' or 'process', got {worker_mode!r}")
         self._worker_mode = worker_mode

@@ -167,10 +167,11 @@ class InferenceRequest:
     """One request waiting for a worker.
 
     `deadline_s` is a `time.monotonic()` value, or None when the server has no timeout. `context` is
-    built only for endpoints whose hooks ask for it. `handed_s` is set in a worker process only: when
-    (monotonic, the same clock in every process) the server handed the request over to that process,
-    which is when its batch window may open (the batcher keeps it between when the worker began
-    collecting and when it read the request).
+    built only for endpoints whose hooks ask for it. `shape` is for an endpoint with its own answer
+    codec (a spec): what its route decided about this request's answer (e.g. OpenAI's choice index).
+    `handed_s` is set in a worker process only: when (monotonic, the same clock in every process) the
+    server handed the request over to that process, which is when its batch window may open (the
+    batcher keeps it between when the worker began collecting and when it read the request).
     """
 
     payload: Any
@@ -179,6 +180,7 @@ class InferenceRequest:
     cancellation: Cancellation
     context: RequestContext | None = None
     handed_s: float | None = None
+    shape: Any = None
 
     def drop_reason(self, now_s: float) -> DropReason | None:
         """Why this request must not run now, or None when it should."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from litserve.api import LitAPI
 from litserve.codec import encode_json
+from litserve.engine.answer_codec import AnswerCodec, ChunkEncoder
 from litserve.engine.messages import STREAM_END, TIMED_OUT_OUTCOME, DropReason, InferenceRequest, Outcome, StreamStart
 from litserve.engine.steps import Close, Drain, Program, StepLists, call, run_async, run_sync
 from litserve.hooks import CONTEXT_HOOKS, HookPlan
@@ -63,13 +64,20 @@ class Hooks:
     encode_response: Hook
     is_batched: bool
     has_custom_unbatch: bool
+    codec: AnswerCodec | None = None  # a spec's; None: JSON answers and NDJSON streams
 
     @classmethod
     def bind(cls, api: LitAPI, plan: HookPlan) -> Hooks:
         hooks = {name: _bind(api, name, plan) for name in CONTEXT_HOOKS}
         is_batched = api.max_batch_size > 1
         has_custom_unbatch = type(api).unbatch is not LitAPI.unbatch
-        return cls(is_batched=is_batched, has_custom_unbatch=has_custom_unbatch, **hooks)
+        return cls(is_batched=is_batched, has_custom_unbatch=has_custom_unbatch, codec=api.spec, **hooks)
+
+    def encode_answer(self, encoded: Any, request: InferenceRequest) -> bytes:
+        codec = self.codec
+        if codec is None:
+            return encode_json(encoded)
+        return codec.encode_answer(encoded, request.payload, request.shape)
 
     def contexts(self, requests: Sequence[InferenceRequest]) -> Any:
         """What batch-level hooks get as `context`: the list when batching, else the request's own."""
@@ -133,7 +141,7 @@ def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fai
         for i, output in zip(live, outputs, strict=True):
             try:
                 encoded = yield call(hooks.encode_response, output, requests[i].context)
-                outcomes[i] = Outcome(200, encode_json(encoded))
+                outcomes[i] = Outcome(200, hooks.encode_answer(encoded, requests[i]))
             except Exception as exc:
                 outcomes[i] = fail(exc)
     return [outcomes[i] for i in range(len(requests))]
@@ -149,11 +157,18 @@ class StreamFanout:
     """
 
     def __init__(
-        self, requests: Sequence[InferenceRequest], clock: Callable[[], float], may_block: bool = True
+        self,
+        requests: Sequence[InferenceRequest],
+        clock: Callable[[], float],
+        may_block: bool = True,
+        codec: AnswerCodec | None = None,
     ) -> None:
         self._requests = list(requests)
         self._clock = clock
         self._may_block = may_block  # a synchronous worker waits for slow clients; an event loop must not
+        self._encoders: list[ChunkEncoder] | None = (
+            None if codec is None else [codec.open_stream(r.payload, r.shape) for r in requests]
+        )
         self._started = [False] * len(requests)
         self._active = set(range(len(requests)))
         self.verdicts: list[Verdict] = []
@@ -169,12 +184,18 @@ class StreamFanout:
             item = items[j]
             if item is None and is_batched:
                 continue  # nothing for this request at this step
+            if self._encoders is None:
+                data, media_type = encode_chunk(item)
+            else:
+                encoder = self._encoders[j]
+                data, media_type = encoder.encode(item), encoder.media_type
+                if not data and self._started[j]:
+                    continue  # the spec sends nothing for this chunk (yet)
             if self._may_block:
                 wait_s = None if request.deadline_s is None else max(0.0, request.deadline_s - now_s)
                 if not request.reply.wait_for_room(wait_s):  # the client fell behind until the deadline
                     self._end(j, TIMED_OUT_OUTCOME)
                     continue
-            data, media_type = encode_chunk(item)
             request.reply.push(data if self._started[j] else StreamStart(media_type, data))
             self._started[j] = True
         return bool(self._active)
@@ -193,8 +214,15 @@ class StreamFanout:
             self._end(j, outcome)
 
     def finish(self) -> None:
+        """End every stream still running normally (a spec's encoder adds its closing bytes first)."""
         for j in sorted(self._active):
-            self._requests[j].reply.push(STREAM_END)
+            reply = self._requests[j].reply
+            if self._encoders is not None:
+                encoder = self._encoders[j]
+                data = encoder.close()
+                if data or not self._started[j]:
+                    reply.push(data if self._started[j] else StreamStart(encoder.media_type, data))
+            reply.push(STREAM_END)
             self.verdicts.append(Verdict.OK)
         self._active.clear()
 
@@ -210,7 +238,7 @@ def stream_program(
     if not live_at:
         return verdicts
     live = [requests[i] for i in live_at]
-    fanout = StreamFanout(live, clock, may_block)
+    fanout = StreamFanout(live, clock, may_block, hooks.codec)
     contexts = hooks.contexts(live)
     predicted = per_step = encoded = None
     interrupted: BaseException | None = None

@@ -59,10 +59,14 @@ def submit(
     context: RequestContext | None,
     timeout_s: float | None,
     arrival_s: float,
+    shape: Any = None,
 ) -> Submission | Outcome:
-    """Queue a request that arrived at `arrival_s` (monotonic); the answer instead when it cannot be queued."""
+    """Queue a request that arrived at `arrival_s` (monotonic); the answer instead when it cannot be queued.
+
+    `shape` goes to the endpoint's answer codec (specs only; see `engine.answer_codec`).
+    """
     deadline_s = None if timeout_s is None else arrival_s + timeout_s
-    request = InferenceRequest(payload, reply, deadline_s, Cancellation(), context)
+    request = InferenceRequest(payload, reply, deadline_s, Cancellation(), context, shape=shape)
     try:
         queue.put_nowait(request)
     except QueueFullError:

@@ -158,7 +158,9 @@ class _Session:
         cancellation = Cancellation()
         self.cancellations[message.request_id] = cancellation
         reply = ChildReply(message.request_id, self)
-        return InferenceRequest(payload, reply, message.deadline_s, cancellation, message.context, message.handed_s)
+        return InferenceRequest(
+            payload, reply, message.deadline_s, cancellation, message.context, message.handed_s, message.shape
+        )
 
 
 def main() -> None:

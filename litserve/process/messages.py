@@ -70,6 +70,7 @@ class Request:
     context: RequestContext | None
     model_data: Any
     handed_s: float  # monotonic: when the server handed it over; its batch window may open then
+    shape: Any  # for a spec's answer codec (engine.answer_codec)
 
 
 @final

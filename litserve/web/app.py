@@ -9,7 +9,9 @@ from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
 from litserve.engine.messages import Outcome
 from litserve.exceptions import INTERNAL_ERROR, ErrorResponse, refusal
+from litserve.specs.openai import OpenAISpec
 from litserve.web.context import WebContext
+from litserve.web.openai_routes import ChatRoute, models
 from litserve.web.routes import PredictRoute, error, guarded, health, info, root
 
 __all__ = ["create_app"]
@@ -25,9 +27,17 @@ def create_app(context: WebContext) -> Quart:
     # Quart answers 413 for a larger body, with or without Content-Length (chunked bodies are counted).
     app.config["MAX_CONTENT_LENGTH"] = context.max_payload_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = context.max_payload_bytes
+    chat_models = []
     for endpoint in context.endpoints:
-        route = PredictRoute(endpoint, context)
+        route: PredictRoute | ChatRoute
+        if isinstance(endpoint.api.spec, OpenAISpec):
+            route = ChatRoute(endpoint, context)
+            chat_models.append(endpoint.api.spec.model_name or type(endpoint.api).__name__)
+        else:
+            route = PredictRoute(endpoint, context)
         app.add_url_rule(endpoint.path, route.name, view_func=route.handle, methods=["POST"])
+    if chat_models:
+        app.add_url_rule("/v1/models", view_func=guarded(context, models(context, chat_models)), methods=["GET"])
     app.add_url_rule("/", view_func=guarded(context, root), methods=["GET"])
     app.add_url_rule("/health", view_func=health(context), methods=["GET"])
     app.add_url_rule("/info", view_func=guarded(context, info(context)), methods=["GET"])

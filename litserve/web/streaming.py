@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import final
 
 from quart import Response
@@ -14,7 +14,7 @@ from litserve.engine.messages import STREAM_END, DropReason, Outcome, StreamItem
 from litserve.engine.submit import Submission
 from litserve.status import EndpointCounters, Verdict
 
-__all__ = ["STREAM_WINDOW", "StreamBody"]
+__all__ = ["STREAM_WINDOW", "StreamBody", "ndjson_error_line"]
 
 # Chunks a stream may have produced and not yet sent before its (synchronous) worker waits.
 STREAM_WINDOW = 64
@@ -22,7 +22,8 @@ STREAM_WINDOW = 64
 NDJSON = "application/x-ndjson"
 
 
-def _error_line(outcome: Outcome) -> bytes:
+def ndjson_error_line(outcome: Outcome) -> bytes:
+    """How a started NDJSON stream ends on a failure: one last line naming it."""
     return encode_json({"error": outcome.detail, "status": outcome.status}) + b"\n"
 
 
@@ -44,11 +45,15 @@ class StreamBody:
         window: threading.Semaphore,
         submission: Submission,
         counters: EndpointCounters,
+        error_line: Callable[[Outcome], bytes] = ndjson_error_line,
+        trailer: bytes = b"",
     ) -> None:
         self._queue = queue
         self._window = window
         self._submission = submission
         self._counters = counters
+        self._error_line = error_line  # a spec's streams end their own way (e.g. an SSE error event)
+        self._trailer = trailer  # sent after a stream that ended normally (e.g. SSE's `data: [DONE]`)
 
     async def first(self) -> Outcome | StreamStart | None:
         """The stream's first item: a StreamStart, a failure Outcome, or None for an empty stream."""
@@ -67,12 +72,42 @@ class StreamBody:
             return None
         raise AssertionError(f"a stream cannot start with raw bytes: {item!r}")
 
+    async def collect(self) -> Outcome:
+        """The whole stream as one answer: 200 with every chunk joined, or the failure that ended it.
+
+        For a spec's request whose client wants one document (the spec's encoder sends it at the end).
+        """
+        first = await self.first()
+        if first is None or isinstance(first, Outcome):
+            return first or Outcome(200, b"")
+        parts = [first.data]
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, bytes):
+                    parts.append(item)
+                    self._window.release()
+                elif isinstance(item, Outcome):
+                    return item
+                else:
+                    return Outcome(200, b"".join(parts), first.media_type)
+        except asyncio.CancelledError:
+            self._submission.cancel()
+            self._counters.count(Verdict.CANCELLED)
+            raise
+
+    def cancel(self) -> None:
+        """End the request early without counting it (its answer is given another way)."""
+        self._submission.cancel()
+
+    def iterate(self, start: StreamStart | None, timer: asyncio.TimerHandle | None) -> AsyncIterator[bytes]:
+        """The stream's bytes from its first item on; `timer` is cancelled when it ends."""
+        return self._body(b"" if start is None else start.data, start is not None, timer)
+
     def response(self, start: StreamStart | None, timer: asyncio.TimerHandle | None) -> Response:
         """The 200 response whose body yields the rest of the stream; `timer` is cancelled when it ends."""
         media_type = NDJSON if start is None else start.media_type
-        first_data = b"" if start is None else start.data
-        body = self._body(first_data, start is not None, timer)
-        response = Response(body, status=200, content_type=media_type)
+        response = Response(self.iterate(start, timer), status=200, content_type=media_type)
         response.timeout = None  # our own deadline governs the stream, not Quart's RESPONSE_TIMEOUT
         return response
 
@@ -95,7 +130,9 @@ class StreamBody:
                         if isinstance(item, Outcome):
                             if item.reason is DropReason.TIMED_OUT:
                                 self._counters.count(Verdict.TIMED_OUT)
-                            parts.append(_error_line(item))
+                            parts.append(self._error_line(item))
+                        else:
+                            parts.append(self._trailer)
                         break
                     if queue.empty():
                         break
