@@ -187,15 +187,20 @@ def _client_left(submission: Submission, counters: EndpointCounters) -> None:
     counters.count(Verdict.CANCELLED)
 
 
-def guarded(context: WebContext, view: Any) -> Any:
-    """Wrap a GET view with the API key check (every route but /health needs the key when one is set)."""
+def guarded(context: WebContext, view: Any, accept_bearer: bool = False) -> Any:
+    """Wrap a GET view with the API key check (every route but /health needs the key when one is set).
+
+    `accept_bearer`: an OpenAI route, which also takes the key as `Authorization: Bearer <key>`.
+    """
     api_key = context.api_key
     if api_key is None:
         return view
 
     async def checked() -> Response:
         assert api_key is not None
-        denied = api_key.check(request.headers.get(API_KEY_HEADER))
+        headers = request.headers
+        given = headers.get(API_KEY_HEADER)
+        denied = api_key.check_either(given, headers.get("Authorization")) if accept_bearer else api_key.check(given)
         return error(denied) if denied is not None else await view()
 
     checked.__name__ = view.__name__
