@@ -37,7 +37,8 @@ def create_app(context: WebContext) -> Quart:
             route = PredictRoute(endpoint, context)
         app.add_url_rule(endpoint.path, route.name, view_func=route.handle, methods=["POST"])
     if chat_models:
-        app.add_url_rule("/v1/models", view_func=guarded(context, models(context, chat_models), accept_bearer=True), methods=["GET"])
+        listing = guarded(context, models(context, chat_models), accept_bearer=True)
+        app.add_url_rule("/v1/models", view_func=listing, methods=["GET"])
     app.add_url_rule("/", view_func=guarded(context, root), methods=["GET"])
     app.add_url_rule("/health", view_func=health(context), methods=["GET"])
     app.add_url_rule("/info", view_func=guarded(context, info(context)), methods=["GET"])
