@@ -15,7 +15,6 @@ stream, gathers the pieces into one `chat.completion` document sent at the end. 
 from __future__ import annotations
 
 import inspect
-import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -25,13 +24,48 @@ from pydantic import BaseModel
 
 from litserve.codec import encode_json
 from litserve.specs.base import LitSpec
-from litserve.specs.openai_models import ChatCompletionRequest, ChatMessage, ToolCall
+from litserve.specs.openai_models import (
+    AudioContent,
+    ChatCompletionRequest,
+    ChatMessage,
+    FunctionCall,
+    ImageContent,
+    ImageContentURL,
+    InputAudio,
+    JSONSchema,
+    ResponseFormat,
+    TextContent,
+    Tool,
+    ToolCall,
+    ToolChoice,
+    UsageInfo,
+)
 
 if TYPE_CHECKING:
     from litserve.api import LitAPI
     from litserve.engine.answer_codec import ChunkEncoder
 
-__all__ = ["ChatMessage", "ChatShape", "OpenAISpec", "as_message", "new_completion_id"]
+# The request and message models are importable from here too, where LitServe users import them from.
+__all__ = [
+    "AudioContent",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "ChatShape",
+    "FunctionCall",
+    "ImageContent",
+    "ImageContentURL",
+    "InputAudio",
+    "JSONSchema",
+    "OpenAISpec",
+    "ResponseFormat",
+    "TextContent",
+    "Tool",
+    "ToolCall",
+    "ToolChoice",
+    "UsageInfo",
+    "as_message",
+    "new_completion_id",
+]
 
 _USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 SSE = "text/event-stream"
@@ -244,7 +278,3 @@ class OpenAISpec(LitSpec):
 async def _messages_async(outputs: AsyncIterator[Any]) -> AsyncIterator[dict[str, Any]]:
     async for output in outputs:
         yield as_message(output)
-
-
-def created_now() -> int:
-    return int(time.time())

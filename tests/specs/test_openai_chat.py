@@ -219,6 +219,8 @@ def test_the_older_server_form_and_the_models_list(lit_server: Callable[..., Lit
     with client_for(server) as client:
         assert [model.id for model in client.models.list()] == ["toy-chat"]
         assert client.chat.completions.create(model="x", messages=MESSAGES).choices[0].message.content
+    with pytest.raises(ValueError, match="speaks OpenAISpec; call it over HTTP"):
+        server.predict({"messages": MESSAGES})
 
 
 def test_errors_use_the_openai_envelope(start_server: Callable[..., LitServer]) -> None:
