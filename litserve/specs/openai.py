@@ -256,8 +256,17 @@ class OpenAISpec(LitSpec):
                 )
         elif not inspect.isgeneratorfunction(lit_api.predict):
             raise ValueError(
-                f"{name} uses OpenAISpec, which streams the reply: predict must be a generator. "
-                "Replace `return text` with `yield text` (or `yield from pieces`)."
+                f"{name} uses OpenAISpec, which streams the reply, but its predict is not a generator: "
+                "replace `return text` with `yield text` (or `yield from pieces`)."
+            )
+        encode = lit_api.encode_response
+        from litserve.api import LitAPI  # here: litserve.api imports the specs lazily too
+
+        overrides_encode = type(lit_api).encode_response is not LitAPI.encode_response
+        if overrides_encode and not (inspect.isgeneratorfunction(encode) or inspect.isasyncgenfunction(encode)):
+            raise ValueError(
+                f"{name} uses OpenAISpec, but its encode_response is not a generator: map the pieces with "
+                "`for output in outputs: yield ChatMessage(role='assistant', content=output)`."
             )
 
     def encode_response(

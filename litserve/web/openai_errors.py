@@ -46,9 +46,9 @@ def _envelope(outcome: Outcome) -> dict[str, Any]:
         "param": None,
         "code": _CODES.get(status, "internal_error" if status >= 500 else "invalid_request"),
     }
-    if isinstance(outcome.detail, list):
-        error["details"] = outcome.detail  # pydantic's full list, as our other routes give it
-    return {"error": error}
+    # `detail` as every other route gives it (pydantic's full list for a 422): callers written for LitServe's
+    # `{"detail": ...}` bodies keep working, and OpenAI's clients read `error`.
+    return {"error": error, "detail": outcome.detail}
 
 
 def openai_error(outcome: Outcome) -> Outcome:

@@ -283,7 +283,16 @@ def test_a_predict_that_is_not_a_generator_is_refused_with_a_fix() -> None:
         def predict(self, request: Any) -> str:
             return "text"
 
-    with pytest.raises(ValueError, match="predict must be a generator"):
+    class ReturnsFromEncode(ls.LitAPI):
+        def predict(self, request: Any) -> Iterator[str]:
+            yield "text"
+
+        def encode_response(self, output: Any) -> Any:
+            return {"role": "assistant", "content": "x"}
+
+    with pytest.raises(ValueError, match="encode_response is not a generator"):
+        ReturnsFromEncode(spec=ls.OpenAISpec())
+    with pytest.raises(ValueError, match="predict is not a generator"):
         Returns(spec=ls.OpenAISpec())
     with pytest.raises(ValueError, match="async generator"):
         Returns(enable_async=True, spec=ls.OpenAISpec())
