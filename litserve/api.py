@@ -7,6 +7,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from litserve.loggers import LogSink, warn_unlogged
+
 __all__ = ["LitAPI", "default_batch", "default_unbatch"]
 
 RESERVED_PATHS = frozenset({"/", "/health", "/info", "/metrics", "/docs", "/openapi.json"})
@@ -48,6 +50,8 @@ class LitAPI(ABC):
     stream: bool = False
     enable_async: bool = False
     device: str | None = None
+    # Where `log()` sends entries: set by the server on each worker's copy (see litserve.loggers).
+    _log_sink: LogSink | None = None
 
     def __init__(
         self,
@@ -90,6 +94,16 @@ class LitAPI(ABC):
     def health(self) -> bool:
         """Extra readiness check for `/health` (may be `async def`). Default: healthy."""
         return True
+
+    def log(self, key: str, value: Any) -> None:
+        """Send `(key, value)` to the server's loggers (`LitServer(..., loggers=[...])`) without waiting.
+
+        Call it from any hook or callback. Without loggers the entry is dropped with a warning (once).
+
+        Stability: beta (LitServe's name and arguments).
+        """
+        sink = self._log_sink
+        (warn_unlogged if sink is None else sink)(key, value)
 
 
 def validate_api_settings(api: LitAPI) -> None:
