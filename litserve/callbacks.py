@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["Callback", "CallbackRunner", "EventTypes", "check_callbacks"]
+__all__ = ["WORKER_EVENTS", "Callback", "CallbackRunner", "EventTypes", "check_callbacks", "overrides"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,19 @@ class EventTypes(enum.Enum):
     ON_RESPONSE = "on_response"
 
 
+# The events that happen in a worker (in its process, in process mode); the others happen in the server.
+WORKER_EVENTS = (
+    EventTypes.BEFORE_SETUP,
+    EventTypes.AFTER_SETUP,
+    EventTypes.BEFORE_DECODE_REQUEST,
+    EventTypes.AFTER_DECODE_REQUEST,
+    EventTypes.BEFORE_ENCODE_RESPONSE,
+    EventTypes.AFTER_ENCODE_RESPONSE,
+    EventTypes.BEFORE_PREDICT,
+    EventTypes.AFTER_PREDICT,
+)
+
+
 class Callback:
     """Subclass and override the events you need; pass instances as `LitServer(..., callbacks=[...])`.
 
@@ -45,9 +58,10 @@ class Callback:
     when a request arrives and `on_response` (with `litserver=`) once it is answered.
 
     In thread mode every worker calls the same callback objects; in process mode each worker process
-    gets its own copy (shipped with the LitAPI). A callback that raises is logged with its traceback
-    and kept as the status's last error; serving goes on. Callbacks run on the request path: keep
-    them quick.
+    gets its own copy (shipped with the LitAPI) of each callback that overrides a worker event, so those
+    must pickle (cloudpickle); the others stay in the server process. A callback that raises is logged
+    with its traceback and kept as the status's last error; serving goes on. Callbacks run on the
+    request path: keep them quick.
 
     Example:
         >>> class PredictTimer(Callback):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, final
 
 from litserve.api import LitAPI
-from litserve.callbacks import Callback, CallbackRunner, EventTypes
+from litserve.callbacks import Callback, CallbackRunner, EventTypes, overrides
 from litserve.engine.pipeline import Hook, Hooks
 from litserve.loggers import LogSink
 
@@ -32,18 +32,22 @@ class Observers:
 NO_OBSERVERS = Observers()
 
 
+_AROUND = {
+    "decode_request": (EventTypes.BEFORE_DECODE_REQUEST, EventTypes.AFTER_DECODE_REQUEST),
+    "predict": (EventTypes.BEFORE_PREDICT, EventTypes.AFTER_PREDICT),
+    "encode_response": (EventTypes.BEFORE_ENCODE_RESPONSE, EventTypes.AFTER_ENCODE_RESPONSE),
+}
+
+
 def observe_hooks(hooks: Hooks, runner: CallbackRunner, api: LitAPI) -> Hooks:
-    """`hooks` with the callbacks' before/after events around decode_request, predict and encode_response."""
-    return dataclasses.replace(
-        hooks,
-        decode_request=_around(
-            hooks.decode_request, runner, api, EventTypes.BEFORE_DECODE_REQUEST, EventTypes.AFTER_DECODE_REQUEST
-        ),
-        predict=_around(hooks.predict, runner, api, EventTypes.BEFORE_PREDICT, EventTypes.AFTER_PREDICT),
-        encode_response=_around(
-            hooks.encode_response, runner, api, EventTypes.BEFORE_ENCODE_RESPONSE, EventTypes.AFTER_ENCODE_RESPONSE
-        ),
-    )
+    """`hooks` with the callbacks' before/after events around decode_request, predict and encode_response;
+    only the hooks whose events some callback overrides are wrapped."""
+    wrapped: dict[str, Any] = {
+        name: _around(getattr(hooks, name), runner, api, before, after)
+        for name, (before, after) in _AROUND.items()
+        if overrides(runner.callbacks, before, after)
+    }
+    return dataclasses.replace(hooks, **wrapped) if wrapped else hooks
 
 
 def _around(hook: Hook, runner: CallbackRunner, api: LitAPI, before: EventTypes, after: EventTypes) -> Hook:

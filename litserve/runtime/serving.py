@@ -17,6 +17,7 @@ from typing import Any, final
 from quart import Quart
 
 from litserve.api import LitAPI
+from litserve.callbacks import WORKER_EVENTS, overrides
 from litserve.config import ServerSettings, read_api_key
 from litserve.engine.observe import NO_OBSERVERS, Observers
 from litserve.engine.pool import Endpoint, WorkerFactory, WorkerPool
@@ -192,7 +193,9 @@ def launch(
             drain = LogDrain(loggers)
             drain.start()
             undo.callback(drain.stop)
-        observers = Observers(extensions.callbacks, None if drain is None else drain.put)
+        # Workers get only the callbacks with worker events (in process mode, only those are shipped).
+        callbacks = tuple(c for c in extensions.callbacks if overrides([c], *WORKER_EVENTS))
+        observers = Observers(callbacks, None if drain is None else drain.put)
         parts = assemble(apis, settings, errors, make_workers, web, observers)
         pool = parts.pool
         http = HttpThread(parts.app, sock, settings.graceful_timeout_s, pool.loop_ended, parts.asgi)
