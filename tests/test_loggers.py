@@ -244,3 +244,25 @@ def test_a_mount_may_not_hide_a_route() -> None:
         LitServer(SquareAPI(), loggers=[OnPredict()])
     with pytest.raises(ValueError, match="would hide"):
         LitServer(SquareAPI(), loggers=[MountingLogger()], healthcheck_path="/metrics/health")
+
+
+def test_a_logger_stuck_at_stop_is_left_behind_with_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    logger = GatedLogger()
+    drain = LogDrain([logger])
+    drain.start()
+    drain.put("k", 1)
+    with caplog.at_level(logging.WARNING, logger="litserve"):
+        assert drain.stop(timeout_s=0.05) is False  # bounded: stop() does not wait for a stuck process()
+    assert any("did not finish" in r.getMessage() for r in caplog.records)
+    logger.gate.set()
+    assert drain.stop()  # it ends once process() returns
+
+
+def test_a_mount_must_be_an_asgi_app() -> None:
+    class BadMount(ListLogger):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mount("/metrics", "not an app")
+
+    with pytest.raises(TypeError, match="not an ASGI app"):
+        LitServer(SquareAPI(), loggers=[BadMount()])

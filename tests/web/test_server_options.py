@@ -269,3 +269,17 @@ def test_the_first_five_arguments_keep_litserve_positions() -> None:
     finally:
         server.stop()
     assert (info["devices"], info["workers_per_device"], info["timeout"]) == (["cpu"], 2, 12.5)
+
+
+def test_track_requests_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="track_requests must be True or False"):
+        LitServer(SquareAPI(), track_requests="yes")  # type: ignore[arg-type]
+
+
+def test_shutdown_keys_never_show_in_reprs() -> None:
+    from litserve.extensions import ShutdownKey
+    from litserve.web.shutdown import ShutdownApi
+
+    assert "secret" not in repr(ShutdownApi("/shutdown", "secret", lambda: None))
+    key = ShutdownKey()
+    assert repr(key) == "ShutdownKey()"
