@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from litserve.specs.base import LitSpec
 
+from litserve.loggers import LogSink, warn_unlogged
+
 __all__ = ["LitAPI", "default_batch", "default_unbatch"]
 
 RESERVED_PATHS = frozenset({"/", "/health", "/info", "/metrics", "/docs", "/openapi.json", "/v1/models"})
@@ -54,6 +56,8 @@ class LitAPI(ABC):
     enable_async: bool = False
     device: str | None = None
     spec: LitSpec | None = None
+    # Where `log()` sends entries: set by the server on each worker's copy (see litserve.loggers).
+    _log_sink: LogSink | None = None
 
     def __init__(
         self,
@@ -101,6 +105,16 @@ class LitAPI(ABC):
     def health(self) -> bool:
         """Extra readiness check for `/health` (may be `async def`). Default: healthy."""
         return True
+
+    def log(self, key: str, value: Any) -> None:
+        """Send `(key, value)` to the server's loggers (`LitServer(..., loggers=[...])`) without waiting.
+
+        Call it from any hook or callback. Without loggers the entry is dropped with a warning (once).
+
+        Stability: beta (LitServe's name and arguments).
+        """
+        sink = self._log_sink
+        (warn_unlogged if sink is None else sink)(key, value)
 
 
 def attach_spec(api: LitAPI, spec: LitSpec) -> None:

@@ -118,6 +118,11 @@ def check_apis(
             )
     _apply_deprecated(apis, deprecated)
     if spec is not None:
+        warnings.warn(
+            "LitServer(spec=...) is deprecated; pass it to the LitAPI instead: MyAPI(spec=OpenAISpec())",
+            DeprecationWarning,
+            stacklevel=3,  # the user's LitServer(...) call
+        )
         if len(apis) > 1:
             raise ValueError("LitServer(spec=...) takes one LitAPI; with several, pass each its own: MyAPI(spec=...)")
         attach_spec(apis[0], spec)

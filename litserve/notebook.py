@@ -14,7 +14,7 @@ from typing import Any, final
 
 from litserve.status import EndpointStatus, ServerState, ServerStatus
 
-__all__ = ["PanelTimer", "status_html", "status_panel", "status_text"]
+__all__ = ["PanelTimer", "status_bundle", "status_html", "status_panel", "status_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,3 +171,14 @@ def status_panel(
     timer = PanelTimer(refresh, stopped)
     timer.start()
     return panel, timer
+
+
+def status_bundle(status: ServerStatus, widget: Callable[[], Any], include: Any, exclude: Any) -> dict[str, Any]:
+    """What Jupyter shows for a server: the live widget where it can, else HTML; plain text always."""
+    bundle: dict[str, Any] = {"text/html": status_html(status)}
+    try:
+        bundle.update(widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
+    except Exception:  # no widget support here (e.g. a console): the HTML and text views remain
+        logger.debug("showing the status without a widget", exc_info=True)
+    bundle["text/plain"] = status_text(status)
+    return bundle

@@ -215,7 +215,8 @@ def test_async_hooks_stream_through_the_spec(start_server: Callable[..., LitServ
 
 
 def test_the_older_server_form_and_the_models_list(lit_server: Callable[..., LitServer]) -> None:
-    server = lit_server(TestAPI(), spec=ls.OpenAISpec(model_name="toy-chat"))
+    with pytest.warns(DeprecationWarning, match="MyAPI\\(spec=OpenAISpec\\(\\)\\)"):
+        server = lit_server(TestAPI(), spec=ls.OpenAISpec(model_name="toy-chat"))
     with client_for(server) as client:
         assert [model.id for model in client.models.list()] == ["toy-chat"]
         assert client.chat.completions.create(model="x", messages=MESSAGES).choices[0].message.content

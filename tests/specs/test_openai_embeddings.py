@@ -105,6 +105,7 @@ def test_a_streaming_embedder_is_refused_with_a_fix() -> None:
 
 
 def test_the_older_server_form(lit_server: Callable[..., LitServer]) -> None:
-    server = lit_server(TestEmbedAPI(), spec=ls.OpenAIEmbeddingSpec())
+    with pytest.warns(DeprecationWarning, match="pass it to the LitAPI"):
+        server = lit_server(TestEmbedAPI(), spec=ls.OpenAIEmbeddingSpec())
     with client_for(server) as client:
         assert len(client.embeddings.create(model="m", input="x").data[0].embedding) == 768
