@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from litserve import LitAPI, LitServer
+from litserve import LitAPI, LitServer, OpenAISpec
 from litserve.codec import encode_json
 from litserve.engine.bridge import StreamReply
 from litserve.engine.messages import (
@@ -226,6 +226,66 @@ def test_a_client_that_stops_reading_lets_go_of_its_worker_after_the_timeout(
     assert (endpoint.ok, endpoint.timed_out, endpoint.cancelled) == (2, 1, 0)
 
 
+# --- OpenAI chat streams (Server-Sent Events), with the official client -----------------------------------
+
+
+class PacedChat(LitAPI):
+    """Streams 30 words GAP_S apart; when the last message says "quiet", goes quiet after two words."""
+
+    def __init__(self) -> None:
+        super().__init__(spec=OpenAISpec())
+        self.release = CrossEvent()
+        self.closed = CrossEvent()
+
+    def predict(self, request: Any) -> Iterator[str]:
+        quiet = "quiet" in request.messages[-1].content
+        try:
+            for i in range(3 if quiet else 30):
+                if quiet and i == 2:
+                    self.release.wait(QUIET_S)
+                elif i:
+                    time.sleep(GAP_S)
+                yield f"w{i} "
+        finally:
+            self.closed.set()
+
+
+def _chat(server: LitServer, content: str, n: int) -> Any:
+    openai = pytest.importorskip("openai", reason="the official openai client is a test dependency")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=30)
+    messages = [{"role": "user", "content": content}]
+    return openai, client, client.chat.completions.create(model="m", messages=messages, n=n, stream=True)
+
+
+@pytest.mark.parametrize("choices", [1, 2])
+def test_an_openai_chat_stream_many_timeouts_long_is_never_cut(start_server: Start, choices: int) -> None:
+    server = start_server(PacedChat(), timeout=TIMEOUT_S, workers_per_device=choices)  # the choices run at once
+    began_s = time.monotonic()
+    _, client, chunks = _chat(server, "talk", choices)
+    with client:
+        texts = [""] * choices
+        for chunk in chunks:
+            for choice in chunk.choices:
+                texts[choice.index] += choice.delta.content or ""
+    assert time.monotonic() - began_s > 2 * TIMEOUT_S
+    assert texts == ["".join(f"w{i} " for i in range(30))] * choices
+    assert (server.status.endpoints[0].ok, server.status.endpoints[0].timed_out) == (1, 0)
+
+
+def test_an_openai_chat_stream_that_goes_quiet_ends_with_the_error_event(start_server: Start) -> None:
+    api = PacedChat()
+    server = start_server(api, timeout=TIMEOUT_S)
+    openai, client, chunks = _chat(server, "quiet", 1)
+    received: list[str] = []
+    with client, pytest.raises(openai.APIError, match="Request timed out"):
+        for chunk in chunks:
+            received.append(chunk.choices[0].delta.content or "")
+    assert "".join(received).split() == ["w0", "w1"]
+    api.release.set()
+    assert api.closed.wait(10)
+    assert wait_until(lambda: server.status.endpoints[0].timed_out == 1)
+
+
 # --- on the loop: what a socket cannot reach on purpose ----------------------------------------------------
 
 
@@ -270,7 +330,7 @@ def test_a_stream_whose_body_never_starts_still_closes_the_generator() -> None:
         loop.run_until_complete(handler())
         loop.run_until_complete(asyncio.sleep(0))
         assert request.cancellation.reason is DropReason.DISCONNECTED
-        assert (counters.ok, counters.cancelled) == (1, 1)
+        assert counters.cancelled == 1  # (ok is the route's to count, as the 200 goes out)
         api.gate.set()
         worker.join(10)
         assert not worker.is_alive()
@@ -306,7 +366,7 @@ def test_the_idle_deadline_spares_a_finished_stream_whose_client_is_behind(worke
     else:
         expected = b"ab" + TIMED_OUT_LINE + b"\n"
         assert (data, cancellation.reason, counters.timed_out) == (expected, DropReason.TIMED_OUT, 1)
-    assert (counters.ok, counters.cancelled) == (1, 0)
+    assert counters.cancelled == 0
 
 
 def test_a_worker_waiting_for_room_wakes_when_the_loop_ends_the_stream() -> None:
