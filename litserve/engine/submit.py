@@ -86,6 +86,9 @@ class IdleDeadline:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        # Its owner usually holds it too: letting go of the owner's callback leaves no reference cycle,
+        # so a stream's objects are freed as soon as it ends, not by the garbage collector.
+        self._on_expire = _never
 
     def _check(self) -> None:
         left_s = self.moved_s + self._timeout_s - time.monotonic()
@@ -94,6 +97,10 @@ class IdleDeadline:
         else:
             self._timer = None
             self._on_expire()
+
+
+def _never() -> None:
+    """What an ended IdleDeadline would call: nothing (it never fires again)."""
 
 
 def submit(

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import gc
 import json
 import socket
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -367,6 +369,28 @@ def test_the_idle_deadline_spares_a_finished_stream_whose_client_is_behind(worke
         expected = b"ab" + TIMED_OUT_LINE + b"\n"
         assert (data, cancellation.reason, counters.timed_out) == (expected, DropReason.TIMED_OUT, 1)
     assert counters.cancelled == 0
+
+
+def test_an_ended_stream_is_freed_at_once_not_by_the_garbage_collector() -> None:
+    """The body and its idle deadline point at each other while the stream runs; ending lets go."""
+    loop = asyncio.new_event_loop()
+    gc.disable()
+    try:
+
+        async def scenario() -> weakref.ref[StreamBody]:
+            reply, request = _stream_request(asyncio.get_running_loop())
+            body = StreamBody(reply, Submission(request), EndpointCounters(), 30.0, time.monotonic())
+            for item in (StreamStart("text/plain", b"a"), b"b", STREAM_END):
+                reply.push(item)
+            assert await body.response(await body.first()).get_data() == b"ab"
+            return weakref.ref(body)
+
+        freed = loop.run_until_complete(scenario())
+        loop.run_until_complete(asyncio.sleep(0))  # the sending task's end is seen
+        assert freed() is None
+    finally:
+        gc.enable()
+        loop.close()
 
 
 def test_a_worker_waiting_for_room_wakes_when_the_loop_ends_the_stream() -> None:
