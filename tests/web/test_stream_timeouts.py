@@ -142,17 +142,19 @@ def test_a_stream_that_goes_quiet_ends_with_the_error_line_when_it_has_been_quie
 ) -> None:
     api = ScriptedStreamAPI()
     server = start_server(api, timeout=TIMEOUT_S)
-    with post(server, {"id": "quiet", "chunks": 5, "gap_s": GAP_S, "quiet_after": 3}, stream=True) as response:
-        assert response.status_code == 200
+    with post(server, {"id": "quiet", "chunks": 40, "gap_s": GAP_S, "quiet_after": 3}, stream=True) as response:
+        assert response.status_code == 200, response.content
         lines = _lines_with_times(response)
-    assert [line for line, _ in lines] == [b'{"token":0}', b'{"token":1}', b'{"token":2}', TIMED_OUT_LINE]
+    assert [line for line, _ in lines] == [b'{"token":0}', b'{"token":1}', b'{"token":2}', TIMED_OUT_LINE], lines
     quiet_s = lines[3][1] - lines[2][1]
     # About `timeout` after the last chunk (the client's clock sees it late or early by its own delays),
     # and well before the generator would have gone on by itself.
     assert TIMEOUT_S / 2 <= quiet_s < QUIET_S - 0.5, f"cut after {quiet_s:.3f} s of quiet"
-    api.release.set()  # the generator yields once more, finds its stream ended, and is closed
+    api.release.set()  # the generator goes on, finds its stream ended at its next chunk, and is closed
     assert api.closed.wait(10)
-    assert api.ended.values() == [["quiet", 3]]
+    # In a worker process the cancellation crosses on its own: a chunk may leave before it is read there.
+    [[_, produced]] = api.ended.values()
+    assert 3 <= produced < 40
     endpoint = server.status.endpoints[0]
     assert wait_until(lambda: server.status.endpoints[0].timed_out == 1)
     assert (endpoint.ok, endpoint.cancelled) == (1, 0)
@@ -163,12 +165,13 @@ def test_a_first_chunk_later_than_the_timeout_is_a_plain_504(start_server: Start
     api = ScriptedStreamAPI()
     server = start_server(api, timeout=TIMEOUT_S)
     began_s = time.monotonic()
-    response = post(server, {"id": "late", "chunks": 2, "hold_first": True})
+    response = post(server, {"id": "late", "chunks": 40, "gap_s": GAP_S, "hold_first": True})
     assert time.monotonic() - began_s >= TIMEOUT_S - 0.05
     assert (response.status_code, response.json()) == (504, {"detail": "Request timed out"})
     api.release.set()  # its first chunk comes now, to nobody: the generator is closed
     assert api.closed.wait(10)
-    assert api.ended.values() == [["late", 0]]
+    [[_, produced]] = api.ended.values()
+    assert produced < 40
     endpoint = server.status.endpoints[0]
     assert (endpoint.ok, endpoint.timed_out) == (0, 1)
 
