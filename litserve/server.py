@@ -58,7 +58,8 @@ class LitServer:
         restart_workers: process mode: start a worker process again when it dies (its in-flight
             requests get 500; /health is 503 until setup() ran again).
         timeout: seconds a request may take from arrival, queued or running (504 after);
-            False, None or -1 for no limit.
+            on a stream, seconds it may wait for its first chunk and for each next one, not its
+            whole length. False, None or -1 for no limit.
         max_queue_size: requests that may wait per endpoint before new ones get 503 (None: no bound).
         shutdown_timeout: seconds stop() lets in-flight requests finish.
         api_key: the key clients must send as `X-API-Key`; default: LIT_SERVER_API_KEY when the server

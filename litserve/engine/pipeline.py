@@ -151,20 +151,16 @@ def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fai
 class StreamFanout:
     """Sends each step of a (batched) stream to its requests, and ends every stream exactly once.
 
-    A request whose client left or whose deadline passed is ended at the next step; when none is
-    left, `send_step` returns False so the caller stops and closes the generators. `verdicts` says how
-    each ended stream counts (dropped ones are not counted here).
+    A request the loop ended (its client left, or it went quiet past its idle deadline) is ended at
+    the next step; the arrival deadline is not looked at here, since a stream's timeout is decided on
+    the loop. When none is left, `send_step` returns False so the caller stops and closes the
+    generators. `verdicts` says how each ended stream counts (dropped ones are not counted here).
     """
 
     def __init__(
-        self,
-        requests: Sequence[InferenceRequest],
-        clock: Callable[[], float],
-        may_block: bool = True,
-        codec: AnswerCodec | None = None,
+        self, requests: Sequence[InferenceRequest], may_block: bool = True, codec: AnswerCodec | None = None
     ) -> None:
         self._requests = list(requests)
-        self._clock = clock
         self._may_block = may_block  # a synchronous worker waits for slow clients; an event loop must not
         self._encoders: list[ChunkEncoder] | None = (
             None if codec is None else [codec.open_stream(r.payload, r.shape) for r in requests]
@@ -174,16 +170,13 @@ class StreamFanout:
         self.verdicts: list[Verdict] = []
 
     def send_step(self, items: Sequence[Any], is_batched: bool) -> bool:
-        now_s = self._clock()
         for j in sorted(self._active):
-            request = self._requests[j]
-            reason = request.drop_reason(now_s)
-            if reason is not None:
-                self._end(j, TIMED_OUT_OUTCOME) if reason is DropReason.TIMED_OUT else self._drop(j, reason)
+            if self._ended_by_loop(j):
                 continue
             item = items[j]
             if item is None and is_batched:
                 continue  # nothing for this request at this step
+            request = self._requests[j]
             if self._encoders is None:
                 data, media_type = encode_chunk(item)
             else:
@@ -192,13 +185,19 @@ class StreamFanout:
                 if not data and self._started[j]:
                     continue  # the spec sends nothing for this chunk (yet)
             if self._may_block:
-                wait_s = None if request.deadline_s is None else max(0.0, request.deadline_s - now_s)
-                if not request.reply.wait_for_room(wait_s):  # the client fell behind until the deadline
-                    self._end(j, TIMED_OUT_OUTCOME)
+                request.reply.wait_for_room()  # the loop wakes it when the stream ends, for whatever reason
+                if self._ended_by_loop(j):
                     continue
             request.reply.push(data if self._started[j] else StreamStart(media_type, data))
             self._started[j] = True
         return bool(self._active)
+
+    def _ended_by_loop(self, j: int) -> bool:
+        reason = self._requests[j].cancellation.reason
+        if reason is None:
+            return False
+        self._end(j, TIMED_OUT_OUTCOME) if reason is DropReason.TIMED_OUT else self._drop(j, reason)
+        return True
 
     def _drop(self, j: int, reason: DropReason) -> None:
         self._active.discard(j)
@@ -228,7 +227,7 @@ class StreamFanout:
 
 
 def stream_program(
-    hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail, clock: Callable[[], float], may_block: bool
+    hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail, may_block: bool
 ) -> Program[list[Verdict]]:
     """A streaming batch: predict and encode_response are generators; chunks leave as they come."""
     inputs, live_at, failed = yield from _decode_all(hooks, requests, fail)
@@ -238,7 +237,7 @@ def stream_program(
     if not live_at:
         return verdicts
     live = [requests[i] for i in live_at]
-    fanout = StreamFanout(live, clock, may_block, hooks.codec)
+    fanout = StreamFanout(live, may_block, hooks.codec)
     contexts = hooks.contexts(live)
     predicted = per_step = encoded = None
     interrupted: BaseException | None = None
@@ -282,11 +281,9 @@ async def answer_async(hooks: Hooks, requests: Sequence[InferenceRequest], fail:
     return await run_async(answer_program(hooks, requests, fail))
 
 
-def stream(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail, clock: Callable[[], float]) -> list[Verdict]:
-    return run_sync(stream_program(hooks, requests, fail, clock, may_block=True))
+def stream(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail) -> list[Verdict]:
+    return run_sync(stream_program(hooks, requests, fail, may_block=True))
 
 
-async def stream_async(
-    hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail, clock: Callable[[], float]
-) -> list[Verdict]:
-    return await run_async(stream_program(hooks, requests, fail, clock, may_block=False))
+async def stream_async(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail) -> list[Verdict]:
+    return await run_async(stream_program(hooks, requests, fail, may_block=False))

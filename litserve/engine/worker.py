@@ -180,7 +180,7 @@ class Worker:
             try:
                 with self._runtime.running():
                     if is_stream:
-                        self._count(stream(hooks, requests, self._failure, self._clock))
+                        self._count(stream(hooks, requests, self._failure))
                     else:
                         self._deliver(requests, answer(hooks, requests, self._failure))
             except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
@@ -238,7 +238,7 @@ class Worker:
         self.counters.state = WorkerState.BUSY
         try:
             if is_stream:
-                self._count(await stream_async(hooks, requests, self._failure, self._clock))
+                self._count(await stream_async(hooks, requests, self._failure))
             else:
                 self._deliver(requests, await answer_async(hooks, requests, self._failure))
         except asyncio.CancelledError as exc:  # answer the batch, then let the cancellation go on

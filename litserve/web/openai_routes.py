@@ -100,8 +100,8 @@ class ChatRoute:
             if not parsed.stream:
                 return await self._collect(bodies, timers)
             if parsed.n == 1:
-                return await self._stream(bodies[0], timers)
-            return await self._stream_choices(bodies, timers)
+                return await self._stream(bodies[0])
+            return await self._stream_choices(bodies)
         except BaseException:
             for timer in timers:
                 timer.cancel()
@@ -118,32 +118,30 @@ class ChatRoute:
     ) -> StreamBody | Outcome:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StreamItem] = asyncio.Queue()
-        window = threading.Semaphore(STREAM_WINDOW)
-        reply = StreamReply(loop, queue, window)
+        reply = StreamReply(loop, queue, threading.Semaphore(STREAM_WINDOW))
         submission = submit(self._queue, payload, reply, context, self._timeout_s, arrival_s, shape)
         if isinstance(submission, Outcome):
             return submission
-        timer = submission.expire_on(loop)
+        if payload.stream:  # a stream's timeout is its body's idle deadline
+            return StreamBody(reply, submission, self._counters, self._timeout_s, arrival_s, sse_error_event, trailer)
+        timer = submission.expire_on(loop)  # one document: the whole request has `timeout`
         if timer is not None:
             timers.append(timer)
-        return StreamBody(queue, window, submission, self._counters, sse_error_event, trailer)
+        return StreamBody(reply, submission, self._counters, None, arrival_s, sse_error_event, trailer)
 
-    async def _stream(self, body: StreamBody, timers: list[asyncio.TimerHandle]) -> Outcome | Response:
+    async def _stream(self, body: StreamBody) -> Outcome | Response:
         counters = self._counters
         counters.in_flight += 1  # until the first chunk (or the error) is here
         try:
             first = await body.first()
         finally:
             counters.in_flight -= 1
-        timer = timers[0] if timers else None
         if first is None or isinstance(first, Outcome):
-            if timer is not None:
-                timer.cancel()
             return first or Outcome(200, DONE, "text/event-stream")
         counters.count(Verdict.OK)  # the status is sent now; later failures become the stream's error event
-        return body.response(first, timer)
+        return body.response(first)
 
-    async def _stream_choices(self, bodies: list[StreamBody], timers: list[asyncio.TimerHandle]) -> Outcome | Response:
+    async def _stream_choices(self, bodies: list[StreamBody]) -> Outcome | Response:
         """Several streamed choices: their events interleave as they come (each names its index)."""
         counters = self._counters
         counters.in_flight += 1
@@ -157,14 +155,9 @@ class ChatRoute:
         starts = [first for first in firsts if not isinstance(first, Outcome)]
         if len(starts) < len(firsts):
             _cancel_all(bodies)
-            for timer in timers:
-                timer.cancel()
             return next(first for first in firsts if isinstance(first, Outcome))
         counters.count(Verdict.OK)
-        streams = [
-            body.iterate(start, timers[i] if timers else None)
-            for i, (body, start) in enumerate(zip(bodies, starts, strict=True))
-        ]
+        streams = [body.iterate(start) for body, start in zip(bodies, starts, strict=True)]
         response = Response(_interleave(streams), status=200, content_type="text/event-stream")
         response.timeout = None
         return response

@@ -139,14 +139,12 @@ class PredictRoute:
         return await self._run(payload, context, arrival_s)
 
     async def _stream(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome | Response:
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StreamItem] = asyncio.Queue()
-        window = threading.Semaphore(STREAM_WINDOW)
-        submission = submit(self._queue, payload, StreamReply(loop, queue, window), context, self._timeout_s, arrival_s)
+        reply = StreamReply(asyncio.get_running_loop(), queue, threading.Semaphore(STREAM_WINDOW))
+        submission = submit(self._queue, payload, reply, context, self._timeout_s, arrival_s)
         if isinstance(submission, Outcome):
             return submission
-        timer = submission.expire_on(loop)
-        body = StreamBody(queue, window, submission, self._counters)
+        body = StreamBody(reply, submission, self._counters, self._timeout_s, arrival_s)
         counters = self._counters
         counters.in_flight += 1  # until the first chunk (or the error) is here
         try:
@@ -154,11 +152,9 @@ class PredictRoute:
         finally:
             counters.in_flight -= 1
         if isinstance(first, Outcome):
-            if timer is not None:
-                timer.cancel()
             return first
         counters.count(Verdict.OK)  # the status is sent now; later failures become the stream's error line
-        return body.response(first, timer)
+        return body.response(first)
 
     async def _run(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome:
         loop = asyncio.get_running_loop()

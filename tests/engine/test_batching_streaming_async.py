@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
-import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -369,27 +367,3 @@ def test_a_stream_longer_than_its_window_arrives_whole(start_server: Start) -> N
     server = start_server(ManyChunksAPI())
     response = post(server, {"n": 1000})
     assert response.text == "".join(f"{i}," for i in range(1000))
-
-
-def test_a_client_that_falls_behind_holds_up_its_worker_until_the_deadline() -> None:
-    from litserve.engine.bridge import StreamReply
-    from litserve.engine.messages import TIMED_OUT_OUTCOME, Cancellation, InferenceRequest, StreamStart
-    from litserve.engine.pipeline import StreamFanout
-
-    loop = asyncio.new_event_loop()
-    try:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        window = threading.Semaphore(2)  # the client has room for two unsent chunks
-        deadline_s = time.monotonic() + 0.2
-        request = InferenceRequest({}, StreamReply(loop, queue, window), deadline_s, Cancellation())
-        fanout = StreamFanout([request], time.monotonic)
-        assert fanout.send_step(["a"], False)
-        assert fanout.send_step(["b"], False)
-        # Nobody sends: the third chunk waits for room until the deadline, then the stream ends.
-        assert not fanout.send_step(["c"], False)
-        assert time.monotonic() >= deadline_s
-        loop.run_until_complete(asyncio.sleep(0))
-        items = [queue.get_nowait() for _ in range(queue.qsize())]
-        assert items == [StreamStart("text/plain; charset=utf-8", b"a"), b"b", TIMED_OUT_OUTCOME]
-    finally:
-        loop.close()
