@@ -1,15 +1,23 @@
-"""A small asyncio load generator for streamed NDJSON responses over raw HTTP/1.1 keep-alive connections.
+"""A small asyncio load generator for streamed responses (NDJSON or Server-Sent Events) over raw HTTP/1.1
+keep-alive connections.
 
 Usage: python benchmarks/stream_client.py PORT [--concurrency 16] [--duration 10] [--count N]
-       [--warmup 1] [--tokens 32] [--cpu 1]
+       [--warmup 1] [--tokens 32] [--cpu 1] [--format token|content|sse] [--sse]
 
-Opens CONCURRENCY connections to 127.0.0.1:PORT with `asyncio.open_connection`; each sends
-`POST /predict` with `{"input": 1}` and reads the answer itself (status line, headers, then chunked
-transfer encoding, or Content-Length), back to back, until DURATION seconds have passed or COUNT
-requests were started. Per request it measures the time to first token (from writing the request
-to receiving the first complete NDJSON line) and counts the lines. Every response must be a 200
-with exactly TOKENS lines `{"token": i}` in order and a proper end (the zero-length chunk);
-anything else counts as an error. With --warmup it first runs that many seconds unmeasured.
+Opens CONCURRENCY connections to 127.0.0.1:PORT with `asyncio.open_connection`; each sends its request
+and reads the answer itself (status line, headers, then chunked transfer encoding, or Content-Length),
+back to back, until DURATION seconds have passed or COUNT requests were started. Per request it
+measures the time to first token (from writing the request to receiving the first token) and counts
+the tokens. Every response must be a 200 with exactly TOKENS tokens in order and a proper end (the
+zero-length chunk); anything else counts as an error. With --warmup it first runs that many seconds
+unmeasured. What is sent and expected (--format):
+
+  token    (the default) `POST /predict` with `{"input": 1}`; TOKENS NDJSON lines `{"token": i}`
+  content  the same request; TOKENS NDJSON lines `{"content": "t<i> "}`
+  sse      (also `--sse`) `POST /v1/chat/completions`, OpenAI's chat request with `"stream": true`;
+           Server-Sent Events (text/event-stream): TOKENS `chat.completion.chunk` events whose delta
+           content is "t<i> ", then one whose choice has a finish_reason (and usage), then
+           `data: [DONE]`. A token is an event with delta content; TTFT runs to the first of them.
 
 Prints one JSON object to stdout: requests, tokens, wall_s, tokens_per_s, requests_per_s, TTFT
 p50/p99 in ms, errors (with a few examples), and the client's own CPU use (a client near 100% is
@@ -22,8 +30,10 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,33 +62,143 @@ class Stats:
             self.error_examples.append(message)
 
 
-def expected_body(tokens: int) -> bytes:
-    return b"".join(b'{"token":%d}\n' % i for i in range(tokens))
+def token_line(i: int) -> Any:
+    return {"token": i}
 
 
-def check_lines(body: bytes, tokens: int) -> None:
-    """Raise BadResponse unless `body` is exactly TOKENS lines {"token": i} in order, newline-ended."""
+def content_line(i: int) -> Any:
+    return {"content": f"t{i} "}
+
+
+def expected_body(tokens: int, line: Callable[[int], Any] = token_line) -> bytes:
+    return b"".join(json.dumps(line(i), separators=(",", ":")).encode() + b"\n" for i in range(tokens))
+
+
+def check_lines(body: bytes, tokens: int, line: Callable[[int], Any] = token_line) -> None:
+    """Raise BadResponse unless `body` is exactly TOKENS lines `line(i)` in order, newline-ended."""
     if not body.endswith(b"\n"):
         raise BadResponse(f"the body does not end with a newline: {body[-80:]!r}")
     lines = body[:-1].split(b"\n")
     if len(lines) != tokens:
         raise BadResponse(f"{len(lines)} lines instead of {tokens}: {body[:200]!r}")
-    for i, line in enumerate(lines):
+    for i, text in enumerate(lines):
         try:
-            value = json.loads(line)
+            value = json.loads(text)
         except ValueError as exc:
-            raise BadResponse(f"line {i} is not JSON: {line!r}") from exc
-        if value != {"token": i}:
-            raise BadResponse(f"line {i} is {value!r}, expected {{'token': {i}}}")
+            raise BadResponse(f"line {i} is not JSON: {text!r}") from exc
+        if value != line(i):
+            raise BadResponse(f"line {i} is {value!r}, expected {line(i)!r}")
+
+
+def _sse_chunk(event: bytes) -> dict[str, Any]:
+    """One SSE event `data: {chat.completion.chunk}`, parsed."""
+    try:
+        if not event.startswith(b"data: "):
+            raise ValueError("not a data event")
+        chunk = json.loads(event[6:])
+        if chunk.get("object") != "chat.completion.chunk" or not isinstance(chunk["choices"][0]["delta"], dict):
+            raise ValueError("not a chat.completion.chunk")
+    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise BadResponse(f"{exc}: {event[:200]!r}") from exc
+    return dict(chunk)
+
+
+def _delta_content(chunk: dict[str, Any]) -> str | None:
+    content = chunk["choices"][0]["delta"].get("content")
+    return content if isinstance(content, str) and content else None
+
+
+def sse_first_token(body: bytes) -> bool:
+    """Whether the events received so far include one with delta content."""
+    return any(_delta_content(_sse_chunk(event)) is not None for event in body.split(b"\n\n")[:-1])
+
+
+def check_sse(body: bytes, tokens: int) -> None:
+    """Raise BadResponse unless `body` is TOKENS content events "t<i> ", the finish event, `data: [DONE]`."""
+    events = body.split(b"\n\n")
+    if len(events) < 3 or events[-1] != b"" or events[-2] != b"data: [DONE]":
+        raise BadResponse(f"the stream does not end with an event and data: [DONE]: {body[-200:]!r}")
+    chunks = [_sse_chunk(event) for event in events[:-2]]
+    contents = [_delta_content(chunk) for chunk in chunks[:-1]]
+    expected = [f"t{i} " for i in range(tokens)]
+    if contents != expected:
+        raise BadResponse(f"{len(contents)} delta contents {contents[:4]!r}..., expected {tokens} {expected[:4]!r}...")
+    finish = chunks[-1]
+    if not finish["choices"][0].get("finish_reason") or "usage" not in finish:
+        raise BadResponse(f"the last chunk has no finish_reason and usage: {events[-3][:300]!r}")
+    if len({chunk.get("id") for chunk in chunks}) != 1:
+        raise BadResponse(f"events of different completions: {body[:300]!r}")
+
+
+class SseCheck:
+    """check_sse with a fast path: a body that differs from one already checked only in its id and `created`
+    (which every event repeats) passes by a byte compare; anything else is checked event by event."""
+
+    _HEAD = re.compile(rb'data: \{"id":("[^"]*"),"object":"chat\.completion\.chunk","created":(\d+),')
+
+    def __init__(self) -> None:
+        self._template: bytes | None = None  # a checked body, its id and created replaced by placeholders
+
+    def __call__(self, body: bytes, tokens: int) -> None:
+        head = self._HEAD.match(body)
+        if head is not None and self._template is not None and self._fill(self._template, head) == body:
+            return
+        check_sse(body, tokens)
+        if head is not None:
+            template = self._fill(body, head, invert=True)
+            self._template = template if self._fill(template, head) == body else None
+
+    @staticmethod
+    def _fill(body: bytes, head: re.Match[bytes], invert: bool = False) -> bytes:
+        pairs = [(b'"id":' + head[1] + b",", b'"id":\0ID\0,'), (b'"created":' + head[2] + b",", b'"created":\0C\0,')]
+        for real, placeholder in pairs:
+            body = body.replace(real, placeholder) if invert else body.replace(placeholder, real)
+        return body
+
+
+@dataclass(frozen=True)
+class Format:
+    """What one kind of stream sends and expects."""
+
+    path: bytes
+    payload: bytes
+    media_type: bytes  # a part of the Content-Type every answer must have
+    first_token: Callable[[bytes], bool]  # whether the body so far holds a whole token
+    check: Callable[[bytes, int], None]  # raises BadResponse unless the body has exactly TOKENS tokens
+    expected: Callable[[int], bytes | None]  # the exact body, when it is the same for every request
+
+
+def _ndjson(line: Callable[[int], Any]) -> Format:
+    return Format(
+        b"/predict",
+        b'{"input":1}',
+        b"ndjson",
+        lambda body: b"\n" in body,
+        lambda body, tokens: check_lines(body, tokens, line),
+        lambda tokens: expected_body(tokens, line),
+    )
+
+
+CHAT_REQUEST = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"stream":true}'
+FORMATS = {
+    "token": _ndjson(token_line),
+    "content": _ndjson(content_line),
+    "sse": Format(
+        b"/v1/chat/completions", CHAT_REQUEST, b"text/event-stream", sse_first_token, SseCheck(), lambda _: None
+    ),
+}
 
 
 class Connection:
     """One keep-alive connection and its receive buffer; `request()` runs one request on it."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, request: bytes, form: Format
+    ) -> None:
         self._reader = reader
         self._writer = writer
         self._request = request
+        self._format = form
         self._buf = bytearray()
         self._arrived_s = 0.0  # when the latest bytes arrived
 
@@ -130,39 +250,45 @@ class Connection:
                 if chunk[-2:] != b"\r\n":
                     raise BadResponse(f"a chunk of {size} bytes is not followed by CRLF")
                 body += chunk[:-2]
-                if ttft_s is None and b"\n" in body:
+                if ttft_s is None and self._format.first_token(body):
                     ttft_s = self._arrived_s - sent_s
         elif b"content-length" in headers:
             body += await self._exactly(int(headers[b"content-length"]))
-            if b"\n" in body:
+            if self._format.first_token(body):
                 ttft_s = self._arrived_s - sent_s
         else:
             raise BadResponse(f"neither chunked nor Content-Length: {headers!r}")
         if parts[1] != b"200":
             raise BadResponse(f"status {parts[1].decode()}: {bytes(body[:200])!r}")
+        if self._format.media_type not in headers.get(b"content-type", b""):
+            raise BadResponse(f"Content-Type {headers.get(b'content-type')!r}, expected {self._format.media_type!r}")
         return ttft_s, bytes(body), keep_alive
 
     def close(self) -> None:
         self._writer.close()
 
 
-async def _connect(port: int, request: bytes) -> Connection:
+async def _connect(port: int, request: bytes, form: Format) -> Connection:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    return Connection(reader, writer, request)
+    return Connection(reader, writer, request, form)
 
 
-async def _worker(port: int, request: bytes, tokens: int, deadline_s: float, count: int | None, stats: Stats) -> None:
-    expected = expected_body(tokens)
+async def _worker(port: int, form: Format, tokens: int, deadline_s: float, count: int | None, stats: Stats) -> None:
+    request = (
+        b"POST %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (form.path, port, len(form.payload), form.payload)
+    )
+    expected = form.expected(tokens)
     connection: Connection | None = None
     try:
         while time.perf_counter() < deadline_s and (count is None or stats.started < count):
             stats.started += 1
             try:
                 if connection is None:
-                    connection = await _connect(port, request)
+                    connection = await _connect(port, request, form)
                 ttft_s, body, keep_alive = await asyncio.wait_for(connection.request(), REQUEST_TIMEOUT_S)
-                if body != expected:  # the fast path is a byte compare; otherwise check it line by line
-                    check_lines(body, tokens)
+                if body != expected:  # the fast path is a byte compare; otherwise check it token by token
+                    form.check(body, tokens)
             except (BadResponse, OSError, ValueError, asyncio.TimeoutError) as exc:
                 stats.error(f"{type(exc).__name__}: {exc}")
                 if connection is not None:
@@ -181,18 +307,16 @@ async def _worker(port: int, request: bytes, tokens: int, deadline_s: float, cou
             connection.close()
 
 
-async def run_load(port: int, concurrency: int, duration_s: float, count: int | None, tokens: int) -> dict[str, Any]:
+async def run_load(
+    port: int, concurrency: int, duration_s: float, count: int | None, tokens: int, form: str = "token"
+) -> dict[str, Any]:
     """CONCURRENCY connections for DURATION seconds (or COUNT requests); the measured figures as a dict."""
-    payload = b'{"input":1}'
-    request = (
-        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Type: application/json\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (port, len(payload), payload)
-    )
     stats = Stats()
     start_s = time.perf_counter()
     cpu_start_s = time.process_time()
     deadline_s = start_s + duration_s
-    await asyncio.gather(*(_worker(port, request, tokens, deadline_s, count, stats) for _ in range(concurrency)))
+    workers = (_worker(port, FORMATS[form], tokens, deadline_s, count, stats) for _ in range(concurrency))
+    await asyncio.gather(*workers)
     wall_s = time.perf_counter() - start_s
     cpu_s = time.process_time() - cpu_start_s
     ttft_ms = sorted(t * 1e3 for t in stats.ttft_s)
@@ -228,6 +352,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=0.0, help="seconds of unmeasured load first (default 0)")
     parser.add_argument("--tokens", type=int, default=32, help="lines every response must have (default 32)")
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to one core")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="token", help="what to send and expect")
+    parser.add_argument("--sse", action="store_const", dest="format", const="sse", help="the same as --format sse")
     return parser.parse_args(argv)
 
 
@@ -236,8 +362,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     if args.warmup > 0:
-        asyncio.run(run_load(args.port, args.concurrency, args.warmup, None, args.tokens))
-    result = asyncio.run(run_load(args.port, args.concurrency, args.duration, args.count, args.tokens))
+        asyncio.run(run_load(args.port, args.concurrency, args.warmup, None, args.tokens, args.format))
+    result = asyncio.run(run_load(args.port, args.concurrency, args.duration, args.count, args.tokens, args.format))
     print(json.dumps(result))
     return 0 if result["errors"] == 0 and result["requests"] > 0 else 1
 

@@ -5,11 +5,16 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from litserve.specs.base import LitSpec
+
+from litserve.loggers import LogSink, warn_unlogged
 
 __all__ = ["LitAPI", "default_batch", "default_unbatch"]
 
-RESERVED_PATHS = frozenset({"/", "/health", "/info", "/metrics", "/docs", "/openapi.json"})
+RESERVED_PATHS = frozenset({"/", "/health", "/info", "/metrics", "/docs", "/openapi.json", "/v1/models"})
 
 
 class LitAPI(ABC):
@@ -36,6 +41,8 @@ class LitAPI(ABC):
         api_path: the URL path that serves this API (default `/predict`).
         stream: `predict` and `encode_response` are generators whose chunks are sent as they come.
         enable_async: the hooks are coroutines (or async generators when streaming).
+        spec: an API specification to speak instead of plain JSON, e.g. `OpenAISpec()` (which serves
+            `/v1/chat/completions` and streams, so predict must be a generator) or `OpenAIEmbeddingSpec()`.
 
     Stability: the hook names and arguments are LitServe's and stable.
     """
@@ -48,6 +55,9 @@ class LitAPI(ABC):
     stream: bool = False
     enable_async: bool = False
     device: str | None = None
+    spec: LitSpec | None = None
+    # Where `log()` sends entries: set by the server on each worker's copy (see litserve.loggers).
+    _log_sink: LogSink | None = None
 
     def __init__(
         self,
@@ -56,20 +66,24 @@ class LitAPI(ABC):
         api_path: str = "/predict",
         stream: bool = False,
         enable_async: bool = False,
+        spec: LitSpec | None = None,
     ) -> None:
         self.max_batch_size = max_batch_size
         self.batch_timeout = batch_timeout
         self.api_path = api_path
         self.stream = stream
         self.enable_async = enable_async
+        if spec is not None:
+            attach_spec(self, spec)
         validate_api_settings(self)
 
     def setup(self, device: str) -> None:  # noqa: B027 - optional hook, empty by design
         """Load the model on `device` (`"cpu"`, `"cuda:0"`, `"mps"`). Called once per worker, in it."""
 
     def decode_request(self, request: Any) -> Any:
-        """Turn the parsed request body into the model's input. Default: the body as it is."""
-        return request
+        """Turn the parsed request body into the model's input. Default: the body as it is (or the spec's)."""
+        spec = self.spec
+        return request if spec is None else spec.decode_request(request)
 
     def batch(self, inputs: list[Any]) -> Any:
         """Combine decoded inputs into one model input. Default: stack tensors/arrays, else the list."""
@@ -84,12 +98,38 @@ class LitAPI(ABC):
         return default_unbatch(output)
 
     def encode_response(self, output: Any) -> Any:
-        """Turn the model's output into a JSON-able response body. Default: the output as it is."""
-        return output
+        """Turn the model's output into a JSON-able response body. Default: the output as it is (or the spec's)."""
+        spec = self.spec
+        return output if spec is None else spec.encode_response(output)
 
     def health(self) -> bool:
         """Extra readiness check for `/health` (may be `async def`). Default: healthy."""
         return True
+
+    def log(self, key: str, value: Any) -> None:
+        """Send `(key, value)` to the server's loggers (`LitServer(..., loggers=[...])`) without waiting.
+
+        Call it from any hook or callback. Without loggers the entry is dropped with a warning (once).
+
+        Stability: beta (LitServe's name and arguments).
+        """
+        sink = self._log_sink
+        (warn_unlogged if sink is None else sink)(key, value)
+
+
+def attach_spec(api: LitAPI, spec: LitSpec) -> None:
+    """Make `api` speak `spec`: the spec's path (unless the LitAPI names its own), streaming as it says."""
+    from litserve.specs.base import LitSpec
+
+    if not isinstance(spec, LitSpec):
+        raise TypeError(f"spec must be a LitSpec such as litserve.OpenAISpec(), got {type(spec).__name__}")
+    if api.api_path in ("/predict", spec.api_path):
+        api.api_path = spec.api_path
+    else:
+        spec.api_path = api.api_path  # LitServe allows it; the official clients only call the default path
+    api.spec = spec
+    api.stream = spec.stream
+    spec.pre_setup(api)
 
 
 def validate_api_settings(api: LitAPI) -> None:

@@ -7,10 +7,13 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from litserve.api import LitAPI, validate_api_settings
+from litserve.api import LitAPI, attach_spec, validate_api_settings
 from litserve.hooks import validate_hooks
+
+if TYPE_CHECKING:
+    from litserve.specs.base import LitSpec
 
 __all__ = [
     "DEFAULT_MAX_PAYLOAD_BYTES",
@@ -95,8 +98,12 @@ class ServerSettings:
             raise ValueError(f"shutdown_timeout must be >= 0 seconds, got {self.graceful_timeout_s}")
 
 
-def check_apis(lit_api: LitAPI | Sequence[LitAPI], timeout_s: float | None, **deprecated: Any) -> list[LitAPI]:
-    """The LitAPIs a server was given, each checked, with LitServer's deprecated per-API arguments applied.
+def check_apis(
+    lit_api: LitAPI | Sequence[LitAPI], timeout_s: float | None, spec: LitSpec | None = None, **deprecated: Any
+) -> list[LitAPI]:
+    """The LitAPIs a server was given, each checked, with LitServer's per-API arguments applied.
+
+    `spec` is LitServe's older `LitServer(api, spec=OpenAISpec())`: it goes to the (single) LitAPI.
 
     Raises TypeError or ValueError with a message that says what to change.
     """
@@ -110,6 +117,15 @@ def check_apis(lit_api: LitAPI | Sequence[LitAPI], timeout_s: float | None, **de
                 "subclass litserve.LitAPI and pass an instance, e.g. LitServer(MyAPI())"
             )
     _apply_deprecated(apis, deprecated)
+    if spec is not None:
+        warnings.warn(
+            "LitServer(spec=...) is deprecated; pass it to the LitAPI instead: MyAPI(spec=OpenAISpec())",
+            DeprecationWarning,
+            stacklevel=3,  # the user's LitServer(...) call
+        )
+        if len(apis) > 1:
+            raise ValueError("LitServer(spec=...) takes one LitAPI; with several, pass each its own: MyAPI(spec=...)")
+        attach_spec(apis[0], spec)
     paths: set[str] = set()
     for api in apis:
         validate_api_settings(api)

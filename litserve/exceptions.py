@@ -123,6 +123,12 @@ INVALID_API_KEY = ErrorResponse(
     401, "Invalid API Key. Check that you are passing a correct 'X-API-Key' in your header."
 )
 UNAUTHORIZED = ErrorResponse(401, "Unauthorized")  # a LitAPI's own authorize() said no
+INVALID_SHUTDOWN_TOKEN = ErrorResponse(  # POST /shutdown without LIT_SHUTDOWN_API_KEY as a bearer token
+    401,
+    "Invalid Bearer token for Shutdown API. "
+    "Check that you are passing a correct 'Authorization: Bearer <SHUTDOWN_API_KEY>' in your header.",
+    (("WWW-Authenticate", "Bearer"),),
+)
 NOT_FOUND = ErrorResponse(404, "Not Found")
 METHOD_NOT_ALLOWED = ErrorResponse(405, "Method Not Allowed")
 PAYLOAD_TOO_LARGE = ErrorResponse(413, "Payload too large")

@@ -51,8 +51,9 @@ def _takes_context(hook: Callable[..., Any]) -> bool:
 
 def plan_hooks(api: LitAPI) -> HookPlan:
     authorize = getattr(api, "authorize", None)
+    spec_model = None if api.spec is None else api.spec.request_model
     return HookPlan(
-        body_model=_first_parameter_model(api.decode_request),
+        body_model=spec_model or _first_parameter_model(api.decode_request),
         context_hooks=frozenset(name for name in CONTEXT_HOOKS if _takes_context(getattr(api, name))),
         authorize=authorize if callable(authorize) else None,
     )

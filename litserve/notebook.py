@@ -14,7 +14,7 @@ from typing import Any, final
 
 from litserve.status import EndpointStatus, ServerState, ServerStatus
 
-__all__ = ["PanelSet", "PanelTimer", "mimebundle", "status_html", "status_panel", "status_text"]
+__all__ = ["PanelSet", "PanelTimer", "status_bundle", "status_html", "status_panel", "status_text"]
 
 logger = logging.getLogger(__name__)
 
@@ -206,8 +206,8 @@ class PanelSet:
             timer.join(timeout_s)
 
 
-def mimebundle(status: ServerStatus, widget: Callable[[], Any], include: Any, exclude: Any) -> dict[str, Any]:
-    """What Jupyter shows for a server: the live widget where it can, else HTML, and plain text."""
+def status_bundle(status: ServerStatus, widget: Callable[[], Any], include: Any, exclude: Any) -> dict[str, Any]:
+    """What Jupyter shows for a server: the live widget where it can, else HTML; plain text always."""
     bundle: dict[str, Any] = {"text/html": status_html(status)}
     try:
         bundle.update(widget()._repr_mimebundle_(include=include, exclude=exclude) or {})

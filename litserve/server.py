@@ -4,31 +4,33 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Sequence
-from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from litserve.api import LitAPI
+from litserve.callbacks import Callback, CallbackRunner, EventTypes
 from litserve.client import Client
 from litserve.client_file import write_client_file
 from litserve.config import ServerSettings, check_apis, info_document, normalize_timeout, parse_size
 from litserve.engine.devices import resolve_devices
 from litserve.engine.direct_call import call_directly, pick_endpoint
-from litserve.engine.pool import Endpoint, WorkerFactory
-from litserve.engine.worker import thread_workers
 from litserve.exceptions import ServerStateError
-from litserve.notebook import PanelSet, mimebundle
+from litserve.extensions import (
+    ShutdownKey,
+    check_extensions,
+    check_model_metadata,
+    legacy_arguments,
+    note_unneeded,
+    request_tracker,
+)
+from litserve.loggers import Logger
+from litserve.notebook import PanelSet, status_bundle
 from litserve.runtime import registry
 from litserve.runtime.console import StopRequested, show_logs, stop_on_signals
-from litserve.runtime.serving import WORKER_JOIN_TIMEOUT_S, Running, launch
+from litserve.runtime.serving import WORKER_JOIN_TIMEOUT_S, Running, launch, web_factory, worker_factory
 from litserve.runtime.sockets import is_loopback
 from litserve.status import ErrorLog, ServerState, ServerStatus
-from litserve.web.auth import ApiKeyCheck
-from litserve.web.context import Gate, WebContext
-
-if TYPE_CHECKING:
-    from quart import Quart
+from litserve.web.stack import ASGIApp
 
 __all__ = ["LitServer"]
 
@@ -56,7 +58,8 @@ class LitServer:
         restart_workers: process mode: start a worker process again when it dies (its in-flight
             requests get 500; /health is 503 until setup() ran again).
         timeout: seconds a request may take from arrival, queued or running (504 after);
-            False, None or -1 for no limit.
+            on a stream, seconds it may wait for its first chunk and for each next one, not its
+            whole length. False, None or -1 for no limit.
         max_queue_size: requests that may wait per endpoint before new ones get 503 (None: no bound).
         shutdown_timeout: seconds stop() lets in-flight requests finish.
         api_key: the key clients must send as `X-API-Key`; default: LIT_SERVER_API_KEY when the server
@@ -64,11 +67,20 @@ class LitServer:
         max_payload_size: the largest request body, in bytes or as "10MB"; larger ones get 413.
             Default 16 MiB.
         model_metadata: any JSON-able value shown as "model" by GET /info.
-        max_batch_size, batch_timeout, stream, api_path: deprecated here; pass them to LitAPI.
-        fast_queue: accepted for LitServe compatibility (its ZeroMQ transport); it changes nothing here,
-            where requests reach workers through in-process queues (and a socket in process mode).
+        healthcheck_path, info_path: where GET /health and GET /info live.
+        enable_shutdown_api, shutdown_path: `POST /shutdown` stops the server; it needs the header
+            `Authorization: Bearer <LIT_SHUTDOWN_API_KEY>` (without that variable a key is made and logged).
+        track_requests: count requests being served (`server.active_requests`, callbacks' `on_request`).
+        callbacks: `litserve.Callback`s called around setup, each hook, requests and the server's life.
+        middlewares: ASGI middleware classes, or (class, kwargs) tuples, wrapped around the app.
+        loggers: `litserve.Logger`s that receive `LitAPI.log(key, value)` entries, off the request path.
+        generate_client_file: write `client.py` on start() too (True), or never (False); default: run() does.
+        **legacy: LitServe's `max_batch_size`, `batch_timeout`, `stream`, `api_path`, `spec` (deprecated here: pass
+            them to LitAPI), and `fast_queue`, `disable_openapi_url`, `loop` (accepted, not needed here; logged
+            once at INFO). Any other name is a TypeError.
 
-    Stability: the constructor arguments are LitServe's; start/stop/status are beta.
+    Stability: the constructor arguments are LitServe's; start/stop/status are beta. Changed in 0.1:
+    callbacks, loggers, middlewares, the route paths, the shutdown API and track_requests are honoured.
     """
 
     def __init__(
@@ -86,41 +98,58 @@ class LitServer:
         api_key: str | None = None,
         max_payload_size: int | str | None = None,
         model_metadata: Any = None,
-        max_batch_size: int | None = None,
-        batch_timeout: float | None = None,
-        stream: bool | None = None,
-        api_path: str | None = None,
-        fast_queue: bool = False,
+        healthcheck_path: str = "/health",
+        info_path: str = "/info",
+        shutdown_path: str = "/shutdown",
+        enable_shutdown_api: bool = False,
+        track_requests: bool = False,
+        callbacks: Callback | Sequence[Callback] | None = None,
+        middlewares: list[Any] | None = None,
+        loggers: Logger | Sequence[Logger] | None = None,
+        generate_client_file: bool | None = None,
+        **legacy: Any,
     ) -> None:
-        del fast_queue  # LitServe's ZeroMQ switch: our queues are already in-process
-        timeout_s = normalize_timeout(timeout)
-        deprecated = {"max_batch_size": max_batch_size, "batch_timeout": batch_timeout, "stream": stream}
-        self._apis = check_apis(lit_api, timeout_s, api_path=api_path, **deprecated)
-        if worker_mode not in ("thread", "process"):
-            raise ValueError(f"worker_mode must be 'thread' or 'process', got {worker_mode!r}")
-        self._worker_mode = worker_mode
-        self._restart_workers = bool(restart_workers)
+        self._apis = check_apis(lit_api, normalize_timeout(timeout), **legacy_arguments(legacy))
+        self._worker_mode, self._workers = worker_mode, worker_factory(worker_mode, restart_workers)
+        self._ext = check_extensions(
+            self._apis,
+            callbacks=callbacks,
+            loggers=loggers,
+            middlewares=middlewares,
+            healthcheck_path=healthcheck_path,
+            info_path=info_path,
+            shutdown_path=shutdown_path if enable_shutdown_api else None,
+            track_requests=track_requests,
+            generate_client_file=generate_client_file,
+        )
         self._settings = ServerSettings(
             devices=tuple(resolve_devices(accelerator, devices)),
             workers_per_device=workers_per_device,
-            timeout_s=timeout_s,
+            timeout_s=normalize_timeout(timeout),
             max_queue_size=max_queue_size,
             graceful_timeout_s=float(shutdown_timeout),
             max_payload_bytes=parse_size(max_payload_size),
             api_key=api_key,
-            model_metadata=model_metadata,
+            model_metadata=check_model_metadata(model_metadata),
         )
+        self._init_lifecycle()
+
+    def _init_lifecycle(self) -> None:
+        """What changes while the server lives: its state, what runs, the last error, panels, hooks' state."""
         self._lock = threading.RLock()
         self._state = ServerState.CREATED
         self._running: Running | None = None
         self._stopped = threading.Event()
         self._errors = ErrorLog()
+        self._callbacks = CallbackRunner(self._ext.callbacks, on_error=self._errors.record)
+        self._tracker = request_tracker(self._ext, self._callbacks, self)
+        self._shutdown_key = ShutdownKey()
         self._panels = PanelSet()
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     def start(
-        self, host: str | None = None, port: int | None = None, *, generate_client_file: bool = False
+        self, host: str | None = None, port: int | None = None, *, generate_client_file: bool | None = None
     ) -> LitServer:
         """Start serving in the background and return once every worker finished `setup()`.
 
@@ -133,7 +162,8 @@ class LitServer:
         Args:
             host: address to bind; default "127.0.0.1" (use "0.0.0.0" to be reachable from other machines).
             port: port to bind; default 8000; 0 picks a free port (read it from `server.port`).
-            generate_client_file: also write `client.py` into the working directory.
+            generate_client_file: also write `client.py` into the working directory (default: the
+                constructor's `generate_client_file=True`).
 
         Returns:
             The server itself, so `server = LitServer(api).start()` works.
@@ -144,33 +174,42 @@ class LitServer:
         if self._is_running_on(host, port):
             return self
         host = "127.0.0.1" if host is None else host
-        port = 8000 if port is None else port
-        running = self._launch((host, port))
+        running = self._launch((host, 8000 if port is None else port))
         assert running.port is not None
         registry.remember(running.port, self)
         if not is_loopback(host) and running.api_key is None:
             logger.warning("litserve is listening on %s, reachable from other machines, without an API key", host)
-        if generate_client_file:  # before the startup line, so whoever waits for that line finds the file
-            write_client_file(self.url + self._apis[0].api_path)
+        if generate_client_file or (generate_client_file is None and self._ext.generate_client_file):
+            write_client_file(self.url + self._apis[0].api_path)  # before the startup line: it is there then
+        self._callbacks.trigger_event(EventTypes.ON_SERVER_START.value, litserver=self)
         logger.info("litserve running on %s", self.url)
         logger.info("Application startup complete.")
         return self
 
     def _start_in_process(self) -> LitServer:
-        """Start the workers and the app without binding a socket (`litserve.utils.wrap_litserve_start`).
-
-        The same lifecycle as start(): `app` is then an ASGI app that an in-process client drives on its
-        own event loop, and stop() ends it. Returns the server unchanged when it is already running.
-        """
+        """start() without a socket: in-process ASGI clients call `app` (`litserve.utils.wrap_litserve_start`)."""
         if not self._is_running_on(None, None, on_socket=False):
             self._launch(None)
-            logger.debug("litserve running in-process (no socket)")
+            self._callbacks.trigger_event(EventTypes.ON_SERVER_START.value, litserver=self)
         return self
 
     def _launch(self, address: tuple[str, int] | None) -> Running:
         """STARTING -> RUNNING, or FAILED with nothing left running (the error is raised)."""
+        settings, ext = self._settings, self._ext
         try:
-            running = self._start(address)
+            if address is not None:
+                registry.stop_holder_of(address[1], self)
+            web = web_factory(
+                settings,
+                ext,
+                self._errors,
+                is_ready=lambda: self.status.is_ready,
+                info=lambda: info_document(settings, self._apis, self._worker_mode),
+                stop=self.stop,
+                shutdown_key=self._shutdown_key,
+                tracker=self._tracker,
+            )
+            running = launch(address, self._apis, settings, self._errors, self._workers, web, self._assembled, ext)
         except BaseException:
             with self._lock:
                 self._state = ServerState.FAILED
@@ -190,10 +229,7 @@ class LitServer:
                 if on_socket and running.port is None:
                     raise ServerStateError("this server runs in-process without a socket; call stop() before start()")
                 if (port is not None and port not in (0, running.port)) or (host is not None and host != running.host):
-                    raise ServerStateError(
-                        f"this server is already running {running.where}; call stop() before starting it on "
-                        f"{host}:{port}"
-                    )
+                    raise ServerStateError(f"already running {running.where}; stop() it to start on {host}:{port}")
                 return True
             if self._state in (ServerState.STARTING, ServerState.STOPPING):
                 raise ServerStateError(f"the server is {self._state.value}; wait for it to finish first")
@@ -201,36 +237,9 @@ class LitServer:
             self._stopped.clear()
         return False
 
-    def _start(self, address: tuple[str, int] | None) -> Running:
-        if address is not None:
-            registry.stop_holder_of(address[1], self)
-        settings = self._settings
-
-        def web(endpoints: list[Endpoint], gate: Gate, api_key: ApiKeyCheck | None) -> WebContext:
-            return WebContext(
-                endpoints=endpoints,
-                timeout_s=settings.timeout_s,
-                gate=gate,
-                is_ready=lambda: self.status.is_ready,
-                info=lambda: info_document(settings, self._apis, self._worker_mode),
-                errors=self._errors,
-                api_key=api_key,
-                max_payload_bytes=settings.max_payload_bytes,
-            )
-
-        return launch(address, self._apis, settings, self._errors, self._worker_factory(), web, self._assembled)
-
     def _assembled(self, running: Running | None) -> None:
         with self._lock:
             self._running = running
-
-    def _worker_factory(self) -> WorkerFactory:
-        """Threads of this process, or one worker process per device (imported only when asked for)."""
-        if self._worker_mode == "process":
-            from litserve.process import ProcessWorkers
-
-            return ProcessWorkers(restart=self._restart_workers)
-        return thread_workers
 
     def stop(self) -> None:
         """Stop serving: refuse new requests, let in-flight ones finish, join every thread, free the port.
@@ -263,23 +272,29 @@ class LitServer:
                 self._state = ServerState.STOPPED
             self._stopped.set()
             self._panels.join(WORKER_JOIN_TIMEOUT_S)
+        self._callbacks.trigger_event(EventTypes.ON_SERVER_END.value, litserver=self)
         logger.info("litserve stopped (was %s)", running.where)
 
     def run(
         self,
         host: str = "127.0.0.1",
         port: int = 8000,
-        *,
-        generate_client_file: bool = True,
+        num_api_servers: int | None = None,
         log_level: str = "info",
+        generate_client_file: bool | None = None,
+        api_server_worker_type: str | None = None,
     ) -> None:
         """Start, then block until Ctrl+C, SIGTERM or `stop()` from another thread; always stops.
 
         Logs the URL and `Application startup complete.` to stderr, and writes `client.py` into the
-        working directory unless it exists or `generate_client_file=False`. Works in Jupyter too: it
-        does not use the calling thread's event loop.
+        working directory unless it exists or `generate_client_file=False` (here or to the constructor).
+        Works in Jupyter too: it does not use the calling thread's event loop. `num_api_servers` and
+        `api_server_worker_type` are LitServe's; accepted, not needed here (logged once).
         """
         show_logs(log_level)
+        note_unneeded({"num_api_servers": num_api_servers, "api_server_worker_type": api_server_worker_type})
+        if generate_client_file is None:
+            generate_client_file = self._ext.generate_client_file is not False
         with stop_on_signals():
             try:
                 self.start(host, port, generate_client_file=generate_client_file)
@@ -293,9 +308,7 @@ class LitServer:
     def __enter__(self) -> LitServer:
         return self.start() if self._state is not ServerState.RUNNING else self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
     # --- what the server looks like ----------------------------------------------------------------
@@ -305,17 +318,21 @@ class LitServer:
         return self._state
 
     @property
-    def app(self) -> Quart:
-        """The ASGI app (a Quart app) of the current run: what `wrap_litserve_start` hands to a test client.
+    def app(self) -> ASGIApp:
+        """The current run's ASGI app (inside any middlewares), for `wrap_litserve_start`'s test clients.
 
-        Each start() builds a new one. Raises ServerStateError before the server was started.
-
-        Stability: beta.
+        Each start() builds a new one; ServerStateError before the first. Stability: beta.
         """
         running = self._running
         if running is None:
             raise ServerStateError(f"the server is {self._state.value}; its app exists once it is started")
         return running.app
+
+    @property
+    def active_requests(self) -> int | None:
+        """Requests being served now (LitServe's name); None unless `track_requests=True`."""
+        tracker = self._tracker
+        return tracker.active if tracker is not None and tracker.counting else None
 
     @property
     def port(self) -> int | None:
@@ -329,14 +346,7 @@ class LitServer:
         running = self._running
         if running is None:
             raise ServerStateError(f"the server is {self._state.value}; it has a URL only once start() is called")
-        host = running.host
-        if host is None:
-            raise ServerStateError("the server runs in-process without a socket: call its ASGI app `server.app`")
-        if host in ("0.0.0.0", ""):
-            host = "127.0.0.1"
-        elif ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{running.port}"
+        return running.url
 
     @property
     def status(self) -> ServerStatus:
@@ -345,14 +355,7 @@ class LitServer:
             state, running = self._state, self._running
         if running is None:
             return ServerStatus(state=state, url=None, uptime_s=0.0, last_error=self._errors.last)
-        endpoints = tuple(e.status() for e in running.endpoints)
-        return ServerStatus(
-            state=state,
-            url=None if running.port is None else self.url,
-            uptime_s=time.monotonic() - running.started_s,
-            endpoints=endpoints,
-            last_error=self._errors.last,
-        )
+        return running.status(state, self._errors.last)
 
     # --- notebook and in-process use ----------------------------------------------------------------
 
@@ -390,9 +393,8 @@ class LitServer:
         return self._panels.widget(lambda: self.status, self.stop, self._stopped)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return mimebundle(self.status, self.widget, include, exclude)
+        return status_bundle(self.status, self.widget, include, exclude)
 
     def __repr__(self) -> str:
-        running = self._running
-        where = "" if running is None else f" {running.where}" if running.port is None else f" on {self.url}"
+        where = "" if self._running is None else f" {self._running.where}"
         return f"<LitServer {self._state.value}{where} apis={[type(a).__name__ for a in self._apis]}>"

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import litserve as ls
 from litserve import LitServer
-from litserve.test_examples import SimpleBatchedAPI, SimpleLitAPI, SimpleStreamAPI, SimpleTorchAPI
+from litserve.test_examples import SimpleBatchedAPI, SimpleLitAPI, SimpleStreamAPI, SimpleTorchAPI, openai_spec_example
 from tests.app_client import AppClient
 from tests.helpers import post
 
@@ -29,7 +29,19 @@ def test_importing_the_examples_imports_neither_torch_nor_numpy() -> None:
 
 def test_the_examples_are_reachable_as_litserve_attributes() -> None:
     assert ls.test_examples.SimpleLitAPI is SimpleLitAPI
-    assert set(ls.test_examples.__all__) >= {"SimpleLitAPI", "SimpleBatchedAPI", "SimpleTorchAPI", "SimpleStreamAPI"}
+    assert set(ls.test_examples.__all__) == {  # LitServe's list
+        "SimpleLitAPI",
+        "SimpleBatchedAPI",
+        "SimpleTorchAPI",
+        "SimpleStreamAPI",
+        "TestAPI",
+        "TestAPIWithCustomEncode",
+        "TestAPIWithStructuredOutput",
+        "TestAPIWithToolCalls",
+        "OpenAIBatchContext",
+    }
+    assert all(getattr(ls.test_examples, name).__name__ == name for name in ls.test_examples.__all__)
+    assert ls.test_examples.TestAPI is openai_spec_example.TestAPI
 
 
 def test_simple_lit_api_squares(start_app: StartApp) -> None:

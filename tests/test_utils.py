@@ -8,6 +8,7 @@ server's, in thread and in process mode.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import Any
 
@@ -15,7 +16,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from litserve import LitAPI, LitServer, ServerState, ServerStateError
+from litserve import LitAPI, LitServer, OpenAIEmbeddingSpec, OpenAISpec, ServerState, ServerStateError
+from litserve.test_examples import TestAPI
+from litserve.test_examples.openai_embedding_spec_example import TestEmbedAPI
 from litserve.utils import is_package_installed, wrap_litserve_start
 from tests.apis import GatedPredictAPI, SquareAPI
 from tests.helpers import post
@@ -124,6 +127,65 @@ def test_a_failed_setup_raises_and_leaves_nothing_running(worker_mode: str) -> N
     with pytest.raises(WorkerSetupError), wrap_litserve_start(server):
         pytest.fail("the block must not run")  # pragma: no cover - it does not
     assert server.state is ServerState.FAILED
+
+
+def test_the_app_is_served_inside_the_servers_middlewares() -> None:
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
+
+    middlewares = [(TrustedHostMiddleware, {"allowed_hosts": ["localhost"]})]
+    server = _server(SquareAPI(), "thread", middlewares=middlewares, track_requests=True)
+    with wrap_litserve_start(server) as server, TestClient(server.app) as client:
+        assert client.post("/predict", json={"input": 2}).status_code == 400  # the test client's host is refused
+        allowed = client.post("/predict", json={"input": 2}, headers={"Host": "localhost"})
+        assert (allowed.status_code, allowed.json(), server.active_requests) == (200, {"output": 4}, 0)
+
+
+CHAT = {"model": "lit", "messages": [{"role": "user", "content": "Hello"}]}
+
+
+def _sse_contents(text: str) -> list[str]:
+    """The delta contents of an OpenAI chat SSE body, which must end with `data: [DONE]`."""
+    events = [line[len("data: ") :] for line in text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    return [json.loads(event)["choices"][0]["delta"].get("content") or "" for event in events[:-1]]
+
+
+def test_the_openai_chat_spec_through_test_client(worker_mode: str) -> None:
+    server = _server(TestAPI(spec=OpenAISpec()), worker_mode)
+    with wrap_litserve_start(server) as server, TestClient(server.app) as client:
+        whole = client.post("/v1/chat/completions", json=CHAT)
+        assert whole.status_code == 200
+        assert whole.json()["choices"][0]["message"]["content"] == "This is a generated output"
+        streamed = client.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        assert streamed.headers["content-type"].startswith("text/event-stream")
+        assert "".join(_sse_contents(streamed.text)) == "This is a generated output"
+        assert [m["id"] for m in client.get("/v1/models").json()["data"]] == ["TestAPI"]
+        refused = client.post("/v1/chat/completions", json={"model": "lit"})
+        assert (refused.status_code, "error" in refused.json()) == (422, True)
+
+
+def test_the_openai_chat_stream_over_asgi_transport(worker_mode: str) -> None:
+    """As LitServe's own unit tests drive the spec: an httpx AsyncClient on the app, lines read as they come."""
+    with wrap_litserve_start(_server(TestAPI(spec=OpenAISpec()), worker_mode)) as server:
+
+        async def chat() -> str:
+            transport = httpx.ASGITransport(app=server.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+                response = await client.post("/v1/chat/completions", json={**CHAT, "stream": True}, timeout=10)
+                assert response.status_code == 200
+                return "\n".join([line async for line in response.aiter_lines()])
+
+        assert "".join(_sse_contents(asyncio.run(chat()))) == "This is a generated output"
+
+
+def test_the_openai_embedding_spec_through_test_client(worker_mode: str) -> None:
+    server = _server(TestEmbedAPI(spec=OpenAIEmbeddingSpec()), worker_mode)
+    with wrap_litserve_start(server) as server, TestClient(server.app) as client:
+        response = client.post("/v1/embeddings", json={"model": "lit", "input": ["a", "b"]})
+        assert response.status_code == 200
+        document = response.json()
+        assert document["object"] == "list" and [row["index"] for row in document["data"]] == [0, 1]
+        assert all(len(row["embedding"]) == 768 for row in document["data"])
 
 
 def test_is_package_installed_finds_without_importing() -> None:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast, final
 
-from litserve.engine.messages import DropReason, Outcome, Reply, StreamItem
+from litserve.engine.messages import STREAM_END, DropReason, Outcome, Reply, StreamItem
 
 __all__ = ["FutureReply", "LoopHandle", "LoopReply", "StreamReply", "call_in_loop", "deliver_all"]
 
@@ -91,8 +91,8 @@ class LoopReply:
     def abandon(self, reason: DropReason) -> None:
         """Its answer was already given on the loop."""
 
-    def wait_for_room(self, timeout_s: float | None) -> bool:
-        return True
+    def wait_for_room(self) -> None:
+        """A single answer takes no room."""
 
 
 @final
@@ -100,18 +100,21 @@ class StreamReply:
     """A streamed request on the HTTP loop: items go to `queue`, read by the response body.
 
     `window` bounds how many chunks may wait unsent: a synchronous worker takes a slot per chunk and
-    the response body gives it back as it sends, so a slow client slows its stream, not the memory.
+    the response body gives it back as it sends, so a slow client slows its stream, not the memory;
+    when the stream ends, for whatever reason, the body gives back enough to wake a waiting worker.
+    `is_finished` turns True when the worker's last item (STREAM_END or a failure) is on its way.
     """
 
-    __slots__ = ("loop", "queue", "thread_id", "window")
+    __slots__ = ("is_finished", "loop", "queue", "thread_id", "window")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[StreamItem], window: threading.Semaphore | None
+        self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[StreamItem], window: threading.Semaphore
     ) -> None:
         self.loop = loop
         self.queue = queue
         self.window = window
         self.thread_id = threading.get_ident()
+        self.is_finished = False  # set by the worker's thread (or the loop), read on the loop: a hint
 
     @property
     def batch_key(self) -> Hashable:
@@ -125,6 +128,8 @@ class StreamReply:
             reply.deliver(outcome)
 
     def push(self, item: StreamItem) -> None:
+        if item is STREAM_END or type(item) is Outcome:
+            self.is_finished = True
         try:
             if threading.get_ident() == self.thread_id:
                 self.queue.put_nowait(item)
@@ -136,8 +141,8 @@ class StreamReply:
     def abandon(self, reason: DropReason) -> None:
         """The response body ended the stream already."""
 
-    def wait_for_room(self, timeout_s: float | None) -> bool:
-        return self.window is None or self.window.acquire(timeout=timeout_s)
+    def wait_for_room(self) -> None:
+        self.window.acquire()
 
 
 @final
@@ -169,8 +174,8 @@ class FutureReply:
     def abandon(self, reason: DropReason) -> None:
         """The caller's own wait already ended."""
 
-    def wait_for_room(self, timeout_s: float | None) -> bool:
-        return True
+    def wait_for_room(self) -> None:
+        """A single answer takes no room."""
 
 
 def deliver_all(answers: Sequence[tuple[Reply, Outcome]]) -> None:

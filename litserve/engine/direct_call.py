@@ -38,6 +38,8 @@ def call_directly(endpoint: Endpoint, payload: Any, timeout_s: float | None) -> 
     Raises RequestFailedError with the status and detail an HTTP client would get.
     """
     arrival_s = time.monotonic()
+    if endpoint.api.spec is not None:
+        raise ValueError(f"{endpoint.path} speaks {type(endpoint.api.spec).__name__}; call it over HTTP (e.g. openai)")
     if endpoint.api.stream:
         raise ValueError(f"{endpoint.path} streams; call it with server.client().stream(payload)")
     plan = endpoint.plan

@@ -157,8 +157,9 @@ class Reply(Protocol):
         """The worker dropped the request without answering (its answer was given elsewhere)."""
         ...
 
-    def wait_for_room(self, timeout_s: float | None) -> bool:
-        """Before a stream chunk: block while the client is far behind; False if `timeout_s` passed first."""
+    def wait_for_room(self) -> None:
+        """Before a stream chunk: block while the client is far behind. The loop wakes it when the stream
+        ends for any reason (then the request is cancelled, unless the stream finished)."""
         ...
 
 
@@ -166,11 +167,14 @@ class Reply(Protocol):
 class InferenceRequest:
     """One request waiting for a worker.
 
-    `deadline_s` is a `time.monotonic()` value, or None when the server has no timeout. `context` is
-    built only for endpoints whose hooks ask for it. `handed_s` is set in a worker process only: when
-    (monotonic, the same clock in every process) the server handed the request over to that process,
-    which is when its batch window may open (the batcher keeps it between when the worker began
-    collecting and when it read the request).
+    `deadline_s` is a `time.monotonic()` value, or None when the server has no timeout: a request still
+    queued then is never run. A running stream is not cut by it (its timeout is an idle deadline, kept
+    on the loop, which ends it through `cancellation`). `context` is built only for endpoints whose
+    hooks ask for it. `shape` is for an endpoint with its own answer codec (a spec): what its route
+    decided about this request's answer (e.g. OpenAI's choice index). `handed_s` is set in a worker
+    process only: when (monotonic, the same clock in every process) the server handed the request over
+    to that process, which is when its batch window may open (the batcher keeps it between when the
+    worker began collecting and when it read the request).
     """
 
     payload: Any
@@ -179,6 +183,7 @@ class InferenceRequest:
     cancellation: Cancellation
     context: RequestContext | None = None
     handed_s: float | None = None
+    shape: Any = None
 
     def drop_reason(self, now_s: float) -> DropReason | None:
         """Why this request must not run now, or None when it should."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel
 
 from litserve.api import LitAPI
 from litserve.codec import encode_json
+from litserve.engine.answer_codec import AnswerCodec, ChunkEncoder
 from litserve.engine.messages import STREAM_END, TIMED_OUT_OUTCOME, DropReason, InferenceRequest, Outcome, StreamStart
 from litserve.engine.steps import Close, Drain, Program, StepLists, call, run_async, run_sync
 from litserve.hooks import CONTEXT_HOOKS, HookPlan
@@ -63,13 +64,20 @@ class Hooks:
     encode_response: Hook
     is_batched: bool
     has_custom_unbatch: bool
+    codec: AnswerCodec | None = None  # a spec's; None: JSON answers and NDJSON streams
 
     @classmethod
     def bind(cls, api: LitAPI, plan: HookPlan) -> Hooks:
         hooks = {name: _bind(api, name, plan) for name in CONTEXT_HOOKS}
         is_batched = api.max_batch_size > 1
         has_custom_unbatch = type(api).unbatch is not LitAPI.unbatch
-        return cls(is_batched=is_batched, has_custom_unbatch=has_custom_unbatch, **hooks)
+        return cls(is_batched=is_batched, has_custom_unbatch=has_custom_unbatch, codec=api.spec, **hooks)
+
+    def encode_answer(self, encoded: Any, request: InferenceRequest) -> bytes:
+        codec = self.codec
+        if codec is None:
+            return encode_json(encoded)
+        return codec.encode_answer(encoded, request.payload, request.shape)
 
     def contexts(self, requests: Sequence[InferenceRequest]) -> Any:
         """What batch-level hooks get as `context`: the list when batching, else the request's own."""
@@ -133,7 +141,7 @@ def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fai
         for i, output in zip(live, outputs, strict=True):
             try:
                 encoded = yield call(hooks.encode_response, output, requests[i].context)
-                outcomes[i] = Outcome(200, encode_json(encoded))
+                outcomes[i] = Outcome(200, hooks.encode_answer(encoded, requests[i]))
             except Exception as exc:
                 outcomes[i] = fail(exc)
     return [outcomes[i] for i in range(len(requests))]
@@ -143,41 +151,53 @@ def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fai
 class StreamFanout:
     """Sends each step of a (batched) stream to its requests, and ends every stream exactly once.
 
-    A request whose client left or whose deadline passed is ended at the next step; when none is
-    left, `send_step` returns False so the caller stops and closes the generators. `verdicts` says how
-    each ended stream counts (dropped ones are not counted here).
+    A request the loop ended (its client left, or it went quiet past its idle deadline) is ended at
+    the next step; the arrival deadline is not looked at here, since a stream's timeout is decided on
+    the loop. When none is left, `send_step` returns False so the caller stops and closes the
+    generators. `verdicts` says how each ended stream counts (dropped ones are not counted here).
     """
 
     def __init__(
-        self, requests: Sequence[InferenceRequest], clock: Callable[[], float], may_block: bool = True
+        self, requests: Sequence[InferenceRequest], may_block: bool = True, codec: AnswerCodec | None = None
     ) -> None:
         self._requests = list(requests)
-        self._clock = clock
         self._may_block = may_block  # a synchronous worker waits for slow clients; an event loop must not
+        self._encoders: list[ChunkEncoder] | None = (
+            None if codec is None else [codec.open_stream(r.payload, r.shape) for r in requests]
+        )
         self._started = [False] * len(requests)
         self._active = set(range(len(requests)))
         self.verdicts: list[Verdict] = []
 
     def send_step(self, items: Sequence[Any], is_batched: bool) -> bool:
-        now_s = self._clock()
         for j in sorted(self._active):
-            request = self._requests[j]
-            reason = request.drop_reason(now_s)
-            if reason is not None:
-                self._end(j, TIMED_OUT_OUTCOME) if reason is DropReason.TIMED_OUT else self._drop(j, reason)
+            if self._ended_by_loop(j):
                 continue
             item = items[j]
             if item is None and is_batched:
                 continue  # nothing for this request at this step
+            request = self._requests[j]
+            if self._encoders is None:
+                data, media_type = encode_chunk(item)
+            else:
+                encoder = self._encoders[j]
+                data, media_type = encoder.encode(item), encoder.media_type
+                if not data and self._started[j]:
+                    continue  # the spec sends nothing for this chunk (yet)
             if self._may_block:
-                wait_s = None if request.deadline_s is None else max(0.0, request.deadline_s - now_s)
-                if not request.reply.wait_for_room(wait_s):  # the client fell behind until the deadline
-                    self._end(j, TIMED_OUT_OUTCOME)
+                request.reply.wait_for_room()  # the loop wakes it when the stream ends, for whatever reason
+                if self._ended_by_loop(j):
                     continue
-            data, media_type = encode_chunk(item)
             request.reply.push(data if self._started[j] else StreamStart(media_type, data))
             self._started[j] = True
         return bool(self._active)
+
+    def _ended_by_loop(self, j: int) -> bool:
+        reason = self._requests[j].cancellation.reason
+        if reason is None:
+            return False
+        self._end(j, TIMED_OUT_OUTCOME) if reason is DropReason.TIMED_OUT else self._drop(j, reason)
+        return True
 
     def _drop(self, j: int, reason: DropReason) -> None:
         self._active.discard(j)
@@ -193,14 +213,21 @@ class StreamFanout:
             self._end(j, outcome)
 
     def finish(self) -> None:
+        """End every stream still running normally (a spec's encoder adds its closing bytes first)."""
         for j in sorted(self._active):
-            self._requests[j].reply.push(STREAM_END)
+            reply = self._requests[j].reply
+            if self._encoders is not None:
+                encoder = self._encoders[j]
+                data = encoder.close()
+                if data or not self._started[j]:
+                    reply.push(data if self._started[j] else StreamStart(encoder.media_type, data))
+            reply.push(STREAM_END)
             self.verdicts.append(Verdict.OK)
         self._active.clear()
 
 
 def stream_program(
-    hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail, clock: Callable[[], float], may_block: bool
+    hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail, may_block: bool
 ) -> Program[list[Verdict]]:
     """A streaming batch: predict and encode_response are generators; chunks leave as they come."""
     inputs, live_at, failed = yield from _decode_all(hooks, requests, fail)
@@ -210,7 +237,7 @@ def stream_program(
     if not live_at:
         return verdicts
     live = [requests[i] for i in live_at]
-    fanout = StreamFanout(live, clock, may_block)
+    fanout = StreamFanout(live, may_block, hooks.codec)
     contexts = hooks.contexts(live)
     predicted = per_step = encoded = None
     interrupted: BaseException | None = None
@@ -254,11 +281,9 @@ async def answer_async(hooks: Hooks, requests: Sequence[InferenceRequest], fail:
     return await run_async(answer_program(hooks, requests, fail))
 
 
-def stream(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail, clock: Callable[[], float]) -> list[Verdict]:
-    return run_sync(stream_program(hooks, requests, fail, clock, may_block=True))
+def stream(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail) -> list[Verdict]:
+    return run_sync(stream_program(hooks, requests, fail, may_block=True))
 
 
-async def stream_async(
-    hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail, clock: Callable[[], float]
-) -> list[Verdict]:
-    return await run_async(stream_program(hooks, requests, fail, clock, may_block=False))
+async def stream_async(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail) -> list[Verdict]:
+    return await run_async(stream_program(hooks, requests, fail, may_block=False))

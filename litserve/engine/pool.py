@@ -20,6 +20,7 @@ from typing import Protocol, final
 from litserve.api import LitAPI
 from litserve.engine.bridge import LoopHandle
 from litserve.engine.messages import InferenceRequest, Outcome
+from litserve.engine.observe import NO_OBSERVERS, Observers
 from litserve.engine.request_queue import RequestQueue
 from litserve.exceptions import SHUTTING_DOWN, WorkerSetupError
 from litserve.hooks import plan_hooks
@@ -61,8 +62,9 @@ class WorkerHandle(Protocol):
 class Endpoint:
     """One LitAPI served on its own path, with its own queue, counters and workers."""
 
-    def __init__(self, api: LitAPI, max_queue_size: int | None) -> None:
+    def __init__(self, api: LitAPI, max_queue_size: int | None, observers: Observers = NO_OBSERVERS) -> None:
         self.api = api
+        self.observers = observers  # the server's callbacks and log sink, for this endpoint's workers
         self.path = api.api_path
         self.plan = plan_hooks(api)
         self.queue: RequestQueue[InferenceRequest] = RequestQueue(max_queue_size)

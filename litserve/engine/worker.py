@@ -17,11 +17,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import final
 
 from litserve.api import LitAPI
+from litserve.callbacks import CallbackRunner, EventTypes
 from litserve.engine import bridge
 from litserve.engine.batcher import Batch, RequestSource, collect_batch
 from litserve.engine.bridge import LoopHandle, deliver_all
 from litserve.engine.devices import DeviceRuntime
 from litserve.engine.messages import InferenceRequest, Outcome
+from litserve.engine.observe import NO_OBSERVERS, Observers, observe_hooks
 from litserve.engine.pipeline import BatchSizeMismatchError, Hooks, answer, answer_async, stream, stream_async
 from litserve.engine.pool import Endpoint, Placement, WorkerHandle, copy_api
 from litserve.exceptions import BATCH_SIZE_MISMATCH, INTERNAL_ERROR, ErrorResponse, error_response
@@ -54,6 +56,7 @@ class Worker:
         errors: ErrorLog,
         plan: HookPlan,
         clock: Callable[[], float] = time.monotonic,
+        observers: Observers = NO_OBSERVERS,
     ) -> None:
         self.name = name
         self.device = device
@@ -64,6 +67,10 @@ class Worker:
         self._errors = errors
         self._plan = plan
         self._clock = clock
+        self._observers = observers
+        self._callbacks: CallbackRunner | None = None
+        if observers.callbacks:
+            self._callbacks = CallbackRunner(observers.callbacks, on_error=self._callback_failed)
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._main, name=name, daemon=True)
         self._feeder: threading.Thread | None = None
@@ -112,7 +119,9 @@ class Worker:
         try:
             self._runtime.bind_thread()
             api.device = self.device
-            api.setup(self.device)
+            if self._observers.log is not None:
+                api._log_sink = self._observers.log
+            self._setup(api)
         except BaseException as exc:
             self.counters.state = WorkerState.FAILED
             self._api = None
@@ -131,8 +140,21 @@ class Worker:
                 gc.collect()
             self._runtime.release()
 
+    def _setup(self, api: LitAPI) -> None:
+        callbacks = self._callbacks
+        if callbacks is not None:
+            callbacks.trigger_event(EventTypes.BEFORE_SETUP.value, lit_api=api)
+        api.setup(self.device)
+        if callbacks is not None:
+            callbacks.trigger_event(EventTypes.AFTER_SETUP.value, lit_api=api)
+
+    def _callback_failed(self, where: str, exc: BaseException) -> None:
+        self._errors.record(f"{self.name}/{where}", exc)
+
     def _serve(self, api: LitAPI) -> None:
         hooks = Hooks.bind(api, self._plan)
+        if self._callbacks is not None:  # only then: without callbacks the hooks are called as bound
+            hooks = observe_hooks(hooks, self._callbacks, api)
         if api.enable_async:
             self._serve_async(api, hooks)
         else:
@@ -158,7 +180,7 @@ class Worker:
             try:
                 with self._runtime.running():
                     if is_stream:
-                        self._count(stream(hooks, requests, self._failure, self._clock))
+                        self._count(stream(hooks, requests, self._failure))
                     else:
                         self._deliver(requests, answer(hooks, requests, self._failure))
             except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
@@ -216,7 +238,7 @@ class Worker:
         self.counters.state = WorkerState.BUSY
         try:
             if is_stream:
-                self._count(await stream_async(hooks, requests, self._failure, self._clock))
+                self._count(await stream_async(hooks, requests, self._failure))
             else:
                 self._deliver(requests, await answer_async(hooks, requests, self._failure))
         except asyncio.CancelledError as exc:  # answer the batch, then let the cancellation go on
@@ -258,7 +280,15 @@ class Worker:
 def thread_workers(endpoint: Endpoint, placements: Sequence[Placement], errors: ErrorLog) -> list[WorkerHandle]:
     """The default worker kind: one thread of this process per worker name, each with its own LitAPI copy."""
     return [
-        Worker(name, copy_api(endpoint.api), placement.device, endpoint.queue, errors, endpoint.plan)
+        Worker(
+            name,
+            copy_api(endpoint.api),
+            placement.device,
+            endpoint.queue,
+            errors,
+            endpoint.plan,
+            observers=endpoint.observers,
+        )
         for placement in placements
         for name in placement.worker_names
     ]

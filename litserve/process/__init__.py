@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import final
 
 from litserve.api import LitAPI
+from litserve.callbacks import Callback
 from litserve.engine.pool import Endpoint, Placement, WorkerHandle
 from litserve.engine.worker import ASYNC_MAX_BATCHES_IN_FLIGHT
 from litserve.process.messages import ChildInit
@@ -40,7 +41,7 @@ class ProcessWorkers:
 
     def __call__(self, endpoint: Endpoint, placements: Sequence[Placement], errors: ErrorLog) -> list[WorkerHandle]:
         api = endpoint.api
-        api_bytes = _ship_api(api)
+        api_bytes = _ship_api(api, endpoint.observers.callbacks)
         processes = []
         for placement in placements:
             init = ChildInit(api_bytes, placement.device, placement.worker_names, tuple(sys.path))
@@ -55,6 +56,7 @@ class ProcessWorkers:
                     endpoint.plan,
                     credits,
                     self._restart,
+                    log=endpoint.observers.log,
                 )
             )
         endpoint.queue.on_put = Dispatch(processes)
@@ -94,14 +96,16 @@ def credits_for(max_batch_size: int, workers: int, enable_async: bool) -> int:
     return max_batch_size * workers * batches
 
 
-def _ship_api(api: LitAPI) -> bytes:
-    """The LitAPI by value, so a class defined in a notebook cell or a script's __main__ works in a child."""
+def _ship_api(api: LitAPI, callbacks: tuple[Callback, ...]) -> bytes:
+    """The LitAPI and the server's callbacks by value, so classes defined in a notebook cell or a script's
+    __main__ work in a child."""
     import cloudpickle
 
     try:
-        return bytes(cloudpickle.dumps(api))
+        return bytes(cloudpickle.dumps((api, callbacks)))
     except Exception as exc:
+        shipped = ", ".join([type(api).__name__, *(type(c).__name__ for c in callbacks)])
         raise TypeError(
-            f"process mode ships {type(api).__name__} to each worker process, but it cannot be pickled ({exc}); "
+            f"process mode ships {shipped} to each worker process, but they cannot be pickled ({exc}); "
             "create models, locks and connections in setup(), not in __init__"
         ) from exc

@@ -24,6 +24,7 @@ from litserve.engine.messages import DropReason, InferenceRequest, Outcome, Stre
 from litserve.engine.request_queue import RequestQueue
 from litserve.exceptions import WORKER_PROCESS_DIED
 from litserve.hooks import HookPlan
+from litserve.loggers import LogSink, warn_unlogged
 from litserve.process.channel import Channel
 from litserve.process.messages import (
     Answer,
@@ -35,6 +36,7 @@ from litserve.process.messages import (
     FromChild,
     HealthAnswer,
     HealthQuery,
+    LogEntry,
     Ready,
     Request,
     SetupFailed,
@@ -64,8 +66,10 @@ class InFlightBook:
         credits: int,
         counters: WorkerCounters,
         errors: ErrorLog,
+        log: LogSink | None = None,
     ) -> None:
         self._name = name
+        self._log = warn_unlogged if log is None else log  # where the process's LitAPI.log entries go
         self._source = source
         self._body_model = plan.body_model
         self._credits = credits
@@ -148,7 +152,7 @@ class InFlightBook:
             # came in), and the process validates it again with its own copy of the class.
             model_data = payload.model_dump(mode="json", by_alias=True, round_trip=True)
             payload = None
-        message = Request(request_id, payload, request.deadline_s, request.context, model_data, handed_s)
+        message = Request(request_id, payload, request.deadline_s, request.context, model_data, handed_s, request.shape)
         try:
             sent = channel.send(message)
         except Exception as exc:  # the payload cannot be pickled: fail this request, keep serving
@@ -205,6 +209,8 @@ class InFlightBook:
                     self._counters.count_drop(reason.verdict)
             case ErrorReport(record):
                 self._keep_error(record)
+            case LogEntry(key, value):
+                self._log(key, value)
             case HealthAnswer(token, healthy):
                 future = self._health.pop(token, None)
                 if future is not None and not future.done():

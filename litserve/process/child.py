@@ -9,11 +9,11 @@ goes away (even killed), the socket reads end of stream and this process exits a
 from __future__ import annotations
 
 import asyncio
-import copy
 import logging
 import os
 import socket
 import sys
+import threading
 import traceback
 from collections.abc import Hashable, Sequence
 from typing import Any, final
@@ -22,6 +22,8 @@ import cloudpickle
 
 from litserve.engine.health import all_healthy
 from litserve.engine.messages import Cancellation, DropReason, InferenceRequest, Outcome, Reply, StreamEnd, StreamItem
+from litserve.engine.observe import Observers
+from litserve.engine.pool import copy_api
 from litserve.engine.worker import Worker
 from litserve.exceptions import INTERNAL_ERROR
 from litserve.hooks import HookPlan, plan_hooks
@@ -37,6 +39,7 @@ from litserve.process.messages import (
     FromChild,
     HealthAnswer,
     HealthQuery,
+    LogEntry,
     Ready,
     Request,
     SetupFailed,
@@ -82,8 +85,8 @@ class ChildReply:
     def abandon(self, reason: DropReason) -> None:
         self._session.send(Dropped(self._request_id, reason), self._request_id)
 
-    def wait_for_room(self, timeout_s: float | None) -> bool:
-        return True  # the server's own stream window paces the client
+    def wait_for_room(self) -> None:
+        """Chunks are not paced across the process boundary (the server's idle deadline bounds a slow client)."""
 
 
 def _request_id(reply: Reply) -> int:
@@ -101,7 +104,10 @@ class _Session:
         self.plan = plan
         self.cancellations: dict[int, Cancellation] = {}
         self.stop_wait_s: float | None = None
-        self.errors = ErrorLog(on_record=lambda record: self.link.send(encode(ErrorReport(record))))
+        # Reports made before `Ready` (a callback or log() during setup) wait: the server reads `Ready` first.
+        self._held: list[list[bytes | memoryview]] | None = []
+        self._held_lock = threading.Lock()
+        self.errors = ErrorLog(on_record=lambda record: self.report(ErrorReport(record)))
         self.queue = ChildQueue(link, self.handle, consumers=len(init.worker_names))
         self.workers: list[Worker] = []
 
@@ -110,6 +116,32 @@ class _Session:
         for request_id in finished:
             self.cancellations.pop(request_id, None)
         self.link.send(encode(message))
+
+    def report(self, message: ErrorReport | LogEntry) -> None:
+        """Send a report to the server, or hold it until `Ready` went out."""
+        pieces = encode(message)
+        with self._held_lock:
+            if self._held is not None:
+                self._held.append(pieces)
+                return
+        self.link.send(pieces)
+
+    def ready(self) -> None:
+        """Say `Ready`, then send the reports held until now (in order: new ones wait for the lock)."""
+        with self._held_lock:
+            self.link.send(encode(Ready(os.getpid())))
+            held, self._held = self._held or [], None
+            for pieces in held:
+                self.link.send(pieces)
+
+    def log(self, key: str, value: Any) -> None:
+        """LitAPI.log in this process: the entry goes to the server's loggers; never raises into a hook."""
+        try:
+            self.report(LogEntry(key, value))
+        except LinkClosedError:
+            pass  # the server is gone; this process is ending
+        except Exception as exc:  # e.g. a value that cannot be pickled
+            self.errors.record(_WHERE, exc)
 
     def handle(self, wire_form: Any) -> InferenceRequest | None:
         """One message from the server: a request to queue, or None when dealt with here.
@@ -158,7 +190,9 @@ class _Session:
         cancellation = Cancellation()
         self.cancellations[message.request_id] = cancellation
         reply = ChildReply(message.request_id, self)
-        return InferenceRequest(payload, reply, message.deadline_s, cancellation, message.context, message.handed_s)
+        return InferenceRequest(
+            payload, reply, message.deadline_s, cancellation, message.context, message.handed_s, message.shape
+        )
 
 
 def main() -> None:
@@ -185,14 +219,16 @@ def main() -> None:
 
 def _serve(link: Link, init: ChildInit) -> None:
     try:
-        api = cloudpickle.loads(init.api_bytes)
+        api, callbacks = cloudpickle.loads(init.api_bytes)
         plan = plan_hooks(api)
     except BaseException as exc:
         link.send(encode(_setup_failed(exc)))
         return
     session = _Session(link, init, plan)
+    observers = Observers(callbacks, session.log)
     session.workers = [
-        Worker(name, copy.deepcopy(api), init.device, session.queue, session.errors, plan) for name in init.worker_names
+        Worker(name, copy_api(api), init.device, session.queue, session.errors, plan, observers=observers)
+        for name in init.worker_names
     ]
     for worker in session.workers:
         worker.start()
@@ -201,7 +237,7 @@ def _serve(link: Link, init: ChildInit) -> None:
         if failure is not None:
             link.send(encode(_setup_failed(failure)))
             return
-    link.send(encode(Ready(os.getpid())))
+    session.ready()
     session.queue.serve()  # until Stop came; LinkClosedError when the server went away
     for worker in session.workers:
         worker.join(session.stop_wait_s)

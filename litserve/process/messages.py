@@ -2,7 +2,7 @@
 
 Server -> worker process: `ChildInit` (first), `Request`, `Cancel`, `HealthQuery`, `Stop`.
 Worker process -> server: `Ready` or `SetupFailed` (first), then `Answer`, `Answers`, `Chunk`,
-`Dropped`, `ErrorReport`, `HealthAnswer`, and `Stopped` last.
+`Dropped`, `ErrorReport`, `HealthAnswer`, `LogEntry`, and `Stopped` last.
 
 Each side matches what it reads once (`process.book` in the server, `process.child` in the worker
 process). On the wire a message is a plain tuple, its kind's number and then its fields, so pickling
@@ -34,6 +34,7 @@ __all__ = [
     "FromChild",
     "HealthAnswer",
     "HealthQuery",
+    "LogEntry",
     "Ready",
     "Request",
     "SetupFailed",
@@ -53,7 +54,7 @@ __all__ = [
 class ChildInit:
     """The first message: everything a worker process needs to start its workers."""
 
-    api_bytes: bytes  # the LitAPI, cloudpickled by value so notebook-defined classes work
+    api_bytes: bytes  # (LitAPI, callbacks), cloudpickled by value so notebook-defined classes work
     device: str
     worker_names: tuple[str, ...]
     sys_path: tuple[str, ...]
@@ -70,6 +71,7 @@ class Request:
     context: RequestContext | None
     model_data: Any
     handed_s: float  # monotonic: when the server handed it over; its batch window may open then
+    shape: Any  # for a spec's answer codec (engine.answer_codec)
 
 
 @final
@@ -167,7 +169,16 @@ class Stopped:
     """The worker process finished after `Stop` and exits."""
 
 
-FromChild = Ready | SetupFailed | Answer | Answers | Chunk | Dropped | ErrorReport | HealthAnswer | Stopped
+@final
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """What the LitAPI passed to `log(key, value)`, for the loggers in the server process."""
+
+    key: str
+    value: Any
+
+
+FromChild = Ready | SetupFailed | Answer | Answers | Chunk | Dropped | ErrorReport | HealthAnswer | Stopped | LogEntry
 
 
 _KINDS: tuple[type[Any], ...] = (
@@ -185,6 +196,7 @@ _KINDS: tuple[type[Any], ...] = (
     ErrorReport,
     HealthAnswer,
     Stopped,
+    LogEntry,
 )
 _NUMBERS = {kind: number for number, kind in enumerate(_KINDS)}
 

@@ -27,6 +27,7 @@ from litserve.engine.messages import InferenceRequest, Outcome
 from litserve.engine.request_queue import RequestQueue
 from litserve.exceptions import SHUTTING_DOWN, WORKER_PROCESS_DIED
 from litserve.hooks import HookPlan
+from litserve.loggers import LogSink
 from litserve.process.book import InFlightBook
 from litserve.process.channel import Channel
 from litserve.process.messages import ChildInit, FromChild, Ready, SetupFailed, ToChild, decode, encode
@@ -72,6 +73,7 @@ class ProcessWorker:
         plan: HookPlan,
         credits: int,
         restart: bool,
+        log: LogSink | None = None,
     ) -> None:
         self.name = name
         self.device = init.device
@@ -81,7 +83,7 @@ class ProcessWorker:
         self._init = init
         self._errors = errors
         self._restart = restart
-        self.book = InFlightBook(name, source, plan, credits, self.counters, errors)
+        self.book = InFlightBook(name, source, plan, credits, self.counters, errors, log)
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._gone = threading.Event()  # the current process's channel ended
         # Set once, by join() or when the loop ends: decides "no restart" and 503 rather than 500, so no

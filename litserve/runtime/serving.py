@@ -14,24 +14,33 @@ import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import final
+from typing import Any, final
 
 from quart import Quart
 
 from litserve.api import LitAPI
+from litserve.callbacks import WORKER_EVENTS, overrides
 from litserve.config import ServerSettings, read_api_key
+from litserve.engine.observe import NO_OBSERVERS, Observers
 from litserve.engine.pool import Endpoint, WorkerFactory, WorkerPool
-from litserve.runtime.sockets import bind_listening_socket
+from litserve.engine.worker import thread_workers
+from litserve.exceptions import ServerStateError
+from litserve.extensions import Extensions, ShutdownKey
+from litserve.loggers import LogDrain
+from litserve.runtime.sockets import bind_listening_socket, url_of
 from litserve.runtime.thread import HttpThread
-from litserve.status import ErrorLog
-from litserve.web.app import create_app
+from litserve.status import ErrorLog, ErrorRecord, ServerState, ServerStatus
+from litserve.web.app import create_app, serving_stack
 from litserve.web.auth import ApiKeyCheck
 from litserve.web.context import Gate, WebContext
+from litserve.web.shutdown import ShutdownApi
+from litserve.web.stack import ASGIApp, RequestTracker
 
-__all__ = ["Parts", "Running", "assemble", "launch"]
+__all__ = ["Parts", "Running", "assemble", "launch", "web_factory", "worker_factory"]
 
 HTTP_START_TIMEOUT_S = 30.0
-WORKER_JOIN_TIMEOUT_S = 5.0  # beyond the graceful timeout, for workers to leave once their queue closed
+WORKER_JOIN_TIMEOUT_S = 5.0
+NO_EXTENSIONS = Extensions()  # beyond the graceful timeout, for workers to leave once their queue closed
 
 
 @final
@@ -46,13 +55,31 @@ class Running:
     http: HttpThread
     gate: Gate
     api_key: str | None
-    app: Quart
+    app: ASGIApp  # what clients call: the Quart app, inside the middlewares and mounts asked for
     started_s: float = field(default_factory=time.monotonic)
+    log_drain: LogDrain | None = None
+
+    def status(self, state: ServerState, last_error: ErrorRecord | None) -> ServerStatus:
+        """A snapshot of the running server, in `state`."""
+        return ServerStatus(
+            state=state,
+            url=None if self.host is None or self.port is None else url_of(self.host, self.port),
+            uptime_s=time.monotonic() - self.started_s,
+            endpoints=tuple(e.status() for e in self.endpoints),
+            last_error=last_error,
+        )
+
+    @property
+    def url(self) -> str:
+        """`http://host:port` for a client on this machine; ServerStateError when served in-process."""
+        if self.host is None or self.port is None:
+            raise ServerStateError("the server runs in-process without a socket: call its ASGI app `server.app`")
+        return url_of(self.host, self.port)
 
     @property
     def where(self) -> str:
-        """Where it serves, for messages: `http://host:port`, or that it has no socket."""
-        return "in-process (no socket)" if self.port is None else f"http://{self.host}:{self.port}"
+        """Where it serves, for messages: `on http://host:port`, or that it has no socket."""
+        return "in-process (no socket)" if self.port is None else f"on {self.url}"
 
     def shutdown(self, grace_s: float) -> None:
         """Refuse new requests, close the listener, let the workers finish, then end the HTTP loop.
@@ -65,34 +92,96 @@ class Running:
             self.http.close_listener()
             self.pool.stop(grace_s + WORKER_JOIN_TIMEOUT_S)
         finally:
-            self.http.stop(grace_s + WORKER_JOIN_TIMEOUT_S)
+            try:
+                self.http.stop(grace_s + WORKER_JOIN_TIMEOUT_S)
+            finally:
+                if self.log_drain is not None:  # last: worker processes' entries come through the loop
+                    self.log_drain.stop()
 
 
 @final
 @dataclass(frozen=True)
 class Parts:
-    """A server's endpoints, workers (not started) and web app, before any socket or thread exists."""
+    """A server's endpoints, workers (not started) and web app, before any socket or thread exists.
+
+    `asgi` is what Hypercorn serves: `app`, inside the middlewares and mounts the server was given.
+    """
 
     endpoints: list[Endpoint]
     pool: WorkerPool
     gate: Gate
     app: Quart
     api_key: str | None
+    asgi: ASGIApp | None = None
 
 
 WebFactory = Callable[[list[Endpoint], Gate, ApiKeyCheck | None], WebContext]
 
 
+def web_factory(
+    settings: ServerSettings,
+    extensions: Extensions,
+    errors: ErrorLog,
+    *,
+    is_ready: Callable[[], bool],
+    info: Callable[[], dict[str, Any]],
+    stop: Callable[[], None],
+    shutdown_key: ShutdownKey,
+    tracker: RequestTracker | None,
+) -> WebFactory:
+    """What builds a start's WebContext once its endpoints, gate and API key exist (read the key now)."""
+    shutdown = None
+    if extensions.shutdown_path is not None:
+        shutdown = ShutdownApi(extensions.shutdown_path, shutdown_key.current(), stop)
+
+    def web(endpoints: list[Endpoint], gate: Gate, api_key: ApiKeyCheck | None) -> WebContext:
+        return WebContext(
+            endpoints=endpoints,
+            timeout_s=settings.timeout_s,
+            gate=gate,
+            is_ready=is_ready,
+            info=info,
+            errors=errors,
+            api_key=api_key,
+            max_payload_bytes=settings.max_payload_bytes,
+            health_path=extensions.health_path,
+            info_path=extensions.info_path,
+            shutdown=shutdown,
+            middlewares=extensions.middlewares,
+            mounts=extensions.mounts,
+            tracker=tracker,
+        )
+
+    return web
+
+
+def worker_factory(worker_mode: str, restart_workers: bool) -> WorkerFactory:
+    """Threads of this process, or one worker process per device (imported only when asked for)."""
+    if worker_mode not in ("thread", "process"):
+        raise ValueError(f"worker_mode must be 'thread' or 'process', got {worker_mode!r}")
+    if worker_mode == "process":
+        from litserve.process import ProcessWorkers
+
+        return ProcessWorkers(restart=restart_workers)
+    return thread_workers
+
+
 def assemble(
-    apis: Sequence[LitAPI], settings: ServerSettings, errors: ErrorLog, make_workers: WorkerFactory, web: WebFactory
+    apis: Sequence[LitAPI],
+    settings: ServerSettings,
+    errors: ErrorLog,
+    make_workers: WorkerFactory,
+    web: WebFactory,
+    observers: Observers = NO_OBSERVERS,
 ) -> Parts:
     """Build what serves requests: endpoints, their workers and the app (tests drive it in-process)."""
-    endpoints = [Endpoint(api, settings.max_queue_size) for api in apis]
+    endpoints = [Endpoint(api, settings.max_queue_size, observers) for api in apis]
     pool = WorkerPool(endpoints, settings.devices, settings.workers_per_device, errors, make_workers)
     gate = Gate()
     api_key = read_api_key(settings.api_key)
-    app = create_app(web(endpoints, gate, None if api_key is None else ApiKeyCheck(api_key)))
-    return Parts(endpoints, pool, gate, app, api_key)
+    context = web(endpoints, gate, None if api_key is None else ApiKeyCheck(api_key))
+    app = create_app(context)
+    return Parts(endpoints, pool, gate, app, api_key, serving_stack(app, context))
 
 
 def launch(
@@ -103,18 +192,32 @@ def launch(
     make_workers: WorkerFactory,
     web: WebFactory,
     on_assembled: Callable[[Running | None], None],
+    extensions: Extensions = NO_EXTENSIONS,
 ) -> Running:
     """Bring a server up on `address` (host, port), or in-process when None; `on_assembled` sees it before
-    setup() runs (None if it failed)."""
+    setup() runs (None if it failed).
+
+    The extensions' callbacks run in the workers around their hooks; its loggers get LitAPI.log's
+    entries on a `litserve-loggers` thread, which runs while the server does.
+    """
+    loggers = extensions.loggers
     with contextlib.ExitStack() as undo:
         sock = None if address is None else bind_listening_socket(*address)
         if sock is not None:
             undo.callback(sock.close)
-        parts = assemble(apis, settings, errors, make_workers, web)
-        pool = parts.pool
-        http = HttpThread(parts.app, sock, settings.graceful_timeout_s, pool.loop_ended)
+        drain = None
+        if loggers:
+            drain = LogDrain(loggers)
+            drain.start()
+            undo.callback(drain.stop)
+        # Workers get only the callbacks with worker events (in process mode, only those are shipped).
+        callbacks = tuple(c for c in extensions.callbacks if overrides([c], *WORKER_EVENTS))
+        observers = Observers(callbacks, None if drain is None else drain.put)
+        parts = assemble(apis, settings, errors, make_workers, web, observers)
+        pool, asgi = parts.pool, parts.app if parts.asgi is None else parts.asgi
+        http = HttpThread(parts.app, sock, settings.graceful_timeout_s, pool.loop_ended, asgi)
         host, port = (None, None) if sock is None or address is None else (address[0], int(sock.getsockname()[1]))
-        running = Running(host, port, parts.endpoints, pool, http, parts.gate, parts.api_key, parts.app)
+        running = Running(host, port, parts.endpoints, pool, http, parts.gate, parts.api_key, asgi, log_drain=drain)
         on_assembled(running)  # visible to status (and so /health) while setup() runs
         undo.callback(on_assembled, None)
         undo.callback(http.stop, settings.graceful_timeout_s + WORKER_JOIN_TIMEOUT_S)

@@ -7,7 +7,7 @@ import socket
 
 from litserve.exceptions import PortInUseError
 
-__all__ = ["bind_listening_socket", "is_loopback"]
+__all__ = ["bind_listening_socket", "is_loopback", "url_of"]
 
 _BACKLOG = 1024
 
@@ -44,3 +44,12 @@ def bind_listening_socket(host: str, port: int) -> socket.socket:
 def is_loopback(host: str) -> bool:
     """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
     return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+def url_of(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a server bound to (host, port)."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

@@ -47,7 +47,8 @@ class HttpThread:
     """Runs `app` on `sock` in a thread named `litserve-http` until `stop()`; with no socket, only the loop.
 
     `on_loop_exit` runs on that thread as the loop ends, before it closes (the workers are told, in case
-    it ends without a stop because serving failed).
+    it ends without a stop because serving failed). `asgi`, when given, is served instead of `app`
+    (ASGI layers around it, which pass lifespan events to `app`).
     """
 
     def __init__(
@@ -56,8 +57,10 @@ class HttpThread:
         sock: socket.socket | None,
         graceful_timeout_s: float,
         on_loop_exit: Callable[[], None],
+        asgi: Any = None,
     ) -> None:
         self._app = app
+        self._asgi = app if asgi is None else asgi  # what Hypercorn serves: the app, or layers around it
         self._on_loop_exit = on_loop_exit
         self._sock = sock
         self._config = _hypercorn_config(graceful_timeout_s)
@@ -153,7 +156,7 @@ class HttpThread:
         self._app.before_serving(mark_ready)
         sockets = Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])
         await worker_serve(
-            wrap_app(self._app, self._config.wsgi_max_body_size, "asgi"),
+            wrap_app(self._asgi, self._config.wsgi_max_body_size, "asgi"),
             self._config,
             sockets=sockets,
             shutdown_trigger=self._shutdown.wait,

@@ -9,28 +9,43 @@ from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
 from litserve.engine.messages import Outcome
 from litserve.exceptions import INTERNAL_ERROR, ErrorResponse, refusal
+from litserve.specs.openai import OpenAISpec
 from litserve.web.context import WebContext
+from litserve.web.openai_routes import ChatRoute, models
 from litserve.web.routes import PredictRoute, error, guarded, health, info, root
+from litserve.web.shutdown import shutdown_view
+from litserve.web.stack import ASGIApp, build_stack
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "serving_stack"]
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(context: WebContext) -> Quart:
-    """Build the app: each endpoint's POST route plus `/`, `/health` and `/info`."""
+    """Build the app: each endpoint's POST route plus `/`, health, info and (when enabled) shutdown."""
     app = Quart("litserve.web")
     # Streams and long predicts are bounded by our own timeout, not Quart's response timeout.
     app.config["RESPONSE_TIMEOUT"] = None
     # Quart answers 413 for a larger body, with or without Content-Length (chunked bodies are counted).
     app.config["MAX_CONTENT_LENGTH"] = context.max_payload_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = context.max_payload_bytes
+    chat_models = []
     for endpoint in context.endpoints:
-        route = PredictRoute(endpoint, context)
+        route: PredictRoute | ChatRoute
+        if isinstance(endpoint.api.spec, OpenAISpec):
+            route = ChatRoute(endpoint, context)
+            chat_models.append(endpoint.api.spec.model_name or type(endpoint.api).__name__)
+        else:
+            route = PredictRoute(endpoint, context)
         app.add_url_rule(endpoint.path, route.name, view_func=route.handle, methods=["POST"])
+    if chat_models:
+        listing = guarded(context, models(context, chat_models), accept_bearer=True)
+        app.add_url_rule("/v1/models", view_func=listing, methods=["GET"])
     app.add_url_rule("/", view_func=guarded(context, root), methods=["GET"])
-    app.add_url_rule("/health", view_func=health(context), methods=["GET"])
-    app.add_url_rule("/info", view_func=guarded(context, info(context)), methods=["GET"])
+    app.add_url_rule(context.health_path, view_func=health(context), methods=["GET"])
+    app.add_url_rule(context.info_path, view_func=guarded(context, info(context)), methods=["GET"])
+    if context.shutdown is not None:
+        app.add_url_rule(context.shutdown.path, view_func=shutdown_view(context.shutdown), methods=["POST"])
 
     @app.errorhandler(WerkzeugHTTPException)
     async def http_error(exc: WerkzeugHTTPException) -> Response:
@@ -52,6 +67,11 @@ def create_app(context: WebContext) -> Quart:
         return error(INTERNAL_ERROR)
 
     return app
+
+
+def serving_stack(app: Quart, context: WebContext) -> ASGIApp:
+    """What Hypercorn serves: the app inside users' middlewares, loggers' mounts and request tracking."""
+    return build_stack(app, context.middlewares, context.mounts, context.tracker, context.own_paths)
 
 
 def _count(context: WebContext, answer: ErrorResponse) -> None:

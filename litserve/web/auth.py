@@ -10,9 +10,16 @@ from typing import Any, final
 from litserve.exceptions import INVALID_API_KEY, UNAUTHORIZED, ErrorResponse, error_response, is_client_error
 from litserve.request_context import RequestContext
 
-__all__ = ["API_KEY_HEADER", "ApiKeyCheck", "run_authorize"]
+__all__ = ["API_KEY_HEADER", "ApiKeyCheck", "bearer_token", "run_authorize"]
 
 API_KEY_HEADER = "X-API-Key"
+
+
+def bearer_token(authorization: str | None) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header (how OpenAI's clients send the key), else None."""
+    if authorization is None or authorization[:7].lower() != "bearer ":
+        return None
+    return authorization[7:].strip()
 
 
 @final
@@ -29,6 +36,12 @@ class ApiKeyCheck:
         if given is not None and hmac.compare_digest(given.encode(), self._key):
             return None
         return INVALID_API_KEY
+
+    def check_either(self, given: str | None, authorization: str | None) -> ErrorResponse | None:
+        """For OpenAI routes: the X-API-Key header, or else the `Authorization: Bearer` token, must match."""
+        if given is not None and self.check(given) is None:
+            return None
+        return self.check(bearer_token(authorization))
 
 
 async def run_authorize(authorize: Callable[[RequestContext], Any], context: RequestContext) -> ErrorResponse | None:

@@ -9,6 +9,8 @@ from typing import Any, final
 from litserve.engine.pool import Endpoint
 from litserve.status import ErrorLog
 from litserve.web.auth import ApiKeyCheck
+from litserve.web.shutdown import ShutdownApi
+from litserve.web.stack import ASGIApp, Middleware, RequestTracker
 
 __all__ = ["Gate", "WebContext"]
 
@@ -28,7 +30,8 @@ class Gate:
 
 @dataclass(frozen=True, slots=True)
 class WebContext:
-    """Everything the routes read: endpoints, limits, auth, readiness and the /info document."""
+    """Everything the routes read: endpoints, limits, auth, readiness, the /info document, where the
+    server's own routes live, and the ASGI layers around the app (see `web.stack`)."""
 
     endpoints: Sequence[Endpoint]
     timeout_s: float | None
@@ -38,3 +41,17 @@ class WebContext:
     errors: ErrorLog
     api_key: ApiKeyCheck | None = None
     max_payload_bytes: int | None = None
+    health_path: str = "/health"
+    info_path: str = "/info"
+    shutdown: ShutdownApi | None = None  # POST shutdown_path, when enable_shutdown_api=True
+    middlewares: Sequence[Middleware] = ()
+    mounts: Sequence[tuple[str, ASGIApp]] = ()
+    tracker: RequestTracker | None = None
+
+    @property
+    def own_paths(self) -> frozenset[str]:
+        """The paths of the server's own routes (not of an endpoint)."""
+        paths = {"/", self.health_path, self.info_path}
+        if self.shutdown is not None:
+            paths.add(self.shutdown.path)
+        return frozenset(paths)

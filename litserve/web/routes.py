@@ -22,10 +22,11 @@ from litserve.web.auth import API_KEY_HEADER, run_authorize
 from litserve.web.compression import GZIP_MIN_BYTES, gzip_outcome
 from litserve.web.context import WebContext
 from litserve.web.dependencies import prepare_authorize
+from litserve.web.openai_errors import openai_error
 from litserve.web.streaming import STREAM_WINDOW, StreamBody
 from litserve.web.validation import read_payload
 
-__all__ = ["PredictRoute", "error", "guarded", "health", "info", "root"]
+__all__ = ["Admission", "PredictRoute", "error", "guarded", "health", "info", "respond", "root"]
 
 _JSON = "application/json"
 # Answers given before the request body was read also close the connection: the unread body would
@@ -44,7 +45,7 @@ def error(answer: ErrorResponse) -> Response:
     return Response(error_body(answer.detail), status=answer.status, content_type=_JSON, headers=dict(answer.headers))
 
 
-def _respond(outcome: Outcome) -> Response:
+def respond(outcome: Outcome) -> Response:
     response = Response(outcome.body, status=outcome.status, content_type=outcome.content_type)
     if outcome.headers:
         response.headers.update(dict(outcome.headers))
@@ -58,6 +59,46 @@ def _request_context() -> RequestContext:
 
 
 @final
+class Admission:
+    """Who may call an endpoint, checked before its body is read: open gate, API key, `authorize()`.
+
+    OpenAI routes (`accept_bearer`) also take the key as `Authorization: Bearer <key>`, as the official
+    client sends it.
+    """
+
+    __slots__ = ("_accept_bearer", "_api_key", "_authorize", "_gate", "_wants_context")
+
+    def __init__(self, endpoint: Endpoint, context: WebContext, accept_bearer: bool = False) -> None:
+        self._gate = context.gate
+        self._authorize = prepare_authorize(endpoint.plan.authorize)  # FastAPI-style Depends(...) resolved here
+        self._wants_context = endpoint.plan.wants_context
+        # A LitAPI's own authorize() replaces the API key check for that endpoint.
+        self._api_key = context.api_key if self._authorize is None else None
+        self._accept_bearer = accept_bearer
+
+    async def check(self) -> tuple[Outcome | None, RequestContext | None]:
+        """(the refusal or None, the request's context when its hooks want one)."""
+        if not self._gate.is_open:
+            return _STOPPING_EARLY, None
+        api_key = self._api_key
+        if api_key is not None:
+            headers = request.headers
+            if self._accept_bearer:
+                denied = api_key.check_either(headers.get(API_KEY_HEADER), headers.get("Authorization"))
+            else:
+                denied = api_key.check(headers.get(API_KEY_HEADER))
+            if denied is not None:
+                return _early(Outcome.failure(denied)), None
+        context = _request_context() if self._wants_context else None
+        if self._authorize is not None:
+            assert context is not None
+            denied = await run_authorize(self._authorize, context)
+            if denied is not None:
+                return _early(Outcome.failure(denied)), None
+        return None, context
+
+
+@final
 class PredictRoute:
     """POST handler of one endpoint."""
 
@@ -65,14 +106,12 @@ class PredictRoute:
         self.name = f"predict:{endpoint.path}"
         self._queue = endpoint.queue
         self._counters = endpoint.counters
-        self._gate = context.gate
         self._timeout_s = context.timeout_s
         self._body_model = endpoint.plan.body_model
-        self._wants_context = endpoint.plan.wants_context
-        self._authorize = prepare_authorize(endpoint.plan.authorize)  # FastAPI-style Depends(...) resolved here
         self._is_stream = endpoint.api.stream
-        # A LitAPI's own authorize() replaces the API key check for that endpoint.
-        self._api_key = context.api_key if self._authorize is None else None
+        self._spec = endpoint.api.spec
+        self._admission = Admission(endpoint, context, accept_bearer=self._spec is not None)
+        self._envelope = None if self._spec is None else openai_error  # the specs are OpenAI's
 
     async def handle(self) -> Response:
         arrival_s = time.monotonic()
@@ -82,39 +121,34 @@ class PredictRoute:
         if isinstance(answer, Response):
             return answer
         counters.count(answer.verdict)
+        if self._envelope is not None and answer.status >= 400:
+            answer = self._envelope(answer)
         if len(answer.body) >= GZIP_MIN_BYTES:  # small answers pay this comparison only
             answer = await gzip_outcome(answer, request.headers.get("Accept-Encoding"))
-        return _respond(answer)
+        return respond(answer)
 
     async def _answer(self, arrival_s: float) -> Outcome | Response:
-        if not self._gate.is_open:
-            return _STOPPING_EARLY
-        if self._api_key is not None:
-            denied = self._api_key.check(request.headers.get(API_KEY_HEADER))
-            if denied is not None:
-                return _early(Outcome.failure(denied))
-        context = _request_context() if self._wants_context else None
-        if self._authorize is not None:
-            assert context is not None
-            denied = await run_authorize(self._authorize, context)
-            if denied is not None:
-                return _early(Outcome.failure(denied))
+        refused, context = await self._admission.check()
+        if refused is not None:
+            return refused
         payload = await read_payload(request, self._body_model)
         if isinstance(payload, ErrorResponse):
             return Outcome.failure(payload)
+        if self._spec is not None:
+            refusal = self._spec.check_request(payload)
+            if refusal is not None:
+                return Outcome.failure(refusal)
         if self._is_stream:
             return await self._stream(payload, context, arrival_s)
         return await self._run(payload, context, arrival_s)
 
     async def _stream(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome | Response:
-        loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StreamItem] = asyncio.Queue()
-        window = threading.Semaphore(STREAM_WINDOW)
-        submission = submit(self._queue, payload, StreamReply(loop, queue, window), context, self._timeout_s, arrival_s)
+        reply = StreamReply(asyncio.get_running_loop(), queue, threading.Semaphore(STREAM_WINDOW))
+        submission = submit(self._queue, payload, reply, context, self._timeout_s, arrival_s)
         if isinstance(submission, Outcome):
             return submission
-        timer = submission.expire_on(loop)
-        body = StreamBody(queue, window, submission, self._counters)
+        body = StreamBody(reply, submission, self._counters, self._timeout_s, arrival_s)
         counters = self._counters
         counters.in_flight += 1  # until the first chunk (or the error) is here
         try:
@@ -122,11 +156,9 @@ class PredictRoute:
         finally:
             counters.in_flight -= 1
         if isinstance(first, Outcome):
-            if timer is not None:
-                timer.cancel()
             return first
         counters.count(Verdict.OK)  # the status is sent now; later failures become the stream's error line
-        return body.response(first, timer)
+        return body.response(first)
 
     async def _run(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -155,15 +187,20 @@ def _client_left(submission: Submission, counters: EndpointCounters) -> None:
     counters.count(Verdict.CANCELLED)
 
 
-def guarded(context: WebContext, view: Any) -> Any:
-    """Wrap a GET view with the API key check (every route but /health needs the key when one is set)."""
+def guarded(context: WebContext, view: Any, accept_bearer: bool = False) -> Any:
+    """Wrap a GET view with the API key check (every route but /health needs the key when one is set).
+
+    `accept_bearer`: an OpenAI route, which also takes the key as `Authorization: Bearer <key>`.
+    """
     api_key = context.api_key
     if api_key is None:
         return view
 
     async def checked() -> Response:
         assert api_key is not None
-        denied = api_key.check(request.headers.get(API_KEY_HEADER))
+        headers = request.headers
+        given = headers.get(API_KEY_HEADER)
+        denied = api_key.check_either(given, headers.get("Authorization")) if accept_bearer else api_key.check(given)
         return error(denied) if denied is not None else await view()
 
     checked.__name__ = view.__name__

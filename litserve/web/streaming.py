@@ -3,26 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import AsyncIterator
-from typing import final
+from collections.abc import AsyncIterator, Callable
+from typing import Any, final
 
 from quart import Response
 
 from litserve.codec import encode_json
+from litserve.engine.bridge import StreamReply
 from litserve.engine.messages import STREAM_END, DropReason, Outcome, StreamItem, StreamStart
-from litserve.engine.submit import Submission
+from litserve.engine.submit import IdleDeadline, Submission
 from litserve.status import EndpointCounters, Verdict
 
-__all__ = ["STREAM_WINDOW", "StreamBody"]
+__all__ = ["STREAM_WINDOW", "StreamBody", "ndjson_error_line"]
 
 # Chunks a stream may have produced and not yet sent before its (synchronous) worker waits.
 STREAM_WINDOW = 64
 
 NDJSON = "application/x-ndjson"
+SSE = "text/event-stream"  # the only streams whose waiting items are joined into one write (`_gather`)
 
 
-def _error_line(outcome: Outcome) -> bytes:
+def ndjson_error_line(outcome: Outcome) -> bytes:
+    """How a started NDJSON stream ends on a failure: one last line naming it."""
     return encode_json({"error": outcome.detail, "status": outcome.status}) + b"\n"
 
 
@@ -30,76 +32,184 @@ def _error_line(outcome: Outcome) -> bytes:
 class StreamBody:
     """Owns one streamed request on the loop: waits for its first item, then yields the rest.
 
-    At the deadline the submission's timer puts the 504 on the same queue the worker writes to, so one
-    `await` serves both. Ending early for any reason (client gone, deadline, server stopping) marks the
-    request cancelled, which the worker sees at its next chunk and closes the user's generators.
+    A stream's `timeout` is decided here, and only here: an idle deadline (`IdleDeadline`) that
+    passes `timeout_s` after the stream last moved, that is after it arrived, then each time chunks
+    are taken to be sent. A long answer that keeps coming is never cut. A generator that goes quiet is,
+    and so is a client that stops reading: its chunks wait unsent (a synchronous worker then waits for
+    room in the window), which is quiet too, so no worker is held longer. Once the worker's last item
+    is here, the deadline no longer passes: only the client is left to catch up. (`timeout_s=None`: no
+    idle deadline; a spec's request answered as one document keeps the whole-request timer instead.)
 
-    Counting: a stream counts as ok once its 200 is sent; if the client then leaves it also counts as
-    cancelled, and if the deadline then cuts it, as timed out.
+    When the deadline passes, the submission puts the 504 on the same queue the worker writes to, so
+    one `await` serves both: before the first chunk it is the answer, after it the stream's error line.
+    Ending early for any reason (deadline, client gone, server stopping) marks the request cancelled,
+    which the worker sees at its next chunk (or wakes to, if it waits for room), and closes the user's
+    generators, even when the body never started.
+
+    Counting: the route counts a stream as ok once its 200 is sent; if the deadline then ends it, it
+    also counts as timed out here, and if its client leaves first, as cancelled.
     """
 
     def __init__(
         self,
-        queue: asyncio.Queue[StreamItem],
-        window: threading.Semaphore,
+        reply: StreamReply,
         submission: Submission,
         counters: EndpointCounters,
+        timeout_s: float | None,
+        arrival_s: float,
+        error_line: Callable[[Outcome], bytes] = ndjson_error_line,
+        trailer: bytes = b"",
     ) -> None:
-        self._queue = queue
-        self._window = window
+        self._reply = reply
+        self._queue = reply.queue
+        self._window = reply.window
         self._submission = submission
         self._counters = counters
+        self._error_line = error_line  # a spec's streams end their own way (e.g. an SSE error event)
+        self._trailer = trailer  # sent after a stream that ended normally (e.g. SSE's `data: [DONE]`)
+        self._is_sent = False  # its 200 is out
+        self._is_over = False  # ended and counted; nothing is left to do on any path
+        self._idle = None if timeout_s is None else IdleDeadline(reply.loop, timeout_s, arrival_s, self._on_idle)
 
     async def first(self) -> Outcome | StreamStart | None:
         """The stream's first item: a StreamStart, a failure Outcome, or None for an empty stream."""
         try:
             item = await self._queue.get()
         except asyncio.CancelledError:
-            self._submission.cancel()
-            self._counters.count(Verdict.CANCELLED)
+            self._client_left()
             raise
-        if isinstance(item, Outcome):
-            return item
         if isinstance(item, StreamStart):
+            if self._idle is not None:
+                self._idle.moved()
             self._window.release()
+            return item
+        self._end(None)  # the route counts this answer
+        if isinstance(item, Outcome):
             return item
         if item is STREAM_END:
             return None
         raise AssertionError(f"a stream cannot start with raw bytes: {item!r}")
 
-    def response(self, start: StreamStart | None, timer: asyncio.TimerHandle | None) -> Response:
-        """The 200 response whose body yields the rest of the stream; `timer` is cancelled when it ends."""
+    async def collect(self) -> Outcome:
+        """The whole stream as one answer: 200 with every chunk joined, or the failure that ended it.
+
+        For a spec's request whose client wants one document (the spec's encoder sends it at the end).
+        """
+        first = await self.first()
+        if first is None or isinstance(first, Outcome):
+            return first or Outcome(200, b"")
+        parts = [first.data]
+        try:
+            while True:
+                item = await self._queue.get()
+                if isinstance(item, bytes):
+                    parts.append(item)
+                    self._window.release()
+                    continue
+                self._end(None)
+                if isinstance(item, Outcome):
+                    return item
+                return Outcome(200, b"".join(parts), first.media_type)
+        except asyncio.CancelledError:
+            self._client_left()
+            raise
+
+    def cancel(self) -> None:
+        """End the request early without counting it (its answer is given another way)."""
+        if not self._is_over:
+            self._submission.cancel()
+            self._end(None)
+
+    def iterate(self, start: StreamStart | None) -> AsyncIterator[bytes]:
+        """The stream's bytes from its first item on, for a 200 that is being sent (the route counts it).
+
+        Call it in the task that sends the response: that task ends however the body does, even when
+        the body never started (the client left first), and a stream not over by then is cancelled.
+        """
+        self._is_sent = True
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(self._on_sent)
+        if start is None:
+            return self._body(b"", False, False)
+        return self._body(start.data, True, start.media_type.partition(";")[0] == SSE)
+
+    def response(self, start: StreamStart | None) -> Response:
+        """The 200 response whose body yields the rest of the stream."""
         media_type = NDJSON if start is None else start.media_type
-        first_data = b"" if start is None else start.data
-        body = self._body(first_data, start is not None, timer)
-        response = Response(body, status=200, content_type=media_type)
+        response = Response(self.iterate(start), status=200, content_type=media_type)
         response.timeout = None  # our own deadline governs the stream, not Quart's RESPONSE_TIMEOUT
         return response
 
-    async def _body(self, first_data: bytes, is_open: bool, timer: asyncio.TimerHandle | None) -> AsyncIterator[bytes]:
+    async def _body(self, first_data: bytes, is_open: bool, coalesce: bool) -> AsyncIterator[bytes]:
         finished = not is_open
-        try:
-            if first_data:
-                yield first_data
-            queue = self._queue
-            # One HTTP chunk per stream chunk, never several joined: LitServe's clients (and its own
-            # tests) parse each chunk they read as one JSON line.
-            while not finished:
-                item = await queue.get()
-                if isinstance(item, bytes):
-                    self._window.release()
-                    yield item
-                    continue
-                finished = True
-                if isinstance(item, Outcome):
-                    if item.reason is DropReason.TIMED_OUT:
-                        self._counters.count(Verdict.TIMED_OUT)
-                    yield _error_line(item)
-        finally:
-            if timer is not None:
-                timer.cancel()
-            self._window.release(STREAM_WINDOW)  # a worker waiting for room wakes and sees why
-            if not finished:
-                # The client left (Quart cancels the response) or the server is stopping.
-                self._submission.cancel()
-                self._counters.count(Verdict.CANCELLED)
+        if first_data:
+            yield first_data
+        queue, idle, window = self._queue, self._idle, self._window
+        while not finished:
+            item = await queue.get()
+            if isinstance(item, bytes):
+                window.release()
+                if coalesce and not queue.empty():
+                    item, finished = self._gather(item)
+                if idle is not None:
+                    idle.moved()
+                yield item
+                continue
+            finished = True
+            last = self._last(item)
+            if last:
+                yield last
+
+    def _gather(self, data: bytes) -> tuple[bytes, bool]:
+        """`data` and the items already waiting, joined into one write; True when the stream ended there.
+
+        Server-Sent Events only: their events are self-delimiting, so fewer, larger writes change nothing
+        for a client while the worker is ahead. NDJSON and text streams never join items: LitServe's
+        clients (its own tests too) parse each HTTP chunk they read as one JSON line.
+        """
+        queue, window = self._queue, self._window
+        parts = [data]
+        while not queue.empty():
+            item = queue.get_nowait()
+            if not isinstance(item, bytes):
+                parts.append(self._last(item))
+                return b"".join(parts), True
+            parts.append(item)
+            window.release()
+        return b"".join(parts), False
+
+    def _last(self, item: StreamItem) -> bytes:
+        """The stream's end: its error line for a failure, else its trailer; the end is counted once."""
+        if isinstance(item, Outcome):
+            self._end(Verdict.TIMED_OUT if item.reason is DropReason.TIMED_OUT else None)
+            return self._error_line(item)
+        self._end(None)
+        return self._trailer
+
+    def _on_idle(self) -> None:
+        """The idle deadline passed (on the loop)."""
+        if self._reply.is_finished:
+            return  # the worker is done; its last items wait for the client, which may take its time
+        self._submission.expire()  # the 504 is queued before the worker is told
+        self._end(Verdict.TIMED_OUT if self._is_sent else None)
+
+    def _on_sent(self, task: asyncio.Task[Any]) -> None:
+        self._client_left()
+
+    def _client_left(self) -> None:
+        # The client went away (Quart cancels the response) or the server is stopping.
+        if not self._is_over:
+            self._submission.cancel()  # before a worker waiting for room wakes
+            self._end(Verdict.CANCELLED)
+
+    def _end(self, verdict: Verdict | None) -> None:
+        """The stream is over for its client: count how (once), stop its deadline, wake its worker."""
+        if self._is_over:
+            return
+        self._is_over = True
+        if self._idle is not None:
+            self._idle.cancel()
+        if verdict is not None:
+            self._counters.count(verdict)
+        self._window.release(STREAM_WINDOW)  # a worker waiting for room wakes and sees why

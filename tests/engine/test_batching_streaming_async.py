@@ -395,25 +395,33 @@ def test_each_stream_chunk_is_its_own_http_chunk(start_server: Start) -> None:
     assert pieces == [{"i": i} for i in range(300)]
 
 
-def test_a_client_that_falls_behind_holds_up_its_worker_until_the_deadline() -> None:
+@pytest.mark.parametrize(
+    ("media_type", "writes"),
+    [
+        ("application/x-ndjson", [b"a\n", b"b\n", b"c\n"]),  # one HTTP chunk per item, as LitServe sends it
+        ("text/plain; charset=utf-8", [b"a\n", b"b\n", b"c\n"]),
+        ("text/event-stream", [b"a\n", b"b\nc\nEND"]),  # SSE: the items already waiting go out as one write
+    ],
+)
+def test_only_server_sent_events_join_waiting_items_into_one_write(media_type: str, writes: list[bytes]) -> None:
     from litserve.engine.bridge import StreamReply
-    from litserve.engine.messages import TIMED_OUT_OUTCOME, Cancellation, InferenceRequest, StreamStart
-    from litserve.engine.pipeline import StreamFanout
+    from litserve.engine.messages import STREAM_END, StreamStart
+    from litserve.engine.request_queue import RequestQueue
+    from litserve.engine.submit import Submission, submit
+    from litserve.status import EndpointCounters
+    from litserve.web.streaming import STREAM_WINDOW, StreamBody
 
-    loop = asyncio.new_event_loop()
-    try:
+    async def body_writes() -> list[bytes]:
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        window = threading.Semaphore(2)  # the client has room for two unsent chunks
-        deadline_s = time.monotonic() + 0.2
-        request = InferenceRequest({}, StreamReply(loop, queue, window), deadline_s, Cancellation())
-        fanout = StreamFanout([request], time.monotonic)
-        assert fanout.send_step(["a"], False)
-        assert fanout.send_step(["b"], False)
-        # Nobody sends: the third chunk waits for room until the deadline, then the stream ends.
-        assert not fanout.send_step(["c"], False)
-        assert time.monotonic() >= deadline_s
-        loop.run_until_complete(asyncio.sleep(0))
-        items = [queue.get_nowait() for _ in range(queue.qsize())]
-        assert items == [StreamStart("text/plain; charset=utf-8", b"a"), b"b", TIMED_OUT_OUTCOME]
-    finally:
-        loop.close()
+        reply = StreamReply(asyncio.get_running_loop(), queue, threading.Semaphore(STREAM_WINDOW))
+        submission = submit(RequestQueue(), {}, reply, None, None, time.monotonic())
+        assert isinstance(submission, Submission)
+        body = StreamBody(reply, submission, EndpointCounters(), 30.0, time.monotonic(), trailer=b"END")
+        for item in (StreamStart(media_type, b"a\n"), b"b\n", b"c\n", STREAM_END):  # all waiting at once
+            queue.put_nowait(item)
+        first = await body.first()
+        assert isinstance(first, StreamStart)
+        return [data async for data in body.iterate(first)]
+
+    trailer = [] if media_type == "text/event-stream" else [b"END"]
+    assert asyncio.run(body_writes()) == writes + trailer

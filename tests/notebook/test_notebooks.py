@@ -32,6 +32,10 @@ def value(outputs: list[Any]) -> str:
     return str(results[-1]["data"]["text/plain"])
 
 
+def printed(outputs: list[Any]) -> str:
+    return "".join(o["text"] for o in outputs if o["output_type"] == "stream" and o["name"] == "stdout")
+
+
 def test_every_notebook_is_saved_without_outputs() -> None:
     for path in sorted(NOTEBOOKS.glob("*.ipynb")):
         notebook = nbformat.read(path, as_version=4)
@@ -77,3 +81,20 @@ def test_process_mode() -> None:
     assert value(out["start"]) == "[('cpu', True), ('cpu', True)]"
     assert value(out["answers"]) == "([0, 10, 20, 30, 40, 50, 60, 70], True)"
     assert value(out["stop"]) == "'stopped'"
+
+
+def test_openai_chat() -> None:
+    out = run_notebook("openai_chat.ipynb")
+    assert value(out["start"]).startswith("'http://127.0.0.1:")
+    assert value(out["whole"]) == "('notebook a in works streaming', 'stop')"
+    assert value(out["context"]) == "('notebook a', 'length')"  # max_tokens reached predict's context
+    # Each token was printed as its chunk arrived, in the order predict yielded them.
+    assert value(out["stream"]) == "['notebook', ' a', ' in', ' works', ' streaming']"
+    assert printed(out["stream"]) == "notebook a in works streaming"
+    assert value(out["models"]) == "['ReverseChat']"
+    assert value(out["wrong_key"]) == "(401, 'invalid_api_key')"
+    assert "application/vnd.jupyter.widget-view+json" in out["widget"][-1]["data"]
+    # Three answers (whole, cut short, streamed) and the refused key; /v1/models is not counted.
+    assert value(out["status"]) == "('/v1/chat/completions', 3, 1)"
+    assert out["stop"] == []
+    assert value(out["stopped"]) == "('stopped', False)"
