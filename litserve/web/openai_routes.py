@@ -22,7 +22,6 @@ from litserve.engine.bridge import StreamReply
 from litserve.engine.messages import Outcome, StreamItem
 from litserve.engine.pool import Endpoint
 from litserve.engine.submit import submit
-from litserve.exceptions import INVALID_JSON, invalid_body
 from litserve.request_context import RequestContext
 from litserve.specs.openai import ChatShape, new_completion_id
 from litserve.specs.openai_models import ChatCompletionRequest
@@ -32,6 +31,7 @@ from litserve.web.context import WebContext
 from litserve.web.openai_errors import openai_error, sse_error_event
 from litserve.web.routes import Admission, respond
 from litserve.web.streaming import STREAM_WINDOW, StreamBody
+from litserve.web.validation import refused_body
 
 __all__ = ["ChatRoute", "models"]
 
@@ -42,9 +42,7 @@ def _parse(body: str | bytes) -> ChatCompletionRequest | Outcome:
     try:
         return ChatCompletionRequest.model_validate_json(body)
     except ValidationError as exc:
-        if any(error["type"] == "json_invalid" for error in exc.errors()):
-            return Outcome.failure(INVALID_JSON)
-        return Outcome.failure(invalid_body(exc))
+        return Outcome.failure(refused_body(exc))
 
 
 def _choice_context(context: RequestContext | None, fields: dict[str, Any]) -> RequestContext | None:

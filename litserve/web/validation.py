@@ -8,12 +8,19 @@ from pydantic import BaseModel, ValidationError
 from quart import Request
 
 from litserve.codec import decode_json
-from litserve.exceptions import INVALID_JSON, invalid_body
+from litserve.exceptions import INVALID_JSON, ErrorResponse, invalid_body
 from litserve.request_context import UploadedFile
 
-__all__ = ["FORM_MIMETYPES", "read_payload"]
+__all__ = ["FORM_MIMETYPES", "read_payload", "refused_body"]
 
 FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+def refused_body(exc: ValidationError) -> ErrorResponse:
+    """Why a model refused a raw body: 400 when it is not JSON at all (WIRE.md), else 422 with pydantic's errors."""
+    if any(error["type"] == "json_invalid" for error in exc.errors()):
+        return INVALID_JSON
+    return invalid_body(exc)
 
 
 async def read_payload(request: Request, body_model: type[BaseModel] | None) -> Any:
@@ -43,7 +50,7 @@ async def read_payload(request: Request, body_model: type[BaseModel] | None) -> 
         try:
             return body_model.model_validate_json(body)
         except ValidationError as exc:
-            return invalid_body(exc)
+            return refused_body(exc)
     try:
         return decode_json(body)
     except ValueError:

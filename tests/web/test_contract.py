@@ -71,6 +71,14 @@ class ModelAPI(LitAPI):
         return Out(label=output)
 
 
+@pytest.mark.parametrize("body", [b"{not json", b"", b'{"name": "a", "count": 1'])
+def test_body_that_is_not_json_is_400_on_a_pydantic_endpoint_too(start_app: StartApp, body: bytes) -> None:
+    server = start_app(ModelAPI())
+    response = server.post(data=body, headers={"Content-Type": "application/json"})
+    assert (response.status_code, response.json()) == (400, {"detail": "Request body is not valid JSON"})
+    assert server.post({"name": "a"}).status_code == 422  # JSON the model refuses stays a 422
+
+
 def test_pydantic_model_validates_and_serialises(start_app: StartApp) -> None:
     server = start_app(ModelAPI())
     assert server.post({"name": "ab", "count": 2}).json() == {"label": "abab"}
@@ -84,7 +92,7 @@ def test_pydantic_rejection_is_422_with_its_errors_and_no_urls(start_app: StartA
     assert [(e["type"], e["loc"], e["input"]) for e in errors] == [("int_parsing", ["count"], "many")]
     assert all(set(e) == {"type", "loc", "msg", "input"} for e in errors)
     assert "url" not in response.text
-    assert server.post(data=b"{oops").status_code == 422
+    assert server.post(data=b"{oops").status_code == 400  # not JSON at all: WIRE.md says 400, not 422
 
 
 # --- forms, files and the request context ---------------------------------------------------------------
