@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from typing import Any, final
@@ -36,6 +37,8 @@ from litserve.web.validation import refused_body
 __all__ = ["ChatRoute", "models"]
 
 DONE = b"data: [DONE]\n\n"
+
+logger = logging.getLogger(__name__)
 
 
 def _parse(body: str | bytes) -> ChatCompletionRequest | Outcome:
@@ -98,6 +101,8 @@ class ChatRoute:
                 started = self._submit(choice, _choice_context(context, fields), shape, arrival_s, timers, trailer)
                 if isinstance(started, Outcome):
                     _cancel_all(bodies)
+                    for timer in timers:
+                        timer.cancel()
                     return started
                 bodies.append(started)
             if not parsed.stream:
@@ -145,22 +150,26 @@ class ChatRoute:
         return body.response(first)
 
     async def _stream_choices(self, bodies: list[StreamBody]) -> Outcome | Response:
-        """Several streamed choices: their events interleave as they come (each names its index)."""
+        """Several streamed choices: the first one's first chunk decides the status; then every choice's
+        events interleave as they come (each names its index), a later choice's failure being its error event.
+
+        Nothing waits for all choices to start: with one worker they run one after the other, and each
+        must be able to finish (its window drained) before the next one can begin.
+        """
         counters = self._counters
         counters.in_flight += 1
         try:
-            firsts = await asyncio.gather(*(body.first() for body in bodies))
+            first = await bodies[0].first()
         except BaseException:
             _cancel_all(bodies)
             raise
         finally:
             counters.in_flight -= 1
-        starts = [first for first in firsts if not isinstance(first, Outcome)]
-        if len(starts) < len(firsts):
+        if first is None or isinstance(first, Outcome):
             _cancel_all(bodies)
-            return next(first for first in firsts if isinstance(first, Outcome))
+            return first or Outcome(200, DONE, "text/event-stream")
         counters.count(Verdict.OK)
-        streams = [body.iterate(start) for body, start in zip(bodies, starts, strict=True)]
+        streams = [bodies[0].iterate(first), *(_later_choice(body) for body in bodies[1:])]
         response = Response(_interleave(streams), status=200, content_type="text/event-stream")
         response.timeout = None
         return response
@@ -186,17 +195,33 @@ class ChatRoute:
         return Outcome(200, _join_choices([json.loads(answer.body) for answer in answers]))
 
 
+async def _later_choice(body: StreamBody) -> Any:
+    """A choice after the first: its events once it starts, or its failure as one error event."""
+    first = await body.first()
+    if isinstance(first, Outcome):
+        yield sse_error_event(first)
+        return
+    async for data in body.iterate(first):
+        yield data
+
+
 async def _interleave(streams: list[Any]) -> Any:
-    """Bytes from every stream as they come, then `[DONE]`; closing it closes them all (their requests end)."""
-    merged: asyncio.Queue[bytes | None] = asyncio.Queue()
+    """Bytes from every stream as they come, then `[DONE]`; closing it closes them all (their requests end).
+
+    The hand-over holds one item: a choice is read only as fast as the client reads, so its window and
+    its idle deadline work as for a single stream.
+    """
+    merged: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1)
 
     async def pump(stream: Any) -> None:
         try:
             async for data in stream:
                 await merged.put(data)
+        except Exception:  # a choice that breaks ends with what it sent; the others go on
+            logger.exception("a streamed choice failed")
         finally:
             await stream.aclose()
-            merged.put_nowait(None)
+        await merged.put(None)
 
     tasks = [asyncio.ensure_future(pump(stream)) for stream in streams]
     try:

@@ -335,3 +335,22 @@ def test_a_chat_past_its_timeout_gets_504_whole_or_streamed(start_server: Callab
     assert (whole.value.status_code, whole.value.body["code"]) == (504, "timeout")
     assert streamed.value.status_code == 504
     assert server.status.endpoints[0].timed_out == 2
+
+
+class ManyTokens(ls.LitAPI):
+    def predict(self, request: Any) -> Iterator[str]:
+        for i in range(200):  # more than a stream's window of unsent chunks
+            yield f"{i} "
+
+
+def test_long_streamed_choices_finish_with_a_single_worker(start_server: Callable[..., LitServer]) -> None:
+    # The choices run one after the other on the one worker: the first must be read while the second waits.
+    server = start_server(ManyTokens(spec=ls.OpenAISpec()), timeout=10)
+    with client_for(server) as client:
+        chunks = list(client.chat.completions.create(model="m", messages=MESSAGES, n=2, stream=True))
+    texts = {0: "", 1: ""}
+    for chunk in chunks:
+        texts[chunk.choices[0].index] += chunk.choices[0].delta.content or ""
+    expected = "".join(f"{i} " for i in range(200))
+    assert texts == {0: expected, 1: expected}
+    assert server.status.endpoints[0].timed_out == 0
