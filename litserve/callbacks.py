@@ -11,6 +11,8 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from litserve.arguments import instances_of
+
 __all__ = ["WORKER_EVENTS", "Callback", "CallbackRunner", "EventTypes", "check_callbacks", "overrides"]
 
 logger = logging.getLogger(__name__)
@@ -112,18 +114,8 @@ class Callback:
 
 def check_callbacks(callbacks: Callback | Sequence[Callback] | None) -> tuple[Callback, ...]:
     """LitServer's `callbacks` argument as a tuple; a TypeError says what was wrong."""
-    if callbacks is None:
-        return ()
-    items = [callbacks] if isinstance(callbacks, Callback) else callbacks
-    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
-        raise TypeError(f"callbacks must be a litserve.Callback or a list of them, got {type(callbacks).__name__}")
-    for item in items:
-        if not isinstance(item, Callback):
-            raise TypeError(
-                f"callbacks must be litserve.Callback instances, got {item!r}; subclass litserve.Callback "
-                "and pass an instance, e.g. callbacks=[MyCallback()]"
-            )
-    return tuple(items)
+    how_to = "subclass litserve.Callback and pass an instance, e.g. callbacks=[MyCallback()]"
+    return instances_of(callbacks, Callback, "callbacks", how_to)
 
 
 def overrides(callbacks: Sequence[Callback], *events: EventTypes) -> bool:

@@ -14,6 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, final
 
+from litserve.arguments import instances_of
+
 __all__ = ["DEFAULT_LOG_CAPACITY", "LogDrain", "LogSink", "Logger", "check_loggers", "mount_of", "warn_unlogged"]
 
 logger = logging.getLogger(__name__)
@@ -63,18 +65,8 @@ def mount_of(logger: Logger) -> tuple[str, Any] | None:
 
 def check_loggers(loggers: Logger | Sequence[Logger] | None) -> tuple[Logger, ...]:
     """LitServer's `loggers` argument as a tuple; a TypeError says what was wrong."""
-    if loggers is None:
-        return ()
-    items = [loggers] if isinstance(loggers, Logger) else loggers
-    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
-        raise TypeError(f"loggers must be a litserve.Logger or a list of them, got {type(loggers).__name__}")
-    for item in items:
-        if not isinstance(item, Logger):
-            raise TypeError(
-                f"loggers must be litserve.Logger instances, got {item!r}; subclass litserve.Logger, "
-                "implement process(key, value) and pass an instance, e.g. loggers=[MyLogger()]"
-            )
-    return tuple(items)
+    how_to = "subclass litserve.Logger, implement process(key, value) and pass an instance, e.g. loggers=[MyLogger()]"
+    return instances_of(loggers, Logger, "loggers", how_to)
 
 
 _warned = threading.Event()
