@@ -68,6 +68,8 @@ __all__ = [
 ]
 
 _USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
+# A message with none of these keys is sent as it is (the common case: role and content only).
+_SPECIAL_KEYS = frozenset(("tool_calls", "finish_reason", *_USAGE_KEYS))
 SSE = "text/event-stream"
 
 
@@ -124,7 +126,7 @@ def _tool_calls(calls: Any) -> list[dict[str, Any]]:
 def _split(chunk: Any, usage: list[int]) -> tuple[dict[str, Any], str | None]:
     """The delta to send for one chunk, and a finish reason it names; its usage counts are added to `usage`."""
     message = chunk if type(chunk) is dict else as_message(chunk)
-    if not ("tool_calls" in message or "finish_reason" in message or any(k in message for k in _USAGE_KEYS)):
+    if _SPECIAL_KEYS.isdisjoint(message):
         if "content" not in message:
             raise ValueError(f"malformed output for OpenAISpec: a message needs 'content', got {message!r:.200}")
         return message, None  # the common case: {"role": "assistant", "content": "..."}
