@@ -16,6 +16,7 @@ from litserve.api import RESERVED_PATHS, LitAPI
 from litserve.callbacks import Callback, CallbackRunner, EventTypes, check_callbacks, overrides
 from litserve.codec import encode_json
 from litserve.loggers import Logger, check_loggers, mount_of
+from litserve.web.options import WebOptions
 from litserve.web.stack import Middleware, RequestTracker
 
 __all__ = [
@@ -33,8 +34,16 @@ __all__ = [
 logger = logging.getLogger("litserve")
 
 SHUTDOWN_KEY_ENV = "LIT_SHUTDOWN_API_KEY"
-# The server's own routes may move (healthcheck_path, info_path), but never onto these.
-_FORBIDDEN_OWN_PATHS = (RESERVED_PATHS - {"/health", "/info"}) | {"/"}
+# The server's own routes may move (healthcheck_path, metrics_path, ...), but never onto another's reserved path.
+_FORBIDDEN_OWN_PATHS = RESERVED_PATHS | {"/"}
+_DEFAULT_OWN_PATHS = {
+    "healthcheck_path": "/health",
+    "info_path": "/info",
+    "metrics_path": "/metrics",
+    "openapi_path": "/openapi.json",
+    "docs_path": "/docs",
+}
+_NO_WEB_OPTIONS = WebOptions()
 
 # Why each LitServe argument changes nothing here (said once, at INFO, when one is given).
 _UNNEEDED = {
@@ -61,6 +70,7 @@ class Extensions:
     shutdown_path: str | None = None  # None: no shutdown route (404)
     track_requests: bool = False
     generate_client_file: bool | None = None  # None: run() writes client.py, start() does not
+    web: WebOptions = WebOptions()  # metrics, status page, OpenAPI docs, HTTP-layer limits
 
 
 def check_extensions(
@@ -74,6 +84,7 @@ def check_extensions(
     shutdown_path: str | None = None,
     track_requests: bool = False,
     generate_client_file: bool | None = None,
+    web: WebOptions = _NO_WEB_OPTIONS,
 ) -> Extensions:
     """LitServer's arguments of the same names, checked; a TypeError or ValueError says what to change.
 
@@ -86,6 +97,7 @@ def check_extensions(
     own = {"healthcheck_path": healthcheck_path, "info_path": info_path}
     if shutdown_path is not None:
         own["shutdown_path"] = shutdown_path
+    own.update(web.paths())
     checked_loggers = check_loggers(loggers)
     mounts = tuple(mount for mount in map(mount_of, checked_loggers) if mount is not None)
     _check_paths(own, [api.api_path for api in apis], mounts)
@@ -99,6 +111,7 @@ def check_extensions(
         shutdown_path=shutdown_path,
         track_requests=track_requests,
         generate_client_file=generate_client_file,
+        web=web,
     )
 
 
@@ -113,7 +126,7 @@ def _check_paths(own: dict[str, str], api_paths: Sequence[str], mounts: Sequence
     taken = {path: f"the api_path of a LitAPI ({path!r})" for path in api_paths}
     for name, path in own.items():
         _check_path(name, path)
-        if path in _FORBIDDEN_OWN_PATHS:
+        if path in _FORBIDDEN_OWN_PATHS and path != _DEFAULT_OWN_PATHS.get(name):
             raise ValueError(f"{name} {path!r} is reserved by the server; pick another, e.g. '/v1{path}'")
         if path in taken:
             raise ValueError(f"{name} {path!r} is already {taken[path]}; give each its own path")

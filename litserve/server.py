@@ -27,9 +27,11 @@ from litserve.loggers import Logger
 from litserve.notebook import PanelSet, status_bundle
 from litserve.runtime import registry
 from litserve.runtime.console import StopRequested, show_logs, stop_on_signals
+from litserve.runtime.lifecycle import Lifecycle
 from litserve.runtime.serving import WORKER_JOIN_TIMEOUT_S, Running, launch, web_factory, worker_factory
 from litserve.runtime.sockets import is_loopback
 from litserve.status import ErrorLog, ServerState, ServerStatus
+from litserve.web.options import check_web_options
 from litserve.web.stack import ASGIApp
 
 __all__ = ["LitServer"]
@@ -75,6 +77,11 @@ class LitServer:
         middlewares: ASGI middleware classes, or (class, kwargs) tuples, wrapped around the app.
         loggers: `litserve.Logger`s that receive `LitAPI.log(key, value)` entries, off the request path.
         generate_client_file: write `client.py` on start() too (True), or never (False); default: run() does.
+        metrics_path, status_path, openapi_path, docs_path: where GET /metrics (Prometheus), the live
+            status page, the OpenAPI document and its interactive docs live; None turns one off.
+        server_timing: add a `Server-Timing` header (queue wait, predict time) to each answer.
+        read_timeout: seconds a client may take to send its request headers and body (None: no limit).
+        allowed_hosts: `Host` names accepted besides loopback ones while bound to a loopback address.
         **legacy: LitServe's `max_batch_size`, `batch_timeout`, `stream`, `api_path`, `spec` (deprecated here: pass
             them to LitAPI), and `fast_queue`, `disable_openapi_url`, `loop` (accepted, not needed here; logged
             once at INFO). Any other name is a TypeError.
@@ -107,6 +114,13 @@ class LitServer:
         middlewares: list[Any] | None = None,
         loggers: Logger | Sequence[Logger] | None = None,
         generate_client_file: bool | None = None,
+        metrics_path: str | None = "/metrics",
+        status_path: str | None = "/status",
+        openapi_path: str | None = "/openapi.json",
+        docs_path: str | None = "/docs",
+        server_timing: bool = False,
+        read_timeout: float | None = 30.0,
+        allowed_hosts: Sequence[str] | None = None,
         **legacy: Any,
     ) -> None:
         self._apis = check_apis(lit_api, normalize_timeout(timeout), **legacy_arguments(legacy))
@@ -121,6 +135,15 @@ class LitServer:
             shutdown_path=shutdown_path if enable_shutdown_api else None,
             track_requests=track_requests,
             generate_client_file=generate_client_file,
+            web=check_web_options(
+                metrics_path=metrics_path,
+                status_path=status_path,
+                openapi_path=openapi_path,
+                docs_path=docs_path,
+                server_timing=server_timing,
+                read_timeout=read_timeout,
+                allowed_hosts=allowed_hosts,
+            ),
         )
         self._settings = ServerSettings(
             devices=tuple(resolve_devices(accelerator, devices)),
@@ -136,10 +159,7 @@ class LitServer:
 
     def _init_lifecycle(self) -> None:
         """What changes while the server lives: its state, what runs, the last error, panels, hooks' state."""
-        self._lock = threading.RLock()
-        self._state = ServerState.CREATED
-        self._running: Running | None = None
-        self._stopped = threading.Event()
+        self._life = Lifecycle()
         self._errors = ErrorLog()
         self._callbacks = CallbackRunner(self._ext.callbacks, on_error=self._errors.record)
         self._tracker = request_tracker(self._ext, self._callbacks, self)
@@ -171,7 +191,7 @@ class LitServer:
         Raises:
             PortInUseError, WorkerSetupError, ServerStateError.
         """
-        if self._is_running_on(host, port):
+        if self._life.begin_start(host, port):
             return self
         host = "127.0.0.1" if host is None else host
         running = self._launch((host, 8000 if port is None else port))
@@ -188,7 +208,7 @@ class LitServer:
 
     def _start_in_process(self) -> LitServer:
         """start() without a socket: in-process ASGI clients call `app` (`litserve.utils.wrap_litserve_start`)."""
-        if not self._is_running_on(None, None, on_socket=False):
+        if not self._life.begin_start(None, None, on_socket=False):
             self._launch(None)
             self._callbacks.trigger_event(EventTypes.ON_SERVER_START.value, litserver=self)
         return self
@@ -209,37 +229,12 @@ class LitServer:
                 shutdown_key=self._shutdown_key,
                 tracker=self._tracker,
             )
-            running = launch(address, self._apis, settings, self._errors, self._workers, web, self._assembled, ext)
+            running = launch(address, self._apis, settings, self._errors, self._workers, web, self._life.assembled, ext)
         except BaseException:
-            with self._lock:
-                self._state = ServerState.FAILED
-                self._stopped.set()
+            self._life.failed()
             raise
-        with self._lock:
-            self._running = running
-            self._state = ServerState.RUNNING
+        self._life.started(running)
         return running
-
-    def _is_running_on(self, host: str | None, port: int | None, *, on_socket: bool = True) -> bool:
-        """True when already running there; else move to STARTING (or say why it cannot start now)."""
-        with self._lock:
-            if self._state is ServerState.RUNNING:
-                running = self._running
-                assert running is not None
-                if on_socket and running.port is None:
-                    raise ServerStateError("this server runs in-process without a socket; call stop() before start()")
-                if (port is not None and port not in (0, running.port)) or (host is not None and host != running.host):
-                    raise ServerStateError(f"already running {running.where}; stop() it to start on {host}:{port}")
-                return True
-            if self._state in (ServerState.STARTING, ServerState.STOPPING):
-                raise ServerStateError(f"the server is {self._state.value}; wait for it to finish first")
-            self._state = ServerState.STARTING
-            self._stopped.clear()
-        return False
-
-    def _assembled(self, running: Running | None) -> None:
-        with self._lock:
-            self._running = running
 
     def stop(self) -> None:
         """Stop serving: refuse new requests, let in-flight ones finish, join every thread, free the port.
@@ -252,15 +247,8 @@ class LitServer:
             # Called from a hook or the HTTP thread: it cannot wait for itself, so stop from a helper.
             threading.Thread(target=self.stop, name="litserve-stopper", daemon=True).start()
             return
-        with self._lock:
-            state, running = self._state, self._running
-            if state is ServerState.RUNNING:
-                assert running is not None
-                self._state = ServerState.STOPPING
-        if state is ServerState.STOPPING:  # another thread is stopping it: return once it is done
-            self._stopped.wait(self._settings.graceful_timeout_s + 3 * WORKER_JOIN_TIMEOUT_S)
-            return
-        if state is not ServerState.RUNNING or running is None:
+        running = self._life.begin_stop(self._settings.graceful_timeout_s + 3 * WORKER_JOIN_TIMEOUT_S)
+        if running is None:  # not running, or another thread stopped it (and is done)
             return
         # Even if the shutdown is interrupted (a second Ctrl+C), the state ends STOPPED and the port is free.
         try:
@@ -268,9 +256,7 @@ class LitServer:
         finally:
             if running.port is not None:
                 registry.forget(running.port, self)
-            with self._lock:
-                self._state = ServerState.STOPPED
-            self._stopped.set()
+            self._life.ended()
             self._panels.join(WORKER_JOIN_TIMEOUT_S)
         self._callbacks.trigger_event(EventTypes.ON_SERVER_END.value, litserver=self)
         logger.info("litserve stopped (was %s)", running.where)
@@ -298,7 +284,7 @@ class LitServer:
         with stop_on_signals():
             try:
                 self.start(host, port, generate_client_file=generate_client_file)
-                while not self._stopped.wait():
+                while not self._life.stopped.wait():
                     pass  # pragma: no cover - wait() without a timeout returns only when set
             except (KeyboardInterrupt, StopRequested):
                 logger.info("stopping on request")
@@ -306,7 +292,7 @@ class LitServer:
                 self.stop()
 
     def __enter__(self) -> LitServer:
-        return self.start() if self._state is not ServerState.RUNNING else self
+        return self.start() if self._life.state is not ServerState.RUNNING else self
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
@@ -315,7 +301,7 @@ class LitServer:
 
     @property
     def state(self) -> ServerState:
-        return self._state
+        return self._life.state
 
     @property
     def app(self) -> ASGIApp:
@@ -323,9 +309,9 @@ class LitServer:
 
         Each start() builds a new one; ServerStateError before the first. Stability: beta.
         """
-        running = self._running
+        running = self._life.running
         if running is None:
-            raise ServerStateError(f"the server is {self._state.value}; its app exists once it is started")
+            raise ServerStateError(f"the server is {self.state.value}; its app exists once it is started")
         return running.app
 
     @property
@@ -337,22 +323,21 @@ class LitServer:
     @property
     def port(self) -> int | None:
         """The bound port while running (the real one when started with port=0)."""
-        running = self._running
+        running = self._life.running
         return None if running is None else running.port
 
     @property
     def url(self) -> str:
         """`http://host:port` while running; raises ServerStateError otherwise (also when served in-process)."""
-        running = self._running
+        running = self._life.running
         if running is None:
-            raise ServerStateError(f"the server is {self._state.value}; it has a URL only once start() is called")
+            raise ServerStateError(f"the server is {self.state.value}; it has a URL only once start() is called")
         return running.url
 
     @property
     def status(self) -> ServerStatus:
         """A frozen snapshot: state, URL, per-endpoint counts and queue depth, workers, last error."""
-        with self._lock:
-            state, running = self._state, self._running
+        state, running = self._life.snapshot()
         if running is None:
             return ServerStatus(state=state, url=None, uptime_s=0.0, last_error=self._errors.last)
         return running.status(state, self._errors.last)
@@ -366,9 +351,7 @@ class LitServer:
             >>> server.client().predict({"input": 4.0})
             {'output': 16.0}
         """
-        running = self._running
-        if running is None or self._state is not ServerState.RUNNING:
-            raise ServerStateError(f"the server is {self._state.value}; call start() before client()")
+        running = self._life.serving("client()")
         return Client(self.url, api_key=running.api_key, path=self._apis[0].api_path)
 
     def predict(self, payload: Any, *, path: str | None = None) -> Any:
@@ -378,9 +361,7 @@ class LitServer:
         and detail a client would see. Handy for quick checks in a notebook cell. Streaming endpoints
         are called with `server.client().stream(...)`.
         """
-        running = self._running
-        if running is None or self._state is not ServerState.RUNNING:
-            raise ServerStateError(f"the server is {self._state.value}; call start() before predict()")
+        running = self._life.serving("predict()")
         return call_directly(pick_endpoint(running.endpoints, path), payload, self._settings.timeout_s)
 
     def widget(self) -> Any:
@@ -390,11 +371,12 @@ class LitServer:
         stop() ends) and shows "stopped" afterwards. Displaying the server as a cell's last expression
         shows the same panel.
         """
-        return self._panels.widget(lambda: self.status, self.stop, self._stopped)
+        return self._panels.widget(lambda: self.status, self.stop, self._life.stopped)
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         return status_bundle(self.status, self.widget, include, exclude)
 
     def __repr__(self) -> str:
-        where = "" if self._running is None else f" {self._running.where}"
-        return f"<LitServer {self._state.value}{where} apis={[type(a).__name__ for a in self._apis]}>"
+        running = self._life.running
+        where = "" if running is None else f" {running.where}"
+        return f"<LitServer {self.state.value}{where} apis={[type(a).__name__ for a in self._apis]}>"

@@ -150,6 +150,7 @@ def web_factory(
             middlewares=extensions.middlewares,
             mounts=extensions.mounts,
             tracker=tracker,
+            options=extensions.web,
         )
 
     return web

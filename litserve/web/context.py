@@ -9,6 +9,7 @@ from typing import Any, final
 from litserve.engine.pool import Endpoint
 from litserve.status import ErrorLog
 from litserve.web.auth import ApiKeyCheck
+from litserve.web.options import WebOptions
 from litserve.web.shutdown import ShutdownApi
 from litserve.web.stack import ASGIApp, Middleware, RequestTracker
 
@@ -47,6 +48,7 @@ class WebContext:
     middlewares: Sequence[Middleware] = ()
     mounts: Sequence[tuple[str, ASGIApp]] = ()
     tracker: RequestTracker | None = None
+    options: WebOptions = WebOptions()  # metrics, status page, OpenAPI docs, HTTP-layer limits
 
     @property
     def own_paths(self) -> frozenset[str]:
@@ -54,4 +56,5 @@ class WebContext:
         paths = {"/", self.health_path, self.info_path}
         if self.shutdown is not None:
             paths.add(self.shutdown.path)
+        paths.update(self.options.paths().values())
         return frozenset(paths)

@@ -482,7 +482,7 @@ def test_when_the_http_loop_dies_worker_processes_end_and_waiting_callers_are_an
     worker threads need no loop and go on serving predict()."""
     server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode, timeout=False).start(port=0)
     try:
-        running = server._running
+        running = server._life.running
         assert running is not None
         ended: concurrent.futures.Future[None] = concurrent.futures.Future()
 

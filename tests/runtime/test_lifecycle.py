@@ -366,7 +366,7 @@ def test_stop_called_from_a_hook_stops_the_server_after_answering() -> None:
     StopFromHookAPI.server = server
     try:
         assert post(server, {"input": 2}).json() == {"output": 4}
-        assert server._stopped.wait(20)
+        assert server._life.stopped.wait(20)
         assert server.state is ServerState.STOPPED
     finally:
         StopFromHookAPI.server = None

@@ -334,7 +334,7 @@ def test_full_queue_is_503_with_retry_after(worker_mode: str) -> None:
 def test_requests_reaching_a_stopping_server_get_503(start_server: Start) -> None:
     server = start_server(SquareAPI())
     # The gate is what stop() closes first; closing it alone holds the server in that moment.
-    server._running.gate.close()  # type: ignore[union-attr]
+    server._life.running.gate.close()  # type: ignore[union-attr]
     response = post(server, {"input": 1})
     assert (response.status_code, response.json()) == (503, {"detail": "Server is shutting down"})
 

@@ -59,10 +59,24 @@ def test_info_shows_model_metadata_by_default(lit_server: Start) -> None:
         ({"enable_shutdown_api": True, "shutdown_path": "/predict"}, "already the api_path"),
         ({"enable_shutdown_api": True, "shutdown_path": "shutdown"}, "must be a path"),
         ({"model_metadata": {"fn": print}}, "model_metadata must be JSON serializable"),
+        ({"metrics_path": "/predict"}, "already the api_path"),
+        ({"status_path": "/health"}, "reserved"),
+        ({"docs_path": "/x", "openapi_path": "/x"}, "already the openapi_path"),
+        ({"metrics_path": "metrics"}, "must be a path"),
+        ({"read_timeout": 0}, "read_timeout must be a number of seconds > 0"),
+        ({"read_timeout": float("nan")}, "read_timeout must be a number of seconds > 0"),
     ],
 )
 def test_bad_paths_and_metadata_are_refused_at_construction(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(ValueError, match=message):
+        LitServer(SquareAPI(), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"server_timing": "yes"}, {"allowed_hosts": "myhost"}, {"allowed_hosts": ["ok", ""]}], ids=str
+)
+def test_bad_web_options_are_type_errors(kwargs: dict[str, Any]) -> None:
+    with pytest.raises(TypeError, match=next(iter(kwargs))):
         LitServer(SquareAPI(), **kwargs)
 
 

@@ -1,0 +1,84 @@
+"""Where the server's observability routes live, and the limits that protect the HTTP layer.
+
+Checked once at construction (`LitServer(metrics_path=..., ...)`); each start's WebContext carries them.
+A path of None turns that route off (it answers 404).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, final
+
+__all__ = ["WebOptions", "check_web_options"]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class WebOptions:
+    """The server's own routes beyond health and info, and HTTP-layer limits.
+
+    Stability: beta.
+    """
+
+    metrics_path: str | None = "/metrics"  # Prometheus text format
+    status_path: str | None = "/status"  # the live status page (HTML)
+    openapi_path: str | None = "/openapi.json"  # the OpenAPI 3 document
+    docs_path: str | None = "/docs"  # the interactive API docs, served from installed assets
+    server_timing: bool = False  # add a `Server-Timing` header (queue wait, predict time) to answers
+    read_timeout_s: float | None = 30.0  # seconds a client may take to send its headers and body
+    allowed_hosts: tuple[str, ...] = ()  # Host names accepted beyond loopback ones, when bound to loopback
+
+    def paths(self) -> dict[str, str]:
+        """The routes that are on, by argument name."""
+        named = {
+            "metrics_path": self.metrics_path,
+            "status_path": self.status_path,
+            "openapi_path": self.openapi_path,
+            "docs_path": self.docs_path,
+        }
+        return {name: path for name, path in named.items() if path is not None}
+
+
+def check_web_options(
+    *,
+    metrics_path: str | None = "/metrics",
+    status_path: str | None = "/status",
+    openapi_path: str | None = "/openapi.json",
+    docs_path: str | None = "/docs",
+    server_timing: bool = False,
+    read_timeout: float | None = 30.0,
+    allowed_hosts: Sequence[str] | None = None,
+) -> WebOptions:
+    """LitServer's arguments of the same names, checked; a TypeError or ValueError says what to change.
+
+    The paths themselves are checked with the server's other own paths (`extensions.check_extensions`).
+    """
+    if not isinstance(server_timing, bool):
+        raise TypeError(f"server_timing must be True or False, got {server_timing!r}")
+    return WebOptions(
+        metrics_path=metrics_path,
+        status_path=status_path,
+        openapi_path=openapi_path,
+        docs_path=docs_path,
+        server_timing=server_timing,
+        read_timeout_s=_read_timeout(read_timeout),
+        allowed_hosts=_hosts(allowed_hosts),
+    )
+
+
+def _read_timeout(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"read_timeout must be a number of seconds > 0, or None for no limit; got {value!r}")
+    return float(value)
+
+
+def _hosts(hosts: Any) -> tuple[str, ...]:
+    if hosts is None:
+        return ()
+    if isinstance(hosts, str) or not all(isinstance(host, str) and host for host in hosts):
+        raise TypeError(f"allowed_hosts must be a list of host names, e.g. ['myhost.local'], got {hosts!r}")
+    return tuple(host.lower() for host in hosts)
