@@ -223,7 +223,7 @@ class LitServer:
                 settings,
                 ext,
                 self._errors,
-                is_ready=lambda: self.status.is_ready,
+                status=lambda: self.status,
                 info=lambda: info_document(settings, self._apis, self._worker_mode),
                 stop=self.stop,
                 shutdown_key=self._shutdown_key,

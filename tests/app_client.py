@@ -83,7 +83,7 @@ class AppClient:
             endpoints=endpoints,
             timeout_s=self._settings.timeout_s,
             gate=gate,
-            is_ready=lambda: self.status.is_ready,
+            status=lambda: self.status,
             info=lambda: {"model": self._settings.model_metadata},
             errors=self.errors,
             api_key=api_key,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, final
 
 from litserve.engine.pool import Endpoint
-from litserve.status import ErrorLog
+from litserve.status import ErrorLog, ServerStatus
 from litserve.web.auth import ApiKeyCheck
 from litserve.web.options import WebOptions
 from litserve.web.shutdown import ShutdownApi
@@ -37,7 +37,7 @@ class WebContext:
     endpoints: Sequence[Endpoint]
     timeout_s: float | None
     gate: Gate
-    is_ready: Callable[[], bool]
+    status: Callable[[], ServerStatus]  # a fresh snapshot (health, metrics, the status page read it)
     info: Callable[[], dict[str, Any]]
     errors: ErrorLog
     api_key: ApiKeyCheck | None = None
@@ -49,6 +49,9 @@ class WebContext:
     mounts: Sequence[tuple[str, ASGIApp]] = ()
     tracker: RequestTracker | None = None
     options: WebOptions = WebOptions()  # metrics, status page, OpenAPI docs, HTTP-layer limits
+
+    def is_ready(self) -> bool:
+        return self.status().is_ready
 
     @property
     def own_paths(self) -> frozenset[str]:
