@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import typing
 from collections import abc
 from collections.abc import Iterable, Iterator
@@ -57,6 +58,8 @@ from litserve.web.openapi_models import ChatCompletion, EmbeddingList, HTTPError
 
 __all__ = ["API_KEY_SCHEME", "BEARER_SCHEME", "OPENAPI_VERSION", "openapi_document"]
 
+logger = logging.getLogger(__name__)
+
 OPENAPI_VERSION = "3.1.0"
 API_KEY_SCHEME = "APIKeyHeader"  # the name Swagger UI's "Authorize" dialog shows
 BEARER_SCHEME = "HTTPBearer"  # OpenAI routes also take the key as `Authorization: Bearer <key>`
@@ -74,16 +77,30 @@ _ERROR_MODELS: tuple[tuple[type[BaseModel], _Mode], ...] = (
 
 
 class _Schemas:
-    """Every model's JSON Schema under components/schemas, made in one pydantic call (shared `$defs`)."""
+    """Every model's JSON Schema under components/schemas, made in one pydantic call (shared `$defs`).
+
+    A model pydantic cannot describe (e.g. a field of an arbitrary class) is documented as free-form JSON
+    and logged: the docs never keep a server from starting.
+    """
 
     def __init__(self, models: Iterable[tuple[type[BaseModel], _Mode]]) -> None:
-        unique = list(dict.fromkeys(models))
+        unique = [entry for entry in dict.fromkeys(models) if _is_describable(*entry)]
         refs, document = models_json_schema(unique, ref_template="#/components/schemas/{model}")
         self._refs = refs
         self.components: dict[str, Any] = document.get("$defs", {})
 
     def ref(self, model: type[BaseModel], mode: _Mode = "serialization") -> dict[str, Any]:
-        return dict(self._refs[(model, mode)])
+        ref = self._refs.get((model, mode))
+        return _ANY_JSON if ref is None else dict(ref)
+
+
+def _is_describable(model: type[BaseModel], mode: _Mode) -> bool:
+    try:
+        model.model_json_schema(mode=mode)
+    except Exception as exc:  # pydantic's PydanticInvalidForJsonSchema, or a user's schema hook failing
+        logger.warning("the OpenAPI document shows %s as free-form JSON: %s", model.__name__, exc)
+        return False
+    return True
 
 
 def openapi_document(context: WebContext) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 from openapi_spec_validator import validate
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict
 
 from litserve import LitAPI, LitServer, OpenAIEmbeddingSpec, OpenAISpec
 from litserve.exceptions import DOCS_UNAVAILABLE
@@ -141,6 +141,32 @@ def test_without_annotations_bodies_are_free_form(app: StartApp) -> None:
     assert operation["requestBody"]["content"]["application/json"]["schema"]["type"] == "object"
     assert "$ref" not in operation["responses"]["200"]["content"]["application/json"]["schema"]
     assert "422" not in operation["responses"]  # nothing validates the body
+
+
+class Opaque:
+    """A class pydantic can hold (arbitrary_types_allowed) but not describe as JSON Schema."""
+
+
+class OpaqueAnswer(BaseModel):
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    value: Opaque
+
+
+class OpaqueAPI(TypedAPI):
+    def encode_response(self, output: str) -> OpaqueAnswer:  # type: ignore[override]
+        return OpaqueAnswer(value=Opaque())
+
+
+def test_a_model_pydantic_cannot_describe_is_free_form_and_the_server_starts(
+    app: StartApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="litserve"):
+        document = document_of(app(OpaqueAPI()))
+    answer = document["paths"]["/predict"]["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "$ref" not in answer and "OpaqueAnswer" not in document["components"]["schemas"]
+    assert "Question" in document["components"]["schemas"]  # the other models are still described
+    assert any("OpaqueAnswer as free-form JSON" in r.getMessage() for r in caplog.records)
 
 
 def test_422_is_pydantics_error_list_as_the_server_sends_it(app: StartApp) -> None:
