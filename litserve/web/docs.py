@@ -56,14 +56,30 @@ def add_docs_routes(app: Quart, context: WebContext) -> None:
     options = context.options
     if options.openapi_path is None:
         return
-    document = encode_json(openapi_document(context))
-
-    async def openapi() -> Response:
-        return Response(document, status=200, content_type="application/json", headers={"Cache-Control": "no-cache"})
-
-    app.add_url_rule(options.openapi_path, "openapi", view_func=guarded(context, openapi), methods=["GET"])
+    document = _Document(context)
+    app.add_url_rule(options.openapi_path, "openapi", view_func=guarded(context, document.view), methods=["GET"])
     if options.docs_path is not None:
         _add_page(app, options.docs_path, options.openapi_path)
+
+
+@final
+class _Document:
+    """The document's bytes, built on its first request (off the loop: tens of ms for the OpenAI models)
+    and kept for this start; a server whose document nobody asks for never builds it."""
+
+    def __init__(self, context: WebContext) -> None:
+        self._context = context
+        self._body: bytes | None = None
+
+    async def view(self) -> Response:
+        body = self._body
+        if body is None:  # two first requests at once may both build it: same bytes, no harm
+            body = await asyncio.get_running_loop().run_in_executor(None, self._build)
+            self._body = body
+        return Response(body, status=200, content_type="application/json", headers={"Cache-Control": "no-cache"})
+
+    def _build(self) -> bytes:
+        return encode_json(openapi_document(self._context))
 
 
 def _add_page(app: Quart, docs_path: str, openapi_path: str) -> None:
