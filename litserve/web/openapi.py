@@ -65,7 +65,7 @@ API_KEY_SCHEME = "APIKeyHeader"  # the name Swagger UI's "Authorize" dialog show
 BEARER_SCHEME = "HTTPBearer"  # OpenAI routes also take the key as `Authorization: Bearer <key>`
 _SHUTDOWN_SCHEME = "ShutdownBearer"
 _JSON, _NDJSON, _SSE = "application/json", "application/x-ndjson", "text/event-stream"
-_TEXT, _HTML = "text/plain", "text/html"
+_TEXT, _HTML, _BYTES = "text/plain", "text/html", "application/octet-stream"
 _FREE_FORM_OBJECT = {"type": "object", "additionalProperties": True, "description": "Any JSON object"}
 _ANY_JSON: dict[str, Any] = {"description": "Any JSON value: what encode_response returned"}
 _Mode = Literal["validation", "serialization"]
@@ -172,7 +172,7 @@ def _endpoint_operation(endpoint: Endpoint, context: WebContext, schemas: _Schem
         "tags": ["OpenAI" if api.spec is not None else "inference"],
         "summary": type(api).__name__,
         "operationId": _operation_id("post", endpoint.path),
-        "description": _endpoint_description(api),
+        "description": _endpoint_description(api, has_authorize=endpoint.plan.authorize is not None),
         "requestBody": {"required": True, "content": {_JSON: {"schema": body_schema}}},
         "responses": {"200": _success(api, schemas), **_errors(endpoint, context, schemas)},
     }
@@ -182,7 +182,7 @@ def _endpoint_operation(endpoint: Endpoint, context: WebContext, schemas: _Schem
     return operation
 
 
-def _endpoint_description(api: LitAPI) -> str:
+def _endpoint_description(api: LitAPI, has_authorize: bool) -> str:
     lines = [inspect.cleandoc(type(api).__doc__ or "").split("\n\n")[0]]
     if api.max_batch_size > 1:
         lines.append(f"Requests are batched: up to {api.max_batch_size} reach one `predict` call.")
@@ -190,7 +190,7 @@ def _endpoint_description(api: LitAPI) -> str:
         lines.append('With `"stream": true` the answer is Server-Sent Events, ending with `data: [DONE]`.')
     elif api.stream:
         lines.append("The answer is streamed: one JSON object per line (NDJSON), sent as each is produced.")
-    if getattr(api, "authorize", None) is not None:
+    if has_authorize:
         lines.append("The endpoint's own `authorize` hook decides who may call it.")
     return "\n\n".join(line for line in lines if line)
 
@@ -208,7 +208,11 @@ def _success(api: LitAPI, schemas: _Schemas) -> dict[str, Any]:
         return {"description": "The completion", "content": {_JSON: {"schema": schema}, _SSE: {"schema": events}}}
     if api.stream:
         note = 'Each line is one chunk; a failure after the first ends it with `{"error": ..., "status": N}`'
-        return {"description": note, "content": {_NDJSON: {"schema": schema}}}
+        content = {_NDJSON: {"schema": schema}}
+        if model is None:  # chunks that are strings or bytes go out as they are
+            content[_TEXT] = {"schema": {"type": "string"}}
+            content[_BYTES] = {"schema": {"type": "string", "contentMediaType": _BYTES}}
+        return {"description": note, "content": content}
     return {"description": "What encode_response returned", "content": {_JSON: {"schema": schema}}}
 
 

@@ -199,6 +199,11 @@ def test_a_stream_is_ndjson_of_its_chunk_model(app: StartApp) -> None:
     assert deref(document, answer["content"]["application/x-ndjson"]["schema"])["title"] == "Answer"
 
 
+def test_a_stream_without_a_model_may_also_be_text_or_bytes(app: StartApp) -> None:
+    answer = document_of(app(SimpleStreamAPI(stream=True)))["paths"]["/predict"]["post"]["responses"]["200"]
+    assert list(answer["content"]) == ["application/x-ndjson", "text/plain", "application/octet-stream"]
+
+
 def test_a_batched_endpoint_says_so(app: StartApp) -> None:
     operation = document_of(app(SimpleBatchedAPI(max_batch_size=4)))["paths"]["/predict"]["post"]
     assert "up to 4" in operation["description"]
