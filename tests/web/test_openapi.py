@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from litserve import LitAPI, LitServer, OpenAIEmbeddingSpec, OpenAISpec
 from litserve.exceptions import DOCS_UNAVAILABLE
+from litserve.extensions import SHUTDOWN_KEY_ENV
 from litserve.test_examples import SimpleBatchedAPI, SimpleStreamAPI
 from litserve.test_examples.openai_embedding_spec_example import TestEmbedAPI
 from litserve.test_examples.openai_spec_example import TestAPI as ChatAPI
@@ -382,6 +383,20 @@ def test_turned_off_routes_answer_404(lit_server: Start, kwargs: Any, document_s
     assert get(server, "/openapi.json").status_code == (200 if document_served else 404)
     assert get(server, "/docs").status_code == (200 if page_served else 404)
     assert get(server, "/docs/swagger-ui-bundle.js").status_code == (200 if page_served else 404)
+
+
+def test_the_shutdown_route_is_listed_with_its_own_bearer_token(
+    lit_server: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SHUTDOWN_KEY_ENV, "stop-token")
+    server = lit_server(SquareAPI(), enable_shutdown_api=True)
+    document = get(server, "/openapi.json").json()
+    validate(document)
+    shutdown = document["paths"]["/shutdown"]["post"]
+    assert shutdown["security"] == [{"ShutdownBearer": []}] and "401" in shutdown["responses"]
+    assert document["components"]["securitySchemes"] == {
+        "ShutdownBearer": {"type": "http", "scheme": "bearer", "description": "LIT_SHUTDOWN_API_KEY"}
+    }
 
 
 def test_disable_openapi_url_must_be_a_bool() -> None:
