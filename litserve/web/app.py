@@ -11,6 +11,7 @@ from litserve.engine.messages import Outcome
 from litserve.exceptions import INTERNAL_ERROR, ErrorResponse, refusal
 from litserve.specs.openai import OpenAISpec
 from litserve.web.context import WebContext
+from litserve.web.docs import add_docs_routes
 from litserve.web.openai_routes import ChatRoute, models
 from litserve.web.routes import PredictRoute, error, guarded, health, info, root
 from litserve.web.shutdown import shutdown_view
@@ -44,6 +45,7 @@ def create_app(context: WebContext) -> Quart:
     app.add_url_rule("/", view_func=guarded(context, root), methods=["GET"])
     app.add_url_rule(context.health_path, view_func=health(context), methods=["GET"])
     app.add_url_rule(context.info_path, view_func=guarded(context, info(context)), methods=["GET"])
+    add_docs_routes(app, context)
     if context.shutdown is not None:
         app.add_url_rule(context.shutdown.path, view_func=shutdown_view(context.shutdown), methods=["POST"])
 
