@@ -69,7 +69,15 @@ def _endpoint_row(endpoint: EndpointStatus) -> list[str]:
 
 def _worker_row(worker: WorkerStatus) -> list[str]:
     pid = "-" if worker.pid is None else str(worker.pid)
-    return [worker.name, worker.device, worker.state.value, str(worker.served), str(worker.errors), pid, str(worker.restarts)]
+    return [
+        worker.name,
+        worker.device,
+        worker.state.value,
+        str(worker.served),
+        str(worker.errors),
+        pid,
+        str(worker.restarts),
+    ]
 
 
 def _table(name: str, columns: Sequence[tuple[str, str]], rows: list[list[str]]) -> dict[str, Any]:

@@ -99,6 +99,8 @@ def test_page_and_feed_need_the_key_when_one_is_set(start_server: Start) -> None
     assert requests.get(url, cookies={"litserve_status": KEY}, timeout=10).status_code == 401  # not the key itself
     assert requests.get(url, headers={"X-API-Key": KEY}, params={"format": "json"}, timeout=10).status_code == 200
     assert requests.get(url, params={"format": "json", "api_key": KEY}, timeout=10).status_code == 200
+    with_header = requests.get(url, headers={"X-API-Key": KEY}, timeout=10)  # e.g. a proxy that adds it
+    assert with_header.status_code == 200 and "litserve_status" in with_header.cookies  # so the page's feed works
 
 
 def test_the_key_once_in_the_address_becomes_a_cookie_for_this_page_only(start_server: Start) -> None:
@@ -215,3 +217,12 @@ def test_page_says_so_and_backs_off_when_the_server_stops(browser_page: BrowserP
 
 def test_only_get_is_allowed(start_app: StartApp) -> None:
     assert start_app(SquareAPI()).post(path="/status").status_code == 405
+
+
+def test_page_shows_each_worker_in_both_modes(start_server: Start, browser_page: BrowserPage) -> None:
+    server = start_server(SquareAPI())
+    _open(browser_page, server.url + "/status")
+    worker = server.status.workers[0]
+    shown = {key: _shown(browser_page, key, row=worker.name, table="workers") for key in ("device", "pid", "state")}
+    assert shown == {"device": "cpu", "pid": "-" if worker.pid is None else str(worker.pid), "state": "idle"}
+    assert browser_page.console_errors == []
