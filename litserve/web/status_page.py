@@ -3,7 +3,9 @@
 The page is one self-contained HTML document (`status_page.html`: inline CSS and script, nothing
 fetched from elsewhere, a strict Content-Security-Policy with a fresh nonce per answer). Its script
 polls `GET {status_path}?format=json` about once a second and lays out the view model of
-`litserve.status_view`, the same one the notebook panel renders.
+`litserve.status_view`, the same one the notebook panel renders. Short polls rather than a server-sent
+event stream: no response stays open to hold up `stop()` (Hypercorn waits for open ones), and a stopped
+server is noticed at the next poll.
 
 Protection, when the server has an API key (every route but /health needs it): a browser cannot send
 `X-API-Key` when it navigates, so the page takes the key once as `?api_key=<key>`, answers with a
@@ -31,7 +33,7 @@ from litserve.web.auth import API_KEY_HEADER, ApiKeyCheck
 from litserve.web.context import WebContext
 from litserve.web.routes import error
 
-__all__ = ["COOKIE_NAME", "KEY_PARAMETER", "add_status_page"]
+__all__ = ["COOKIE_NAME", "KEY_PARAMETER", "Access", "StatusPage", "add_status_page", "content_security_policy"]
 
 COOKIE_NAME = "litserve_status"
 KEY_PARAMETER = "api_key"
