@@ -1,7 +1,7 @@
 """A real headless Chromium for tests: Debian's `chromium` driven by Playwright (a pytest plugin, see conftest).
 
 Fixtures:
-    `chromium`: the browser, launched once per session.
+    `chromium`: the browser, launched for one test.
     `browser_page`: a `BrowserPage` in a fresh browser context (no cookies shared between tests) that
         records every console error, uncaught page error and requested URL.
 
@@ -70,9 +70,14 @@ class BrowserPage:
         self.requests.clear()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def chromium() -> Iterator[Any]:
-    """A headless Chromium for the whole session (skips when Playwright or Chromium is missing)."""
+    """A headless Chromium for one test (skips when Playwright or Chromium is missing).
+
+    Not shared between tests on purpose: while Playwright's sync API is open, its event loop counts as
+    running in the main thread, and any later test there that runs a loop of its own would fail with
+    "Cannot run the event loop while another loop is running". A launch costs well under a second.
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
