@@ -7,7 +7,7 @@ import json
 
 from litserve.codec import encode_json
 from litserve.status import EndpointStatus, ErrorRecord, Latency, ServerState, ServerStatus, WorkerState, WorkerStatus
-from litserve.status_view import ENDPOINT_COLUMNS, WORKER_COLUMNS, status_html, status_view
+from litserve.status_view import ENDPOINT_COLUMNS, WORKER_COLUMNS, status_html, status_text, status_view
 
 HOSTILE = "<script>alert('x')</script> & \"quotes\""
 
@@ -66,6 +66,7 @@ def test_the_notebook_html_shows_exactly_the_view_model() -> None:
         for row in table["rows"]:
             assert "".join(f"<td>{html.escape(cell)}</td>" for cell in row) in page
     assert view["headline"] in page and "RuntimeError: boom" in page and "Traceback ...\nboom" in page
+    assert status_text(status).endswith("\n  last error: RuntimeError: boom")
 
 
 def test_the_notebook_html_escapes_user_text() -> None:
