@@ -16,6 +16,7 @@ from litserve.web.openai_routes import ChatRoute, models
 from litserve.web.routes import PredictRoute, error, guarded, health, info, root
 from litserve.web.shutdown import shutdown_view
 from litserve.web.stack import ASGIApp, build_stack
+from litserve.web.status_page import add_status_page
 
 __all__ = ["create_app", "serving_stack"]
 
@@ -48,6 +49,7 @@ def create_app(context: WebContext) -> Quart:
     add_docs_routes(app, context)
     if context.shutdown is not None:
         app.add_url_rule(context.shutdown.path, view_func=shutdown_view(context.shutdown), methods=["POST"])
+    add_status_page(app, context)
 
     @app.errorhandler(WerkzeugHTTPException)
     async def http_error(exc: WerkzeugHTTPException) -> Response:
