@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from litserve.api import LitAPI
 
-__all__ = ["CONTEXT_HOOKS", "HookPlan", "plan_hooks", "validate_hooks"]
+__all__ = ["CONTEXT_HOOKS", "HookPlan", "find_body_model", "plan_hooks", "plan_with_model", "validate_hooks"]
 
 # Hooks that may declare a `context` parameter to receive the request's RequestContext.
 CONTEXT_HOOKS = ("decode_request", "batch", "predict", "unbatch", "encode_response")
@@ -31,18 +31,44 @@ class HookPlan:
         return bool(self.context_hooks) or self.authorize is not None
 
 
+def find_body_model(api: LitAPI) -> type[BaseModel] | None:
+    """The pydantic model that validates request bodies: the spec's, or decode_request's first annotation.
+
+    Resolved here, in the server process: a worker process gets the model class with the LitAPI, since
+    its copy of a class shipped by value cannot resolve string annotations (`from __future__ import
+    annotations`). Raises TypeError when that annotation names something that cannot be found.
+    """
+    spec_model = None if api.spec is None else api.spec.request_model
+    return spec_model or _first_parameter_model(api.decode_request)
+
+
 def _first_parameter_model(hook: Callable[..., Any]) -> type[BaseModel] | None:
     parameters = list(inspect.signature(hook).parameters.values())
-    if not parameters:
+    if not parameters or parameters[0].annotation is inspect.Parameter.empty:
         return None
+    name = parameters[0].name
     try:
-        hints = typing.get_type_hints(hook)
-    except Exception:  # an annotation that does not resolve: treat the body as plain JSON
-        return None
-    hint = hints.get(parameters[0].name)
+        hint = typing.get_type_hints(hook).get(name)
+    except Exception:  # another parameter's annotation may be the one that fails: try this one alone
+        hint = _resolve_one(hook, parameters[0].annotation)
     if inspect.isclass(hint) and issubclass(hint, BaseModel):
         return hint
     return None
+
+
+def _resolve_one(hook: Callable[..., Any], annotation: Any) -> Any:
+    if not isinstance(annotation, str):
+        return annotation
+    owner = getattr(hook, "__func__", hook)
+    try:
+        return eval(annotation, getattr(owner, "__globals__", {}))  # the user's own annotation, as get_type_hints does
+    except Exception as exc:
+        raise TypeError(
+            f"{getattr(owner, '__qualname__', 'decode_request')} annotates its request as {annotation!r}, which "
+            f"cannot be resolved ({type(exc).__name__}: {exc}); define or import it at the top level of the "
+            "module, next to the LitAPI (string annotations, e.g. from `from __future__ import annotations`, "
+            "are looked up there), or remove the annotation to receive the parsed JSON"
+        ) from exc
 
 
 def _takes_context(hook: Callable[..., Any]) -> bool:
@@ -50,10 +76,15 @@ def _takes_context(hook: Callable[..., Any]) -> bool:
 
 
 def plan_hooks(api: LitAPI) -> HookPlan:
+    """What `api`'s hooks ask for, its body model found here (in the server process)."""
+    return plan_with_model(api, find_body_model(api))
+
+
+def plan_with_model(api: LitAPI, body_model: type[BaseModel] | None) -> HookPlan:
+    """What `api`'s hooks ask for, with the body model the server process found (in a worker process)."""
     authorize = getattr(api, "authorize", None)
-    spec_model = None if api.spec is None else api.spec.request_model
     return HookPlan(
-        body_model=spec_model or _first_parameter_model(api.decode_request),
+        body_model=body_model,
         context_hooks=frozenset(name for name in CONTEXT_HOOKS if _takes_context(getattr(api, name))),
         authorize=authorize if callable(authorize) else None,
     )
@@ -68,7 +99,9 @@ def _is_async(hook: Callable[..., Any]) -> bool:
 
 
 def validate_hooks(api: LitAPI) -> None:
-    """Check that the hooks agree with `stream` and `enable_async`, with a message that says what to change."""
+    """Check that the hooks agree with `stream` and `enable_async`, with a message that says what to change,
+    and that decode_request's annotation resolves (TypeError)."""
+    find_body_model(api)
     name = type(api).__name__
     predict = api.predict
     overrides_encode = type(api).encode_response is not LitAPI.encode_response
