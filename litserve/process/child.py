@@ -123,8 +123,8 @@ def crossable(outcome: Outcome) -> Outcome:
         return outcome
     try:
         detail = decode_json(outcome.body)["detail"]
-    except Exception:  # not an error body: its detail is only ever shown as text
-        detail = str(detail) if type(detail) not in (int, float, bool) else detail
+    except Exception:  # not built by Outcome.failure (none is today): no detail to show but the generic one
+        detail = INTERNAL_ERROR.detail
     return Outcome(outcome.status, outcome.body, outcome.content_type, outcome.headers, detail, outcome.reason)
 
 

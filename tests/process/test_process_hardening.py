@@ -167,3 +167,25 @@ def test_a_stream_chunk_that_cannot_cross_ends_only_its_own_stream(
         assert [json.loads(line) for line in response.iter_lines() if line] == [{"step": 0}, {"step": 2}]
     assert "cannot pickle" in "\n".join(r.getMessage() for r in caplog.records)
     assert server.status.workers[0].pid == pid
+
+
+def test_credits_go_back_a_few_at_a_time_and_stop_with_the_stream() -> None:
+    from litserve.engine.stream_window import StreamWindow
+    from litserve.process.stream_credits import StreamCredits
+
+    granted: list[tuple[int, int]] = []
+    credits = StreamCredits(lambda request_id, count: granted.append((request_id, count)))
+    window = StreamWindow()
+    credits.follow(7, window)
+    for _ in range(STREAM_WINDOW):
+        window.acquire()  # as the worker does before each chunk
+        credits.received(7)
+    assert credits.most_ahead == STREAM_WINDOW
+    for _ in range(GRANT_STEP - 1):
+        window.release()  # the response body took a chunk
+    assert granted == []
+    window.release()
+    assert granted == [(7, GRANT_STEP)]
+    credits.forget(7)  # its last item came
+    window.release(STREAM_WINDOW)
+    assert granted == [(7, GRANT_STEP)] and credits.most_ahead == STREAM_WINDOW
