@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from litserve.api import LitAPI
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["CONTEXT_HOOKS", "HookPlan", "find_body_model", "plan_hooks", "plan_with_model", "validate_hooks"]
 
@@ -36,7 +39,8 @@ def find_body_model(api: LitAPI) -> type[BaseModel] | None:
 
     Resolved here, in the server process: a worker process gets the model class with the LitAPI, since
     its copy of a class shipped by value cannot resolve string annotations (`from __future__ import
-    annotations`). Raises TypeError when that annotation names something that cannot be found.
+    annotations`). An annotation that names nothing where the LitAPI is defined (a name imported under
+    `TYPE_CHECKING`) means the parsed JSON, as FastAPI users expect; `validate_hooks` warns about it.
     """
     spec_model = None if api.spec is None else api.spec.request_model
     return spec_model or _first_parameter_model(api.decode_request)
@@ -46,9 +50,8 @@ def _first_parameter_model(hook: Callable[..., Any]) -> type[BaseModel] | None:
     parameters = list(inspect.signature(hook).parameters.values())
     if not parameters or parameters[0].annotation is inspect.Parameter.empty:
         return None
-    name = parameters[0].name
     try:
-        hint = typing.get_type_hints(hook).get(name)
+        hint = typing.get_type_hints(hook).get(parameters[0].name)
     except Exception:  # another parameter's annotation may be the one that fails: try this one alone
         hint = _resolve_one(hook, parameters[0].annotation)
     if inspect.isclass(hint) and issubclass(hint, BaseModel):
@@ -57,18 +60,30 @@ def _first_parameter_model(hook: Callable[..., Any]) -> type[BaseModel] | None:
 
 
 def _resolve_one(hook: Callable[..., Any], annotation: Any) -> Any:
+    """The annotation's value, evaluated where the hook was defined (as get_type_hints does); None when
+    it names nothing there."""
     if not isinstance(annotation, str):
         return annotation
     owner = getattr(hook, "__func__", hook)
     try:
-        return eval(annotation, getattr(owner, "__globals__", {}))  # the user's own annotation, as get_type_hints does
-    except Exception as exc:
-        raise TypeError(
-            f"{getattr(owner, '__qualname__', 'decode_request')} annotates its request as {annotation!r}, which "
-            f"cannot be resolved ({type(exc).__name__}: {exc}); define or import it at the top level of the "
-            "module, next to the LitAPI (string annotations, e.g. from `from __future__ import annotations`, "
-            "are looked up there), or remove the annotation to receive the parsed JSON"
-        ) from exc
+        return eval(annotation, getattr(owner, "__globals__", {}))
+    except Exception:
+        return None
+
+
+def _warn_if_unresolved(api: LitAPI) -> None:
+    hook = api.decode_request
+    parameters = list(inspect.signature(hook).parameters.values())
+    if api.spec is not None or not parameters:
+        return
+    annotation = parameters[0].annotation
+    if isinstance(annotation, str) and _resolve_one(hook, annotation) is None:
+        logger.warning(
+            "%s.decode_request annotates its request as %r, which names nothing in its module: bodies reach it "
+            "as parsed JSON, not validated; import the model at the top of the module to validate them",
+            type(api).__name__,
+            annotation,
+        )
 
 
 def _takes_context(hook: Callable[..., Any]) -> bool:
@@ -99,9 +114,9 @@ def _is_async(hook: Callable[..., Any]) -> bool:
 
 
 def validate_hooks(api: LitAPI) -> None:
-    """Check that the hooks agree with `stream` and `enable_async`, with a message that says what to change,
-    and that decode_request's annotation resolves (TypeError)."""
-    find_body_model(api)
+    """Check that the hooks agree with `stream` and `enable_async`, with a message that says what to change
+    (and warn when decode_request's annotation names nothing: its bodies are then not validated)."""
+    _warn_if_unresolved(api)
     name = type(api).__name__
     predict = api.predict
     overrides_encode = type(api).encode_response is not LitAPI.encode_response

@@ -209,10 +209,17 @@ def test_a_body_model_named_by_a_string_annotation_validates_in_both_modes(start
     assert server.status.workers[0].restarts == 0
 
 
-def test_an_annotation_that_cannot_be_resolved_fails_at_construction() -> None:
-    cell = notebook_cell(CELL.replace("request: Body", "request: Missing"))
-    with pytest.raises(TypeError, match=r"'Missing', which cannot be resolved.*NameError"):
-        LitServer(cell.RepeatAPI())
+def test_an_annotation_that_names_nothing_means_the_parsed_body_with_a_warning(
+    start_server: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    source = CELL.replace("request: Body", "request: Missing").replace(
+        "return request.text * request.times", 'return request["text"]'
+    )
+    with caplog.at_level(logging.WARNING, logger="litserve"):
+        api = notebook_cell(source).RepeatAPI()
+        server = start_server(api)
+    assert "'Missing', which names nothing in its module" in caplog.text
+    assert post(server, {"text": "plain"}).json() == {"output": "plain"}  # never None, in either mode
 
 
 def test_another_parameters_unresolvable_annotation_does_not_hide_the_body_model(start_server: Start) -> None:
