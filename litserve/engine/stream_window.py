@@ -30,7 +30,8 @@ class StreamWindow(threading.Semaphore):
         self.listener: Callable[[int], None] | None = None
 
     def release(self, n: int = 1) -> None:
-        super().release(n)
         listener = self.listener
-        if listener is not None:
+        if listener is None:
+            super().release(n)
+        else:  # the worker waits in its own process, on its credits: nobody waits on this semaphore
             listener(n)

@@ -53,6 +53,7 @@ from litserve.process.messages import (
     decode,
     encode,
 )
+from litserve.process.stream_credits import ChildCredits
 from litserve.process.wire import BadFrame, Link, LinkClosedError
 from litserve.status import ErrorLog
 
@@ -73,7 +74,7 @@ class ChildReply:
 
     __slots__ = ("_request_id", "_room", "_session")
 
-    def __init__(self, request_id: int, session: _Session, room: threading.Semaphore | None = None) -> None:
+    def __init__(self, request_id: int, session: _Session, room: ChildCredits | None = None) -> None:
         self._request_id = request_id
         self._session = session
         self._room = room
@@ -109,7 +110,7 @@ class ChildReply:
         """Take a credit for the next chunk; wait for the server to grant more (or the stream to end)."""
         room = self._room
         if room is not None:
-            room.acquire()
+            room.take()
 
 
 def crossable(outcome: Outcome) -> Outcome:
@@ -142,7 +143,7 @@ class _Session:
         self.link = link
         self.plan = plan
         self.cancellations: dict[int, Cancellation] = {}
-        self.rooms: dict[int, threading.Semaphore] = {}  # streamed requests' credits
+        self.rooms: dict[int, ChildCredits] = {}  # streamed requests' credits
         self.is_stream = is_stream
         self._batch_sizes: list[int] = []
         self._batch_lock = threading.Lock()
@@ -244,14 +245,14 @@ class _Session:
             case Credit(request_id, count):
                 room = self.rooms.get(request_id)
                 if room is not None:
-                    room.release(count)
+                    room.grant(count)
             case Cancel(request_id, reason):
                 cancellation = self.cancellations.get(request_id)
                 if cancellation is not None:
                     cancellation.cancel(reason)
                 room = self.rooms.get(request_id)
                 if room is not None:  # a worker waiting for credits wakes and sees the cancellation
-                    room.release(STREAM_WINDOW)
+                    room.grant(STREAM_WINDOW)
             case HealthQuery(token):
                 self.send(HealthAnswer(token, asyncio.run(all_healthy(self.workers))))
             case Stop(wait_s):
@@ -279,7 +280,7 @@ class _Session:
         self.cancellations[message.request_id] = cancellation
         room = None
         if self.is_stream:
-            room = self.rooms[message.request_id] = threading.Semaphore(STREAM_WINDOW)
+            room = self.rooms[message.request_id] = ChildCredits()
         reply = ChildReply(message.request_id, self, room)
         return InferenceRequest(
             payload, reply, message.deadline_s, cancellation, message.context, message.handed_s, message.shape

@@ -13,12 +13,13 @@ Runs on the server's event loop only (the response body releases its window ther
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable
 from typing import final
 
 from litserve.engine.stream_window import STREAM_WINDOW, StreamWindow
 
-__all__ = ["GRANT_STEP", "StreamCredits"]
+__all__ = ["GRANT_STEP", "ChildCredits", "StreamCredits"]
 
 GRANT_STEP = STREAM_WINDOW // 4  # credits sent back in one message: fewer messages, never a stall
 
@@ -63,3 +64,35 @@ class StreamCredits:
             self._grant(request_id, owed)
             owed = 0
         self._owed[request_id] = owed
+
+
+@final
+class ChildCredits:
+    """One streamed request's credits in the worker process: `take` one per chunk, `grant` more.
+
+    `take` runs on the stream's worker thread only, `grant` on whichever thread read the `Credit` (or
+    `Cancel`). The credits the worker holds are its own count, so a chunk costs a decrement; the lock
+    is taken only when they run out, about once per `GRANT_STEP` chunks.
+    """
+
+    __slots__ = ("_granted", "_held", "_ready")
+
+    def __init__(self, credits: int = STREAM_WINDOW) -> None:
+        self._held = credits  # the worker thread's own
+        self._granted = 0  # granted since the worker last took them; under the condition's lock
+        self._ready = threading.Condition(threading.Lock())
+
+    def take(self) -> None:
+        """Spend one credit, waiting for a grant when none is left."""
+        if self._held:
+            self._held -= 1
+            return
+        with self._ready:
+            while not self._granted:
+                self._ready.wait()
+            self._held, self._granted = self._granted - 1, 0
+
+    def grant(self, count: int) -> None:
+        with self._ready:
+            self._granted += count
+            self._ready.notify()
