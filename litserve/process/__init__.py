@@ -7,6 +7,7 @@ process; the engine (`litserve.engine`) never imports this package. The server p
 - `supervisor`: a `ProcessWorker` per process: spawn, handshake, restart, stop (its lifecycle an enum).
 - `channel`: the process's non-blocking socket, read and written on the server's event loop only.
 - `book`: the in-flight book: requests the process holds, its credits, answers coming back.
+- `stream_credits`: flow control for streams: credits granted as a stream's client takes its chunks.
 - `messages`: every message that crosses, one frozen dataclass per kind; `wire`: their frames.
 - `child` and `child_queue`: the worker process itself (`python -m litserve.process.child FD`).
 

@@ -4,7 +4,8 @@ the traffic that changes that (requests out, answers in), all on the server's ev
 A worker process may hold `credits` requests: what its workers can run at once. Everything else waits
 in the endpoint's queue, where queue depth, max_queue_size, deadlines and hang-ups behave exactly as in
 thread mode. `pump` sends queued requests while there is room, and `Stop` once the queue is closed and
-empty; each answer gives a credit back and pumps again.
+empty; each answer gives a credit back and pumps again. A streamed request also has chunk credits
+(`process.stream_credits`), given back as its response body sends its chunks.
 
 Threads: every method runs on the loop's thread, except `fail_all` once the loop has ended (nothing
 else runs then); so the book needs no lock. `held` and `answered_at_s` are hints any thread may read.

@@ -2,8 +2,9 @@
 
 It runs the same worker threads as thread mode on its own request queue, which its idle workers fill
 by reading the socket themselves (`ChildQueue`). The server sends requests, cancellations, health
-checks and `Stop`; workers answer through a `ChildReply`, which writes to the server. When the server
-goes away (even killed), the socket reads end of stream and this process exits at once.
+checks, stream credits and `Stop`; workers answer through a `ChildReply`, which writes to the server
+(with the sizes of the batches collected since its last message, for the server's status). When the
+server goes away (even killed), the socket reads end of stream and this process exits at once.
 """
 
 from __future__ import annotations
