@@ -1,8 +1,8 @@
 """Every message between the server and a worker process: one frozen dataclass per kind, encoded here.
 
-Server -> worker process: `ChildInit` (first), `Request`, `Cancel`, `HealthQuery`, `Stop`.
+Server -> worker process: `ChildInit` (first), `Request`, `Cancel`, `Credit`, `HealthQuery`, `Stop`.
 Worker process -> server: `Ready` or `SetupFailed` (first), then `Answer`, `Answers`, `Chunk`,
-`Dropped`, `ErrorReport`, `HealthAnswer`, `LogEntry`, and `Stopped` last.
+`Dropped`, `ErrorReport`, `HealthAnswer`, `LogEntry`, `Batches`, and `Stopped` last.
 
 Each side matches what it reads once (`process.book` in the server, `process.child` in the worker
 process). On the wire a message is a plain tuple, its kind's number and then its fields, so pickling
@@ -26,9 +26,11 @@ from litserve.status import ErrorRecord
 __all__ = [
     "Answer",
     "Answers",
+    "Batches",
     "Cancel",
     "ChildInit",
     "Chunk",
+    "Credit",
     "Dropped",
     "ErrorReport",
     "FromChild",
@@ -54,7 +56,7 @@ __all__ = [
 class ChildInit:
     """The first message: everything a worker process needs to start its workers."""
 
-    api_bytes: bytes  # (LitAPI, callbacks), cloudpickled by value so notebook-defined classes work
+    api_bytes: bytes  # (LitAPI, callbacks, body model), cloudpickled by value so notebook classes work
     device: str
     worker_names: tuple[str, ...]
     sys_path: tuple[str, ...]
@@ -83,6 +85,15 @@ class Cancel:
 
 @final
 @dataclass(frozen=True, slots=True)
+class Credit:
+    """The stream's client took `count` more chunks: the worker process may send that many more."""
+
+    request_id: int
+    count: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class HealthQuery:
     token: int
 
@@ -95,7 +106,7 @@ class Stop:
     wait_s: float
 
 
-ToChild = ChildInit | Request | Cancel | HealthQuery | Stop
+ToChild = ChildInit | Request | Cancel | Credit | HealthQuery | Stop
 
 
 # --- worker process -> server ------------------------------------------------------------------------
@@ -178,7 +189,17 @@ class LogEntry:
     value: Any
 
 
-FromChild = Ready | SetupFailed | Answer | Answers | Chunk | Dropped | ErrorReport | HealthAnswer | Stopped | LogEntry
+@final
+@dataclass(frozen=True, slots=True)
+class Batches:
+    """The sizes of batches the worker process's workers collected since its last `Batches`."""
+
+    sizes: tuple[int, ...]
+
+
+FromChild = (
+    Ready | SetupFailed | Answer | Answers | Chunk | Dropped | ErrorReport | HealthAnswer | Stopped | LogEntry | Batches
+)
 
 
 _KINDS: tuple[type[Any], ...] = (
@@ -197,6 +218,8 @@ _KINDS: tuple[type[Any], ...] = (
     HealthAnswer,
     Stopped,
     LogEntry,
+    Credit,
+    Batches,
 )
 _NUMBERS = {kind: number for number, kind in enumerate(_KINDS)}
 
