@@ -19,9 +19,11 @@ import pytest
 import requests
 
 from litserve import LitServer
+from litserve.request_context import RequestContext
 from litserve.testing import serving
 from tests.apis import GatedPredictAPI, SquareAPI
 from tests.helpers import post, wait_until
+from tests.sync import CrossEvent
 
 Start = Callable[..., LitServer]
 
@@ -163,7 +165,10 @@ def _server_connections(port: int) -> int:
 
 def test_clients_that_reset_right_after_sending_are_never_predicted(worker_mode: str) -> None:
     api = GatedPredictAPI()
-    with serving(api, worker_mode=worker_mode) as server, _connection(_port(server), 30) as blocking:
+    with (
+        serving(api, worker_mode=worker_mode, track_requests=True) as server,
+        _connection(_port(server), 30) as blocking,
+    ):
         with contextlib.ExitStack() as undo:
             undo.callback(api.gate.set)  # a failure below must not leave the worker waiting
             _reset_clients_are_let_go(server, api, blocking)
@@ -174,12 +179,17 @@ def _reset_clients_are_let_go(server: LitServer, api: GatedPredictAPI, blocking:
     blocking.sendall(_request("POST", "/predict", "127.0.0.1", b'{"input": 1}'))
     assert api.entered.acquire(timeout=10)
     own = _server_connections(port)  # the blocking client's
-    for i in range(100):
+    for i in range(200):
         _reset_after_sending(port, _request("POST", "/predict", "127.0.0.1", b'{"input": %d}' % (i + 10)))
     # Every reset connection is let go by the server: none waits in the queue for its answer.
-    assert wait_until(lambda: _server_connections(port) == own, timeout_s=30)
-    endpoint = server.status.endpoints[0]
-    assert (endpoint.in_flight, endpoint.ok) == (1, 0)
+
+    def held() -> tuple[int, int, int, int]:
+        # connections, requests in the app, requests awaiting an answer, requests answered (none may be yet)
+        endpoint = server.status.endpoints[0]
+        answered = endpoint.ok + endpoint.client_errors + endpoint.server_errors + endpoint.timed_out
+        return _server_connections(port), server.active_requests, endpoint.in_flight, answered
+
+    assert wait_until(lambda: held() == (own, 1, 1, 0), timeout_s=8), held()
     api.gate.set()
     answer = _read_answer(blocking)
     assert answer is not None and answer[2] == b'{"output":1}'
@@ -243,13 +253,27 @@ def test_read_timeout_none_leaves_slow_bodies_alone() -> None:
 # --- item 8: stop() with a client stuck mid-body is quiet ----------------------------------------------
 
 
+class AdmittingAPI(SquareAPI):
+    """Announces each request it lets in: its route then waits for the body, past every early refusal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.admitted = CrossEvent()
+
+    def authorize(self, request: RequestContext) -> bool:
+        self.admitted.set()
+        return True
+
+
 def test_stop_with_a_client_stuck_mid_body_is_quiet_and_prompt(
     worker_mode: str, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
-    server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode).start(port=0)
+    api = AdmittingAPI()
+    server = LitServer(api, accelerator="cpu", worker_mode=worker_mode).start(port=0)
     try:
         sock = _stalled_body(_port(server))
+        assert api.admitted.wait(10)
     except BaseException:
         server.stop()
         raise
