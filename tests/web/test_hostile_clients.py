@@ -13,6 +13,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psutil
 import pytest
@@ -21,6 +22,7 @@ import requests
 from litserve import LitServer
 from litserve.request_context import RequestContext
 from litserve.testing import serving
+from litserve.web.guard import HostPolicy
 from tests.apis import GatedPredictAPI, SquareAPI
 from tests.helpers import post, wait_until
 from tests.sync import CrossEvent
@@ -69,6 +71,22 @@ def _read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes] | Non
             break
         body += chunk
     return int(status_line.split()[1]), headers, body
+
+
+def _read_body(sock: socket.socket) -> bytes:
+    """The body of one answer, whether it has a length or is chunked (then read until the connection ends)."""
+    answer = _read_answer(sock)
+    assert answer is not None
+    status, headers, body = answer
+    if headers.get("transfer-encoding") != "chunked":
+        return body
+    sock.sendall(b"")
+    while not body.endswith(b"0\r\n\r\n"):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return b"".join(body.split(b"\r\n")[1::2])
 
 
 def _ask(port: int, raw: bytes) -> tuple[int, dict[str, str], bytes] | None:
@@ -174,7 +192,13 @@ def test_clients_that_reset_right_after_sending_are_never_predicted(worker_mode:
             _reset_clients_are_let_go(server, api, blocking)
 
 
-def _reset_clients_are_let_go(server: LitServer, api: GatedPredictAPI, blocking: socket.socket) -> None:
+def _reset_clients_are_let_go(
+    server: LitServer,
+    api: GatedPredictAPI,
+    blocking: socket.socket,
+    first: bytes = b'{"output":1}',
+    last: bytes = b'{"output":25}',
+) -> None:
     port = _port(server)
     blocking.sendall(_request("POST", "/predict", "127.0.0.1", b'{"input": 1}'))
     assert api.entered.acquire(timeout=10)
@@ -191,9 +215,8 @@ def _reset_clients_are_let_go(server: LitServer, api: GatedPredictAPI, blocking:
 
     assert wait_until(lambda: held() == (own, 1, 1, 0), timeout_s=8), held()
     api.gate.set()
-    answer = _read_answer(blocking)
-    assert answer is not None and answer[2] == b'{"output":1}'
-    assert post(server, {"input": 5}).json() == {"output": 25}
+    assert _read_body(blocking) == first
+    assert post(server, {"input": 5}).content == last
     assert wait_until(lambda: server.status.endpoints[0].dropped_cancelled == server.status.endpoints[0].cancelled)
     assert api.calls.values() == [1, 5]  # no reset client's request ran
 
@@ -292,3 +315,73 @@ def test_stop_with_a_client_stuck_mid_body_is_quiet_and_prompt(
 def test_health_answers_normally(start_server: Start) -> None:
     server = start_server(SquareAPI())
     assert requests.get(server.url + "/health", timeout=10).text == "ok"
+
+
+class GatedStreamAPI(GatedPredictAPI):
+    """GatedPredictAPI, streaming: one chunk per request once the gate opens."""
+
+    def __init__(self) -> None:
+        super().__init__(stream=True)
+
+    def predict(self, x: Any) -> Any:
+        yield super().predict(x)
+
+    def encode_response(self, output: Any) -> Any:
+        for value in output:
+            yield {"output": value}
+
+
+def test_streaming_clients_that_reset_right_after_sending_are_never_predicted(worker_mode: str) -> None:
+    api = GatedStreamAPI()
+    with (
+        serving(api, worker_mode=worker_mode, track_requests=True) as server,
+        _connection(_port(server), 30) as blocking,
+    ):
+        with contextlib.ExitStack() as undo:
+            undo.callback(api.gate.set)
+            _reset_clients_are_let_go(server, api, blocking, b'{"output":1}\n', b'{"output":25}\n')
+
+
+def _stalled_form(port: int) -> socket.socket:
+    """Headers of a multipart post without a boundary (Quart's parser leaves its body alone), half a body."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(
+        b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data\r\n"
+        b"Content-Length: 100\r\nExpect: 100-continue\r\n\r\n"
+    )
+    assert sock.recv(100).startswith(b"HTTP/1.1 100 ")
+    sock.sendall(b"x" * 50)
+    return sock
+
+
+def test_a_stalled_form_body_is_answered_408_too() -> None:
+    with serving(SquareAPI(), read_timeout=1) as server, contextlib.closing(_stalled_form(_port(server))) as sock:
+        assert _detail(_read_answer(sock)) == (408, "Request body not received in time")
+
+
+@pytest.mark.parametrize(
+    ("bound", "host", "status"),
+    [
+        ("0.0.0.0", "evil.example", None),  # exposed on purpose: no rebinding guard
+        ("0.0.0.0", "a..b", 400),  # but a malformed Host is refused everywhere
+        ("192.168.1.5", "192.168.1.5:8000", None),
+        ("::", "[2001:db8::1]:80", None),
+        ("::", "[2001:db8::zz]", 400),
+        ("localhost", "evil.example", 403),
+        ("::1", "[::1]:8000", None),
+        ("::1", "[::2]:8000", 403),
+        ("127.0.0.1", "model.internal.", None),  # allowed below, with or without the final dot
+        ("127.0.0.1", "127.1", 403),  # the short form is not a name browsers send
+        ("127.0.0.1", "x" * 300, 400),
+        ("127.0.0.1", "bücher.example", 400),  # a browser sends the punycode form
+    ],
+)
+def test_host_policy(bound: str, host: str, status: int | None) -> None:
+    refused = HostPolicy.for_bind(bound, ["model.internal"]).refusal(host)
+    assert (None if refused is None else refused.status) == status
+
+
+def test_two_host_headers_are_400(start_server: Start) -> None:
+    server = start_server(SquareAPI())
+    answer = _ask(_port(server), _request("GET", "/health", "localhost", extra="Host: evil.example\r\n"))
+    assert answer is not None and answer[0] == 400  # h11 refuses it before any app runs (an empty body)
