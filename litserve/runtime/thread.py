@@ -129,6 +129,7 @@ class HttpThread:
 
     def _main(self) -> None:
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_report_loop_error)
         try:
             loop.run_until_complete(self._serve(loop))
         except BaseException as exc:
@@ -174,6 +175,24 @@ class HttpThread:
             shutdown_trigger=self._shutdown.wait,
         )
         await self._release.wait()
+
+
+def _report_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's default report, except the false alarm of a connection Hypercorn cancelled at stop.
+
+    When stop's graceful period ends, Hypercorn cancels the connections still open. On Python 3.11 and 3.12
+    the done-callback asyncio's `start_server` puts on each connection task calls `task.exception()`
+    without checking `task.cancelled()` first (3.13 checks), so every such cancellation is reported as an
+    "Exception in callback ... CancelledError". That cancellation is the intended end of the connection.
+    """
+    handle = context.get("handle")
+    callback = getattr(handle, "_callback", None)
+    if isinstance(context.get("exception"), asyncio.CancelledError) and getattr(callback, "__qualname__", "") == (
+        "StreamReaderProtocol.connection_made.<locals>.callback"
+    ):
+        logger.debug("a connection was cancelled at the end of the graceful period")
+        return
+    loop.default_exception_handler(context)
 
 
 def _cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:

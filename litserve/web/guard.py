@@ -224,7 +224,13 @@ class ConnectionGuard:
             return
         exchange = _Exchange(receive, send, self._readers)
         scope[CLIENT_WATCH] = exchange.watch
-        await self._app(scope, exchange.receive, exchange.send)
+        try:
+            await self._app(scope, exchange.receive, exchange.send)
+        except asyncio.CancelledError:
+            # Hypercorn cancels what is left when stop's graceful period ends: say so, rather than its empty 500.
+            if self._readers.stopping and not exchange.started and not exchange.watch.has_left:
+                await _answer(send, _STOPPED_READING)
+            raise
         if exchange.aborted and not exchange.started:
             self._count(scope, _STOPPED_READING)
             await _answer(send, _STOPPED_READING)
