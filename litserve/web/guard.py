@@ -13,7 +13,8 @@ It does three things the Quart app cannot do for itself:
   being read (Quart reads it under `asyncio.wait_for`, which on Python 3.11 can swallow that cancellation).
 - **Stuck bodies at stop.** `stop_reading` (called on the loop as shutdown begins) ends every body read
   still waiting for the client: such a request has not reached a model and would hold stop() for the
-  whole graceful period before Hypercorn cancelled its connection. It is answered 503 and closed.
+  whole graceful period before Hypercorn cancelled its connection. It is answered 503 and closed. A request
+  Hypercorn does cancel at the end of the graceful period is answered 503 too, not with its empty 500.
 
 Without a socket (in-process ASGI clients, `litserve.utils.wrap_litserve_start`) there is no guard at all.
 """
@@ -168,7 +169,7 @@ class _Exchange:
         except asyncio.CancelledError:
             if not self.aborted:
                 raise
-            if task is not None and hasattr(task, "uncancel"):  # Python 3.11+: this cancel was ours, not a stop
+            if task is not None and hasattr(task, "uncancel"):  # 3.11+: take back our own cancel (abort)
                 task.uncancel()
             return dict(_DISCONNECT)
         finally:
