@@ -64,9 +64,10 @@ class HostPolicy:
     def for_bind(cls, bound_host: str, allowed_hosts: Iterable[str]) -> HostPolicy:
         """The policy of a server bound to `bound_host` (a name or an address)."""
         allowed = frozenset(allowed_hosts)
-        return cls(
-            loopback_only=_is_loopback_name(bound_host.strip("[]").lower()) and "*" not in allowed, allowed=allowed
-        )
+        bound = bound_host.strip("[]").lower()
+        address = _address(bound)
+        loopback = address.is_loopback if address is not None else _is_localhost(bound)
+        return cls(loopback_only=loopback and "*" not in allowed, allowed=allowed)
 
     def refusal(self, host: str | None) -> ErrorResponse | None:
         """The answer refusing a request with this `Host` value (None: no Host header), or None to serve it."""
@@ -98,13 +99,24 @@ def _host_name(host: str) -> str | None:
 
 
 def _is_loopback_name(name: str) -> bool:
-    """localhost, *.localhost, 127.0.0.0/8 and ::1 (what `name` resolves to on every machine)."""
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
+    """localhost, *.localhost, 127.0.0.0/8 and ::1; also 0.0.0.0 and ::, which reach this machine's loopback
+    listeners on Linux and macOS (LitServe printed `http://0.0.0.0:8000`, and clients copied it). No DNS
+    rebinding can hide behind an address: it needs a name."""
+    address = _address(name)
+    if address is None:
+        return _is_localhost(name)
+    return address.is_loopback or address.is_unspecified
+
+
+def _is_localhost(name: str) -> bool:
+    return name == "localhost" or name.endswith(".localhost")
+
+
+def _address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     try:
-        return ipaddress.ip_address(name).is_loopback
+        return ipaddress.ip_address(name)
     except ValueError:
-        return False
+        return None
 
 
 @final

@@ -139,6 +139,7 @@ def test_loopback_hosts_and_allowed_hosts_are_served(start_server: Start) -> Non
     assert port is not None
     hosts = ["localhost", f"localhost:{port}", "LOCALHOST", "app.localhost", f"127.0.0.1:{port}", "127.1.2.3"]
     hosts += ["[::1]", f"[::1]:{port}", "model.internal", f"model.internal:{port}", "localhost."]
+    hosts += [f"0.0.0.0:{port}", "[::]"]  # LitServe's printed URL, copied into clients
     for host in hosts:
         answer = _ask(port, _request("POST", "/predict", host, _BODY))
         assert answer is not None and (answer[0], answer[2]) == (200, b'{"output":9}'), host
@@ -369,6 +370,8 @@ def test_a_stalled_form_body_is_answered_408_too() -> None:
         ("::", "[2001:db8::1]:80", None),
         ("::", "[2001:db8::zz]", 400),
         ("localhost", "evil.example", 403),
+        ("0:0::0", "evil.example", None),  # every spelling of "all interfaces" exposes it
+        ("localhost", "0.0.0.0:8000", None),  # reaches a loopback listener; an address cannot be rebound
         ("::1", "[::1]:8000", None),
         ("::1", "[::2]:8000", 403),
         ("127.0.0.1", "model.internal.", None),  # allowed below, with or without the final dot
