@@ -107,7 +107,8 @@ class Running:
 class Parts:
     """A server's endpoints, workers (not started) and web app, before any socket or thread exists.
 
-    `asgi` is what Hypercorn serves: `app`, inside the middlewares and mounts the server was given.
+    `asgi` is what clients call: `app`, inside the middlewares and mounts the server was given (on a socket,
+    Hypercorn serves it behind the connection guard, `web.guard`).
     """
 
     endpoints: list[Endpoint]
