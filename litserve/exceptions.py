@@ -119,6 +119,8 @@ class ErrorResponse:
 # The one status-code table. Every answer the server itself decides is named here or built below
 # (`invalid_body`, `refusal`); a route, the web app and the engine never spell a status of their own.
 INVALID_JSON = ErrorResponse(400, "Request body is not valid JSON")
+_CLOSE = (("Connection", "close"),)  # answered before the body was read: the connection cannot be reused
+MALFORMED_HOST = ErrorResponse(400, "Bad Request: malformed Host header", _CLOSE)
 INVALID_API_KEY = ErrorResponse(
     401, "Invalid API Key. Check that you are passing a correct 'X-API-Key' in your header."
 )
@@ -129,8 +131,10 @@ INVALID_SHUTDOWN_TOKEN = ErrorResponse(  # POST /shutdown without LIT_SHUTDOWN_A
     "Check that you are passing a correct 'Authorization: Bearer <SHUTDOWN_API_KEY>' in your header.",
     (("WWW-Authenticate", "Bearer"),),
 )
+HOST_NOT_ALLOWED = ErrorResponse(403, "Forbidden: Host not allowed", _CLOSE)  # the DNS-rebinding guard
 NOT_FOUND = ErrorResponse(404, "Not Found")
 METHOD_NOT_ALLOWED = ErrorResponse(405, "Method Not Allowed")
+BODY_TIMED_OUT = ErrorResponse(408, "Request body not received in time", _CLOSE)  # read_timeout passed
 PAYLOAD_TOO_LARGE = ErrorResponse(413, "Payload too large")
 INTERNAL_ERROR = ErrorResponse(500, "Internal server error")
 BATCH_SIZE_MISMATCH = ErrorResponse(500, "Batch size mismatch")
@@ -143,7 +147,7 @@ DOCS_UNAVAILABLE = ErrorResponse(  # GET /docs when the package with Swagger UI'
     501, "The API docs page needs Swagger UI's files: pip install flask-swagger-ui (the document is at /openapi.json)"
 )
 
-_REFUSALS = {answer.status: answer for answer in (NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE)}
+_REFUSALS = {answer.status: answer for answer in (NOT_FOUND, METHOD_NOT_ALLOWED, BODY_TIMED_OUT, PAYLOAD_TOO_LARGE)}
 
 
 def invalid_body(exc: ValidationError) -> ErrorResponse:

@@ -81,8 +81,10 @@ class LitServer:
             status page, the OpenAPI document and its interactive docs live; None turns one off.
         disable_openapi_url: LitServe's switch: True turns off both the OpenAPI document and the docs page.
         server_timing: add a `Server-Timing` header (queue wait, predict time) to each answer.
-        read_timeout: seconds a client may take to send its request headers and body (None: no limit).
-        allowed_hosts: `Host` names accepted besides loopback ones while bound to a loopback address.
+        read_timeout: seconds a client may take to send a request's body (then 408) and headers (also bound by
+            the 5 s keep-alive timeout); None: no limit on the body.
+        allowed_hosts: `Host` names served besides loopback ones while bound to a loopback address (the
+            DNS-rebinding guard answers others 403); `["*"]` serves any Host.
         **legacy: LitServe's `max_batch_size`, `batch_timeout`, `stream`, `api_path`, `spec` (deprecated here: pass
             them to LitAPI), and `fast_queue`, `loop` (accepted, not needed here; logged
             once at INFO). Any other name is a TypeError.

@@ -11,6 +11,7 @@ running and raises the real error. `Running.shutdown` is the stop sequence.
 from __future__ import annotations
 
 import contextlib
+import socket
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,6 +34,8 @@ from litserve.status import ErrorLog, ErrorRecord, ServerState, ServerStatus
 from litserve.web.app import create_app, serving_stack
 from litserve.web.auth import ApiKeyCheck
 from litserve.web.context import Gate, WebContext
+from litserve.web.guard import ConnectionGuard, HostPolicy
+from litserve.web.options import WebOptions
 from litserve.web.shutdown import ShutdownApi
 from litserve.web.stack import ASGIApp, RequestTracker
 
@@ -104,7 +107,8 @@ class Running:
 class Parts:
     """A server's endpoints, workers (not started) and web app, before any socket or thread exists.
 
-    `asgi` is what Hypercorn serves: `app`, inside the middlewares and mounts the server was given.
+    `asgi` is what clients call: `app`, inside the middlewares and mounts the server was given (on a socket,
+    Hypercorn serves it behind the connection guard, `web.guard`).
     """
 
     endpoints: list[Endpoint]
@@ -185,6 +189,29 @@ def assemble(
     return Parts(endpoints, pool, gate, app, api_key, serving_stack(app, context))
 
 
+def _http_thread(
+    parts: Parts,
+    sock: socket.socket | None,
+    address: tuple[str, int] | None,
+    settings: ServerSettings,
+    options: WebOptions,
+    asgi: ASGIApp,
+) -> HttpThread:
+    """The HTTP thread; on a socket, it serves `asgi` behind the connection guard (Host checks, stuck bodies)."""
+    if sock is None or address is None:
+        return HttpThread(parts.app, sock, settings.graceful_timeout_s, parts.pool.loop_ended, asgi)
+    guard = ConnectionGuard(asgi, HostPolicy.for_bind(address[0], options.allowed_hosts), parts.endpoints)
+    return HttpThread(
+        parts.app,
+        sock,
+        settings.graceful_timeout_s,
+        parts.pool.loop_ended,
+        guard,
+        read_timeout_s=options.read_timeout_s,
+        on_shutdown=guard.stop_reading,
+    )
+
+
 def launch(
     address: tuple[str, int] | None,
     apis: Sequence[LitAPI],
@@ -216,7 +243,7 @@ def launch(
         observers = Observers(callbacks, None if drain is None else drain.put)
         parts = assemble(apis, settings, errors, make_workers, web, observers)
         pool, asgi = parts.pool, parts.app if parts.asgi is None else parts.asgi
-        http = HttpThread(parts.app, sock, settings.graceful_timeout_s, pool.loop_ended, asgi)
+        http = _http_thread(parts, sock, address, settings, extensions.web, asgi)
         host, port = (None, None) if sock is None or address is None else (address[0], int(sock.getsockname()[1]))
         running = Running(host, port, parts.endpoints, pool, http, parts.gate, parts.api_key, asgi, log_drain=drain)
         on_assembled(running)  # visible to status (and so /health) while setup() runs

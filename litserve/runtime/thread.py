@@ -33,9 +33,13 @@ __all__ = ["HttpThread"]
 logger = logging.getLogger(__name__)
 
 
-def _hypercorn_config(graceful_timeout_s: float) -> Config:
+def _hypercorn_config(graceful_timeout_s: float, read_timeout_s: float | None) -> Config:
     config = Config()
     config.graceful_timeout = graceful_timeout_s
+    # Hypercorn's keep-alive timer runs from the connection's start (or its last answer) until a request's
+    # headers are complete: it is also the bound on reading headers (the body's is Quart's BODY_TIMEOUT).
+    if read_timeout_s is not None:
+        config.keep_alive_timeout = min(config.keep_alive_timeout, read_timeout_s)
     # Hypercorn's own lines go to our logger; the library never installs handlers.
     config.errorlog = logging.getLogger("litserve.hypercorn")
     config.accesslog = None
@@ -48,7 +52,9 @@ class HttpThread:
 
     `on_loop_exit` runs on that thread as the loop ends, before it closes (the workers are told, in case
     it ends without a stop because serving failed). `asgi`, when given, is served instead of `app`
-    (ASGI layers around it, which pass lifespan events to `app`).
+    (ASGI layers around it, which pass lifespan events to `app`). `on_shutdown` runs on the loop as
+    shutdown begins, before Hypercorn starts draining (the connection guard ends stuck body reads).
+    `read_timeout_s` bounds the wait for a request's headers (None: Hypercorn's keep-alive timeout).
     """
 
     def __init__(
@@ -58,12 +64,16 @@ class HttpThread:
         graceful_timeout_s: float,
         on_loop_exit: Callable[[], None],
         asgi: Any = None,
+        *,
+        read_timeout_s: float | None = None,
+        on_shutdown: Callable[[], None] | None = None,
     ) -> None:
         self._app = app
+        self._on_shutdown = on_shutdown
         self._asgi = app if asgi is None else asgi  # what Hypercorn serves: the app, or layers around it
         self._on_loop_exit = on_loop_exit
         self._sock = sock
-        self._config = _hypercorn_config(graceful_timeout_s)
+        self._config = _hypercorn_config(graceful_timeout_s, read_timeout_s)
         self._ready: concurrent.futures.Future[asyncio.AbstractEventLoop] = concurrent.futures.Future()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shutdown: asyncio.Event | None = None  # set: Hypercorn stops accepting and drains
@@ -109,6 +119,8 @@ class HttpThread:
         fd = -1 if self._sock is None else self._sock.fileno()
         if fd != -1:  # -1: already closed
             loop.remove_reader(fd)
+        if self._on_shutdown is not None and not shutdown.is_set():
+            self._on_shutdown()
         shutdown.set()
 
     def _close_socket(self) -> None:
@@ -117,6 +129,7 @@ class HttpThread:
 
     def _main(self) -> None:
         loop = asyncio.new_event_loop()
+        loop.set_exception_handler(_report_loop_error)
         try:
             loop.run_until_complete(self._serve(loop))
         except BaseException as exc:
@@ -162,6 +175,24 @@ class HttpThread:
             shutdown_trigger=self._shutdown.wait,
         )
         await self._release.wait()
+
+
+def _report_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """The loop's default report, except the false alarm of a connection Hypercorn cancelled at stop.
+
+    When stop's graceful period ends, Hypercorn cancels the connections still open. On Python 3.11 and 3.12
+    the done-callback asyncio's `start_server` puts on each connection task calls `task.exception()`
+    without checking `task.cancelled()` first (3.13 checks), so every such cancellation is reported as an
+    "Exception in callback ... CancelledError". That cancellation is the intended end of the connection.
+    """
+    handle = context.get("handle")
+    callback = getattr(handle, "_callback", None)
+    if isinstance(context.get("exception"), asyncio.CancelledError) and getattr(callback, "__qualname__", "") == (
+        "StreamReaderProtocol.connection_made.<locals>.callback"
+    ):
+        logger.debug("a connection was cancelled at the end of the graceful period")
+        return
+    loop.default_exception_handler(context)
 
 
 def _cancel_leftover_tasks(loop: asyncio.AbstractEventLoop) -> None:

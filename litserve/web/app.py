@@ -31,6 +31,8 @@ def create_app(context: WebContext) -> Quart:
     # Quart answers 413 for a larger body, with or without Content-Length (chunked bodies are counted).
     app.config["MAX_CONTENT_LENGTH"] = context.max_payload_bytes
     app.config["MAX_FORM_MEMORY_SIZE"] = context.max_payload_bytes
+    # A body not received within read_timeout is a 408 (RequestTimeout, answered from our table below).
+    app.config["BODY_TIMEOUT"] = context.options.read_timeout_s
     chat_models = []
     for endpoint in context.endpoints:
         route: PredictRoute | ChatRoute

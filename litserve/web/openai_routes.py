@@ -29,6 +29,7 @@ from litserve.specs.openai_models import ChatCompletionRequest
 from litserve.status import Verdict
 from litserve.web.compression import GZIP_MIN_BYTES, gzip_outcome
 from litserve.web.context import WebContext
+from litserve.web.guard import follow_client
 from litserve.web.openai_errors import openai_error, sse_error_event
 from litserve.web.routes import Admission, respond
 from litserve.web.streaming import StreamBody
@@ -87,6 +88,7 @@ class ChatRoute:
         if refused is not None:
             return refused
         parsed = _parse(await request.get_data(cache=False, as_text=False))
+        follow_client(request.scope)  # a client that left while its body was read is not served
         if isinstance(parsed, Outcome):
             return parsed
         fields = parsed.model_dump(exclude={"messages"}) if context is not None else {}

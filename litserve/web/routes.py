@@ -22,6 +22,7 @@ from litserve.web.auth import API_KEY_HEADER, run_authorize
 from litserve.web.compression import GZIP_MIN_BYTES, gzip_outcome
 from litserve.web.context import WebContext
 from litserve.web.dependencies import prepare_authorize
+from litserve.web.guard import follow_client
 from litserve.web.openai_errors import openai_error
 from litserve.web.streaming import StreamBody
 from litserve.web.validation import read_payload
@@ -132,6 +133,7 @@ class PredictRoute:
         if refused is not None:
             return refused
         payload = await read_payload(request, self._body_model)
+        follow_client(request.scope)  # a client that left while its body was read is not served
         if isinstance(payload, ErrorResponse):
             return Outcome.failure(payload)
         if self._spec is not None:

@@ -35,7 +35,7 @@ async def read_payload(request: Request, body_model: type[BaseModel] | None) -> 
         files = await request.files
         # The parser leaves a body it cannot read (multipart without a boundary) in the socket; answering
         # before it is consumed would break the keep-alive connection for the client's next request.
-        await request.body
+        await request.get_data(cache=True)  # the rest of it, bounded by the read timeout
         fields: dict[str, Any] = form.to_dict()
         for name, upload in files.items():
             fields[name] = UploadedFile(upload.filename, upload.content_type, upload.read())
