@@ -191,7 +191,14 @@ class _Session:
         self.cancellations[message.request_id] = cancellation
         reply = ChildReply(message.request_id, self)
         return InferenceRequest(
-            payload, reply, message.deadline_s, cancellation, message.context, message.handed_s, message.shape
+            payload,
+            reply,
+            message.deadline_s,
+            cancellation,
+            message.context,
+            message.handed_s,
+            message.shape,
+            message.queued_s,
         )
 
 

@@ -11,6 +11,7 @@ from litserve.engine.messages import Outcome
 from litserve.exceptions import INTERNAL_ERROR, ErrorResponse, refusal
 from litserve.specs.openai import OpenAISpec
 from litserve.web.context import WebContext
+from litserve.web.metrics import add_metrics_route
 from litserve.web.openai_routes import ChatRoute, models
 from litserve.web.routes import PredictRoute, error, guarded, health, info, root
 from litserve.web.shutdown import shutdown_view
@@ -46,6 +47,7 @@ def create_app(context: WebContext) -> Quart:
     app.add_url_rule(context.info_path, view_func=guarded(context, info(context)), methods=["GET"])
     if context.shutdown is not None:
         app.add_url_rule(context.shutdown.path, view_func=shutdown_view(context.shutdown), methods=["POST"])
+    add_metrics_route(app, context)
 
     @app.errorhandler(WerkzeugHTTPException)
     async def http_error(exc: WerkzeugHTTPException) -> Response:
