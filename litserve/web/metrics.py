@@ -15,9 +15,11 @@ from quart import Quart, Response
 from litserve.web.context import WebContext
 from litserve.web.routes import guarded
 
-__all__ = ["REGISTRY_KEY", "add_metrics_route"]
+__all__ = ["CONTENT_TYPE", "REGISTRY_KEY", "add_metrics_route"]
 
 REGISTRY_KEY = "litserve.metrics"  # app.extensions[REGISTRY_KEY]: this app's registry (tests read it)
+# The text format every Prometheus version reads (our names need none of the newer format's escaping).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def add_metrics_route(app: Quart, context: WebContext) -> None:
@@ -28,7 +30,7 @@ def add_metrics_route(app: Quart, context: WebContext) -> None:
     path = context.options.metrics_path
     if path is None:
         return
-    from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+    from prometheus_client.exposition import generate_latest
     from prometheus_client.registry import CollectorRegistry
 
     from litserve.metrics import StatusCollector
@@ -39,7 +41,7 @@ def add_metrics_route(app: Quart, context: WebContext) -> None:
     app.extensions[REGISTRY_KEY] = registry
 
     async def metrics() -> Response:
-        return Response(generate_latest(registry), status=200, content_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(registry), status=200, content_type=CONTENT_TYPE)
 
     async def unregister() -> None:
         try:
