@@ -57,8 +57,10 @@ class Worker:
         plan: HookPlan,
         clock: Callable[[], float] = time.monotonic,
         observers: Observers = NO_OBSERVERS,
+        on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.name = name
+        self._on_batch = on_batch  # told each batch's size (a worker process reports them to the server)
         self.device = device
         self.counters = WorkerCounters()
         self._api: LitAPI | None = api
@@ -165,6 +167,8 @@ class Worker:
         if batch is not None:
             if batch.requests:
                 self.counters.batch_sizes[len(batch.requests)] += 1
+                if self._on_batch is not None:
+                    self._on_batch(len(batch.requests))
             for request, reason in batch.dropped:
                 request.reply.abandon(reason)
                 self.counters.count_drop(reason.verdict)

@@ -20,7 +20,7 @@ import time
 from typing import final
 
 from litserve.engine.bridge import LoopHandle
-from litserve.engine.messages import DropReason, InferenceRequest, Outcome, StreamEnd, StreamItem, StreamStart
+from litserve.engine.messages import DropReason, InferenceRequest, Outcome, StreamEnd, StreamItem
 from litserve.engine.request_queue import RequestQueue
 from litserve.exceptions import WORKER_PROCESS_DIED
 from litserve.hooks import HookPlan
@@ -29,6 +29,7 @@ from litserve.process.channel import Channel
 from litserve.process.messages import (
     Answer,
     Answers,
+    BatchesRan,
     Cancel,
     Chunk,
     Dropped,
@@ -199,16 +200,15 @@ class InFlightBook:
         """Handle one message from the process (on the loop)."""
         match message:
             case Answer(request_id, outcome):
-                self._ran(1)
                 self._answer(request_id, outcome)
             case Answers(items):
-                self._ran(len(items))
                 for request_id, outcome in items:
                     self._answer(request_id, outcome)
             case Chunk(request_id, item):
-                if type(item) is StreamStart:
-                    self._ran(1)
                 self._chunk(request_id, item)
+            case BatchesRan(sizes):
+                for size in sizes:
+                    self._counters.batch_sizes[size] += 1
             case Dropped(request_id, reason):
                 if self._take(request_id) is not None:
                     self._counters.count_drop(reason.verdict)
@@ -228,11 +228,6 @@ class InFlightBook:
             case _:  # what only the server sends: a bug on the other side, not a reason to stop serving
                 self._errors.record(self._name, ValueError(f"unexpected message from a worker process: {message!r}"))
         self.pump()
-
-    def _ran(self, size: int) -> None:
-        # A worker answers a batch of several in one `Answers`, a batch of one in one `Answer`; a stream
-        # is counted as a batch of one at its first chunk (a batched stream's batch is not seen here).
-        self._counters.batch_sizes[size] += 1
 
     def _take(self, request_id: int) -> InferenceRequest | None:
         request = self._pending.pop(request_id, None)

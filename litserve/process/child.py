@@ -31,6 +31,7 @@ from litserve.process.child_queue import ChildQueue
 from litserve.process.messages import (
     Answer,
     Answers,
+    BatchesRan,
     Cancel,
     ChildInit,
     Chunk,
@@ -110,12 +111,27 @@ class _Session:
         self.errors = ErrorLog(on_record=lambda record: self.report(ErrorReport(record)))
         self.queue = ChildQueue(link, self.handle, consumers=len(init.worker_names))
         self.workers: list[Worker] = []
+        self._batches_ran: list[int] = []  # appended by worker threads, emptied by `send`
 
     def send(self, message: FromChild, *finished: int) -> None:
-        """Write one message; `finished` requests are forgotten first (their last message)."""
+        """Write one message; `finished` requests are forgotten first (their last message).
+
+        Batch sizes collected since the last message go in the same write, ahead of it.
+        """
         for request_id in finished:
             self.cancellations.pop(request_id, None)
-        self.link.send(encode(message))
+        ran = self._batches_ran
+        if ran:
+            sizes = []
+            while ran:  # other workers may append meanwhile: pop is atomic, a size is reported once
+                sizes.append(ran.pop())
+            self.link.send([*encode(BatchesRan(tuple(sizes))), *encode(message)])
+        else:
+            self.link.send(encode(message))
+
+    def batch_ran(self, size: int) -> None:
+        """A worker collected a batch of `size` (on its thread): reported with the next message."""
+        self._batches_ran.append(size)
 
     def report(self, message: ErrorReport | LogEntry) -> None:
         """Send a report to the server, or hold it until `Ready` went out."""
@@ -234,7 +250,16 @@ def _serve(link: Link, init: ChildInit) -> None:
     session = _Session(link, init, plan)
     observers = Observers(callbacks, session.log)
     session.workers = [
-        Worker(name, copy_api(api), init.device, session.queue, session.errors, plan, observers=observers)
+        Worker(
+            name,
+            copy_api(api),
+            init.device,
+            session.queue,
+            session.errors,
+            plan,
+            observers=observers,
+            on_batch=session.batch_ran,
+        )
         for name in init.worker_names
     ]
     for worker in session.workers:

@@ -24,6 +24,7 @@ from litserve.request_context import RequestContext
 from litserve.status import ErrorRecord
 
 __all__ = [
+    "BatchesRan",
     "Answer",
     "Answers",
     "Cancel",
@@ -179,7 +180,30 @@ class LogEntry:
     value: Any
 
 
-FromChild = Ready | SetupFailed | Answer | Answers | Chunk | Dropped | ErrorReport | HealthAnswer | Stopped | LogEntry
+@final
+@dataclass(frozen=True, slots=True)
+class BatchesRan:
+    """Batches the workers collected since the last report, by size (for the server's batch-size figures).
+
+    Sent in the same write as the next message (`child._Session.send`), so it costs no system call.
+    """
+
+    sizes: tuple[int, ...]
+
+
+FromChild = (
+    Ready
+    | SetupFailed
+    | Answer
+    | Answers
+    | Chunk
+    | Dropped
+    | ErrorReport
+    | HealthAnswer
+    | Stopped
+    | LogEntry
+    | BatchesRan
+)
 
 
 _KINDS: tuple[type[Any], ...] = (
@@ -198,6 +222,7 @@ _KINDS: tuple[type[Any], ...] = (
     HealthAnswer,
     Stopped,
     LogEntry,
+    BatchesRan,
 )
 _NUMBERS = {kind: number for number, kind in enumerate(_KINDS)}
 

@@ -203,8 +203,7 @@ def test_batched_requests_keep_their_own_context(start_server: Callable[..., Lit
     with client_for(server) as client, ThreadPoolExecutor(4) as pool:
         answers = list(pool.map(lambda _: client.chat.completions.create(model="m", messages=MESSAGES), range(4)))
     assert [answer.choices[0].message.content for answer in answers] == [expected] * 4
-    if server.status.endpoints[0].batch_sizes:  # worker processes do not report batch sizes yet (issue 16)
-        assert max(size for size, _ in server.status.endpoints[0].batch_sizes) > 1, "never batched together"
+    assert max(size for size, _ in server.status.endpoints[0].batch_sizes) > 1, "never batched together"
 
 
 def test_async_hooks_stream_through_the_spec(start_server: Callable[..., LitServer]) -> None:
