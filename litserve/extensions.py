@@ -5,6 +5,7 @@ design makes unnecessary (accepted, and said so once).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -97,9 +98,10 @@ def check_extensions(
     own = {"healthcheck_path": healthcheck_path, "info_path": info_path}
     if shutdown_path is not None:
         own["shutdown_path"] = shutdown_path
-    own.update(web.paths())
     checked_loggers = check_loggers(loggers)
     mounts = tuple(mount for mount in map(mount_of, checked_loggers) if mount is not None)
+    web = _yield_to_mounts(web, mounts)
+    own.update(web.paths())
     _check_paths(own, [api.api_path for api in apis], mounts)
     return Extensions(
         callbacks=check_callbacks(callbacks),
@@ -113,6 +115,15 @@ def check_extensions(
         generate_client_file=generate_client_file,
         web=web,
     )
+
+
+def _yield_to_mounts(web: WebOptions, mounts: Sequence[tuple[str, Any]]) -> WebOptions:
+    """A logger's app mounted where the server's own metrics route would be (LitServe's Prometheus
+    logger mounts one on /metrics) takes that path: the built-in route is then off."""
+    if web.metrics_path is not None and any(path == web.metrics_path for path, _ in mounts):
+        logger.info("a logger mounts an app on %s; the built-in metrics route is off", web.metrics_path)
+        return dataclasses.replace(web, metrics_path=None)
+    return web
 
 
 def _check_path(name: str, path: Any) -> None:

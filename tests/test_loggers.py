@@ -232,6 +232,7 @@ def test_a_logger_can_mount_an_asgi_app(start_server: Start) -> None:
     assert requests.get(server.url + "/stats/x", timeout=10).text == "root_path=/stats path=/stats/x"
     assert post(server, {"input": 2}).json() == {"output": 4}
     assert requests.get(server.url + "/metricsx", timeout=10).status_code == 404
+    assert server._ext.web.metrics_path is None  # the built-in metrics route stepped aside
 
 
 def test_a_mount_may_not_hide_a_route() -> None:
