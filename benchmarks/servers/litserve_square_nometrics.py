@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from litserve_square import SquareAPI
+
 import litserve
 from litserve import LitServer
-from litserve_square import SquareAPI
 
 
 def main(argv: list[str]) -> None:
