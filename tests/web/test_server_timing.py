@@ -16,11 +16,12 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
-from litserve import LitServer
+from litserve import Callback, LitServer
 from litserve.metrics import StatusCollector, families
 from litserve.status import SECONDS_BUCKETS, EndpointStatus, Histogram, ServerState, ServerStatus
 from litserve.timing import Timing, current_timing
 from tests.apis import SquareAPI
+from tests.sync import CrossLog
 
 Start = Callable[..., LitServer]
 BATCH = 4
@@ -100,6 +101,29 @@ def test_the_access_log_has_one_debug_line_per_answer_with_its_timing(
         re.fullmatch(r"POST /predict 200 answered in [\d.]+ ms \(queue [\d.]+ ms, batch 4, predict [\d.]+ ms\)", line)
         for line in lines
     ), lines
+
+
+class SeesTiming(Callback):
+    """Records what `current_timing()` says around encode_response (in the worker, thread or process)."""
+
+    def __init__(self) -> None:
+        self.seen = CrossLog()
+
+    def on_before_predict(self, lit_api: Any) -> None:
+        self.seen.append(["before_predict", current_timing() is not None])
+
+    def on_after_encode_response(self, lit_api: Any) -> None:
+        timing = current_timing()
+        self.seen.append(["after_encode", None if timing is None else timing.batch_size])
+
+
+def test_callbacks_around_encode_response_see_the_timing_and_predict_does_not(start_server: Start) -> None:
+    callback = SeesTiming()
+    server = start_server(TimedBatchAPI(), callbacks=[callback])
+    assert all(response.status_code == 200 for response in _post_batch(server))
+    seen = callback.seen.values()
+    assert ["before_predict", False] in seen
+    assert [entry for entry in seen if entry[0] == "after_encode"] == [["after_encode", BATCH]] * BATCH
 
 
 def test_no_timing_is_current_outside_encode_response() -> None:
