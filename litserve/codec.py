@@ -1,13 +1,28 @@
-"""JSON in and out: compact bodies, and the conversions users expect for model outputs."""
+"""JSON in and out: compact bodies, and the conversions users expect for model outputs.
+
+Two things JSON cannot carry get a fixed treatment here, so every body the server sends is JSON:
+NaN and ±Infinity are refused (`NonFiniteNumberError`: the request gets a 500, as FastAPI's
+JSONResponse refuses them too), and a lone surrogate in a string (valid in a Python `str` and in a
+JSON request body as `"\\ud800"`, but not UTF-8) is replaced by U+FFFD.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
-__all__ = ["decode_json", "encode_json", "error_body"]
+__all__ = ["NonFiniteNumberError", "decode_json", "encode_json", "error_body"]
 
-_encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=lambda o: _to_jsonable(o))
+_encoder = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=lambda o: _to_jsonable(o)
+)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+_FALLBACK_DETAIL = b'{"detail":"Internal server error"}'
+
+
+class NonFiniteNumberError(ValueError):
+    """A value to send as JSON holds NaN or ±Infinity, which JSON has no way to write."""
 
 
 def _to_jsonable(obj: Any) -> Any:
@@ -23,8 +38,23 @@ def _to_jsonable(obj: Any) -> Any:
 
 
 def encode_json(obj: Any) -> bytes:
-    """Compact UTF-8 JSON, e.g. b'{"output":16.0}'. Raises TypeError for objects it cannot convert."""
-    return _encoder.encode(obj).encode()
+    """Compact UTF-8 JSON, e.g. b'{"output":16.0}'.
+
+    Raises TypeError for objects it cannot convert, NonFiniteNumberError for NaN or ±Infinity.
+    Lone surrogates in strings become U+FFFD.
+    """
+    try:
+        text = _encoder.encode(obj)
+    except ValueError as exc:
+        if str(exc).startswith("Out of range float values"):
+            raise NonFiniteNumberError(
+                "the value holds NaN or Infinity, which JSON cannot carry; return None or a finite number"
+            ) from exc
+        raise
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # rare, so the replacement costs nothing on the usual path
+        return _LONE_SURROGATE.sub("\ufffd", text).encode()
 
 
 def decode_json(body: bytes | str) -> Any:
@@ -39,8 +69,13 @@ def decode_json(body: bytes | str) -> Any:
 
 
 def error_body(detail: Any) -> bytes:
-    """`{"detail": ...}`, falling back to the detail's text when it is not JSON-able."""
+    """`{"detail": ...}`, falling back to the detail's text when it is not JSON-able. Never raises:
+    an error answer must always be sendable, whatever its detail holds."""
     try:
         return encode_json({"detail": detail})
-    except (TypeError, ValueError):
+    except Exception:  # not JSON-able (or NaN inside): its text, which always encodes
+        pass
+    try:
         return encode_json({"detail": str(detail)})
+    except Exception:  # a __str__ that raises
+        return _FALLBACK_DETAIL

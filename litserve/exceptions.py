@@ -139,6 +139,9 @@ SERVER_OVERLOADED = ErrorResponse(503, "Server is overloaded", (("Retry-After", 
 SHUTTING_DOWN = ErrorResponse(503, "Server is shutting down")
 NOT_READY = ErrorResponse(503, "not ready")
 REQUEST_TIMED_OUT = ErrorResponse(504, "Request timed out")
+DOCS_UNAVAILABLE = ErrorResponse(  # GET /docs when the package with Swagger UI's files is not installed
+    501, "The API docs page needs Swagger UI's files: pip install flask-swagger-ui (the document is at /openapi.json)"
+)
 
 _REFUSALS = {answer.status: answer for answer in (NOT_FOUND, METHOD_NOT_ALLOWED, PAYLOAD_TOO_LARGE)}
 

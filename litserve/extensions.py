@@ -52,7 +52,6 @@ _UNNEEDED = {
     "multiprocessing queues",
     "num_api_servers": "one HTTP server thread serves every endpoint; the workers do the heavy work",
     "api_server_worker_type": "one HTTP server thread serves every endpoint; the workers do the heavy work",
-    "disable_openapi_url": "this server has no /openapi.json route",
     "loop": "the worker loop follows the LitAPI's own max_batch_size, stream and enable_async",
 }
 

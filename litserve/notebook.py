@@ -1,99 +1,25 @@
 """The notebook face of a server: a live ipywidgets panel, and HTML/text views of the status.
 
 ipywidgets is imported only inside `status_panel`, so importing litserve never loads it. Every view
-reads the same `ServerStatus` snapshot.
+reads the same `ServerStatus` snapshot, and what it shows is decided once, in `litserve.status_view`
+(which the `/status` page reads too); `status_html` and `status_text` are re-exported from there.
 """
 
 from __future__ import annotations
 
-import html
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any, final
 
-from litserve.status import EndpointStatus, ServerState, ServerStatus
+from litserve.status import ServerState, ServerStatus
+from litserve.status_view import status_html, status_text
 
 __all__ = ["PanelSet", "PanelTimer", "status_bundle", "status_html", "status_panel", "status_text"]
 
 logger = logging.getLogger(__name__)
 
 REFRESH_INTERVAL_S = 1.0
-
-
-def _ms(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds * 1000:.1f}"
-
-
-def status_text(status: ServerStatus) -> str:
-    """A few plain lines: what a terminal or a notebook without widgets shows."""
-    where = f" on {status.url}" if status.url else ""
-    lines = [f"litserve {status.state.value}{where}, up {status.uptime_s:.0f} s"]
-    for endpoint in status.endpoints:
-        lines.append(
-            f"  {endpoint.path}: {endpoint.ok} ok, {endpoint.client_errors} 4xx, {endpoint.server_errors} 5xx, "
-            f"{endpoint.timed_out} timed out, {endpoint.cancelled} cancelled; {endpoint.in_flight} in flight, "
-            f"{endpoint.queue_depth} queued; p50 {_ms(endpoint.latency.p50_s)} ms"
-        )
-        for worker in endpoint.workers:
-            process = "" if worker.pid is None else f", pid {worker.pid}, {worker.restarts} restarts"
-            lines.append(
-                f"    {worker.name} ({worker.device}{process}): {worker.state.value}, "
-                f"{worker.served} served, {worker.errors} errors"
-            )
-    if status.last_error is not None:
-        lines.append(f"  last error: {status.last_error.summary}")
-    return "\n".join(lines)
-
-
-def _endpoint_rows(endpoint: EndpointStatus) -> str:
-    latency = endpoint.latency
-    batches = ", ".join(f"{size}&times;{count}" for size, count in endpoint.batch_sizes) or "-"
-    cells = [
-        html.escape(endpoint.path),
-        str(endpoint.ok),
-        str(endpoint.client_errors),
-        str(endpoint.server_errors),
-        str(endpoint.timed_out),
-        str(endpoint.cancelled),
-        str(endpoint.in_flight),
-        str(endpoint.queue_depth),
-        f"{_ms(latency.p50_s)} / {_ms(latency.p95_s)} / {_ms(latency.p99_s)}",
-        batches,
-    ]
-    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
-
-
-def status_html(status: ServerStatus) -> str:
-    """The status as an HTML fragment: the panel's body, and the notebook view without widgets."""
-    colour = {"running": "#1a7f37", "failed": "#cf222e", "stopped": "#57606a"}.get(status.state.value, "#9a6700")
-    where = (
-        f' on <a href="{html.escape(status.url)}" target="_blank">{html.escape(status.url)}</a>' if status.url else ""
-    )
-    parts = [
-        f'<div class="litserve-status"><b>litserve</b> <span style="color:{colour}"><b>{status.state.value}</b>'
-        f"</span>{where} &middot; up {status.uptime_s:.0f} s &middot; {status.requests} requests",
-        "<table><tr><th>endpoint</th><th>ok</th><th>4xx</th><th>5xx</th><th>timed out</th><th>cancelled</th>"
-        "<th>in flight</th><th>queued</th><th>p50 / p95 / p99 ms</th><th>batches</th></tr>",
-        *(_endpoint_rows(e) for e in status.endpoints),
-        "</table>",
-        "<table><tr><th>worker</th><th>device</th><th>state</th><th>served</th><th>errors</th>"
-        "<th>pid</th><th>restarts</th></tr>",
-        *(
-            f"<tr><td>{html.escape(w.name)}</td><td>{html.escape(w.device)}</td><td>{w.state.value}</td>"
-            f"<td>{w.served}</td><td>{w.errors}</td><td>{'-' if w.pid is None else w.pid}</td>"
-            f"<td>{w.restarts}</td></tr>"
-            for w in status.workers
-        ),
-        "</table>",
-    ]
-    if status.last_error is not None:
-        parts.append(
-            f"<details><summary>last error: {html.escape(status.last_error.summary)}</summary>"
-            f"<pre>{html.escape(status.last_error.traceback)}</pre></details>"
-        )
-    parts.append("</div>")
-    return "".join(parts)
 
 
 @final

@@ -79,11 +79,12 @@ class LitServer:
         generate_client_file: write `client.py` on start() too (True), or never (False); default: run() does.
         metrics_path, status_path, openapi_path, docs_path: where GET /metrics (Prometheus), the live
             status page, the OpenAPI document and its interactive docs live; None turns one off.
+        disable_openapi_url: LitServe's switch: True turns off both the OpenAPI document and the docs page.
         server_timing: add a `Server-Timing` header (queue wait, predict time) to each answer.
         read_timeout: seconds a client may take to send its request headers and body (None: no limit).
         allowed_hosts: `Host` names accepted besides loopback ones while bound to a loopback address.
         **legacy: LitServe's `max_batch_size`, `batch_timeout`, `stream`, `api_path`, `spec` (deprecated here: pass
-            them to LitAPI), and `fast_queue`, `disable_openapi_url`, `loop` (accepted, not needed here; logged
+            them to LitAPI), and `fast_queue`, `loop` (accepted, not needed here; logged
             once at INFO). Any other name is a TypeError.
 
     Stability: the constructor arguments are LitServe's; start/stop/status are beta. Changed in 0.1:
@@ -121,6 +122,7 @@ class LitServer:
         server_timing: bool = False,
         read_timeout: float | None = 30.0,
         allowed_hosts: Sequence[str] | None = None,
+        disable_openapi_url: bool = False,
         **legacy: Any,
     ) -> None:
         self._apis = check_apis(lit_api, normalize_timeout(timeout), **legacy_arguments(legacy))
@@ -143,6 +145,7 @@ class LitServer:
                 server_timing=server_timing,
                 read_timeout=read_timeout,
                 allowed_hosts=allowed_hosts,
+                disable_openapi_url=disable_openapi_url,
             ),
         )
         self._settings = ServerSettings(
@@ -203,6 +206,8 @@ class LitServer:
             write_client_file(self.url + self._apis[0].api_path)  # before the startup line: it is there then
         self._callbacks.trigger_event(EventTypes.ON_SERVER_START.value, litserver=self)
         logger.info("litserve running on %s", self.url)
+        if self._ext.web.docs_path is not None and self._ext.web.openapi_path is not None:
+            logger.info("Swagger UI is available at %s%s", self.url, self._ext.web.docs_path)
         logger.info("Application startup complete.")
         return self
 

@@ -11,7 +11,8 @@ from litserve import LitServer
 from tests.app_client import AppClient
 from tests.sync import remove_all
 
-pytest_plugins = ["litserve.testing"]  # not through its entry point: see addopts in pyproject.toml
+# litserve.testing not through its entry point (see addopts in pyproject.toml); tests.browser: a headless Chromium.
+pytest_plugins = ["litserve.testing", "tests.browser"]
 
 
 @pytest.fixture(autouse=True)

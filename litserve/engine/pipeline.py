@@ -8,6 +8,7 @@ request's reply as they come instead of returning one Outcome per request.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from time import monotonic
@@ -20,6 +21,7 @@ from litserve.codec import encode_json
 from litserve.engine.answer_codec import AnswerCodec, ChunkEncoder
 from litserve.engine.messages import STREAM_END, TIMED_OUT_OUTCOME, DropReason, InferenceRequest, Outcome, StreamStart
 from litserve.engine.steps import Close, Drain, Program, StepLists, call, run_async, run_sync
+from litserve.exceptions import INTERNAL_ERROR
 from litserve.hooks import CONTEXT_HOOKS, HookPlan
 from litserve.status import Verdict
 from litserve.timing import Timing, set_current
@@ -36,10 +38,23 @@ __all__ = [
     "stream_async",
 ]
 
+logger = logging.getLogger(__name__)
+
 Hook = Callable[[Any, Any], Any]
 Fail = Callable[[Exception], Outcome]
 
 NDJSON = "application/x-ndjson"
+_INTERNAL_FAILURE = Outcome.failure(INTERNAL_ERROR)
+
+
+def failure_of(fail: Fail, exc: Exception) -> Outcome:
+    """`fail(exc)`, which must not spread: if turning the error into an answer raises too (a detail whose
+    `__str__` raises, a logging handler that fails), the item still gets its own 500, not its batch."""
+    try:
+        return fail(exc)
+    except Exception as inner:
+        logger.error("could not build the error answer for %r", type(exc).__name__, exc_info=inner)
+        return _INTERNAL_FAILURE
 
 
 class BatchSizeMismatchError(Exception):
@@ -113,14 +128,14 @@ def _decode_all(
     """Decode each request; one that fails gets its own failure and leaves the batch."""
     inputs: list[Any] = []
     live: list[int] = []
-    failed: dict[int, Outcome] = {}
+    failures: dict[int, Outcome] = {}
     for i, request in enumerate(requests):
         try:
             inputs.append((yield call(hooks.decode_request, request.payload, request.context)))
             live.append(i)
         except Exception as exc:
-            failed[i] = fail(exc)
-    return inputs, live, failed
+            failures[i] = failure_of(fail, exc)
+    return inputs, live, failures
 
 
 def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail) -> Program[list[Outcome]]:
@@ -146,7 +161,7 @@ def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fai
             outputs = [(yield call(hooks.predict, inputs[0], contexts))]
             predict_s = monotonic() - predict_started_s
     except Exception as exc:
-        failure = fail(exc)
+        failure = failure_of(fail, exc)
         outcomes.update((i, failure) for i in live)
     else:
         yield from _encode_all(hooks, requests, live, outputs, outcomes, (started_s, predict_s), fail)
@@ -174,7 +189,7 @@ def _encode_all(
                 encoded = yield call(hooks.encode_response, output, request.context)
                 outcomes[i] = Outcome(200, hooks.encode_answer(encoded, request), timing=timing)
             except Exception as exc:
-                outcomes[i] = fail(exc)
+                outcomes[i] = failure_of(fail, exc)
     finally:
         set_current(None)
 
@@ -190,9 +205,14 @@ class StreamFanout:
     """
 
     def __init__(
-        self, requests: Sequence[InferenceRequest], may_block: bool = True, codec: AnswerCodec | None = None
+        self,
+        requests: Sequence[InferenceRequest],
+        may_block: bool = True,
+        codec: AnswerCodec | None = None,
+        fail: Fail | None = None,
     ) -> None:
         self._requests = list(requests)
+        self._fail = fail  # a chunk that cannot be encoded (NaN, not JSON-able) ends its own stream only
         self._may_block = may_block  # a synchronous worker waits for slow clients; an event loop must not
         self._encoders: list[ChunkEncoder] | None = (
             None if codec is None else [codec.open_stream(r.payload, r.shape) for r in requests]
@@ -209,13 +229,19 @@ class StreamFanout:
             if item is None and is_batched:
                 continue  # nothing for this request at this step
             request = self._requests[j]
-            if self._encoders is None:
-                data, media_type = encode_chunk(item)
-            else:
-                encoder = self._encoders[j]
-                data, media_type = encoder.encode(item), encoder.media_type
-                if not data and self._started[j]:
-                    continue  # the spec sends nothing for this chunk (yet)
+            try:
+                if self._encoders is None:
+                    data, media_type = encode_chunk(item)
+                else:
+                    encoder = self._encoders[j]
+                    data, media_type = encoder.encode(item), encoder.media_type
+            except Exception as exc:
+                if self._fail is None:
+                    raise
+                self._end(j, failure_of(self._fail, exc))
+                continue
+            if not data and self._started[j] and self._encoders is not None:
+                continue  # the spec sends nothing for this chunk (yet)
             if self._may_block:
                 request.reply.wait_for_room()  # the loop wakes it when the stream ends, for whatever reason
                 if self._ended_by_loop(j):
@@ -269,7 +295,7 @@ def stream_program(
     if not live_at:
         return verdicts
     live = [requests[i] for i in live_at]
-    fanout = StreamFanout(live, may_block, hooks.codec)
+    fanout = StreamFanout(live, may_block, hooks.codec, fail)
     contexts = hooks.contexts(live)
     predicted = per_step = encoded = None
     interrupted: BaseException | None = None
@@ -293,7 +319,7 @@ def stream_program(
 
         yield Drain(encoded, send)
     except Exception as exc:
-        fanout.fail(fail(exc))
+        fanout.fail(failure_of(fail, exc))
     except GeneratorExit:  # the program itself is being closed: no more steps may be asked for
         raise
     except BaseException as exc:  # noqa: B036 - close the user's generators first, then let it go on

@@ -18,6 +18,7 @@ from typing import final
 
 from litserve.api import LitAPI
 from litserve.callbacks import CallbackRunner, EventTypes
+from litserve.codec import NonFiniteNumberError
 from litserve.engine import bridge
 from litserve.engine.batcher import Batch, RequestSource, collect_batch
 from litserve.engine.bridge import LoopHandle, deliver_all
@@ -60,8 +61,9 @@ class Worker:
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.name = name
-        self._on_batch = on_batch  # told each batch's size (a worker process reports them to the server)
         self.device = device
+        self._path = api.api_path
+        self._on_batch = on_batch  # told each batch's size (a worker process reports them to the server)
         self.counters = WorkerCounters()
         self._api: LitAPI | None = api
         self._runtime = DeviceRuntime(device)
@@ -275,7 +277,11 @@ class Worker:
 
     def _failure(self, exc: Exception) -> Outcome:
         answer: ErrorResponse = BATCH_SIZE_MISMATCH if isinstance(exc, BatchSizeMismatchError) else error_response(exc)
-        if answer is INTERNAL_ERROR or answer is BATCH_SIZE_MISMATCH:
+        if isinstance(exc, NonFiniteNumberError):  # not a crash of a hook: its output is not JSON
+            where = f"{self.name} ({self._path} encode_response)"
+            self._errors.record(where, exc)
+            logger.error("encode_response of %s returned NaN or Infinity, which is not JSON: answered 500", self._path)
+        elif answer is INTERNAL_ERROR or answer is BATCH_SIZE_MISMATCH:
             self._errors.record(self.name, exc)
             logger.error("a LitAPI hook raised in %s", self.name, exc_info=exc)
         return Outcome.failure(answer)

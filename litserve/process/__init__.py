@@ -7,6 +7,7 @@ process; the engine (`litserve.engine`) never imports this package. The server p
 - `supervisor`: a `ProcessWorker` per process: spawn, handshake, restart, stop (its lifecycle an enum).
 - `channel`: the process's non-blocking socket, read and written on the server's event loop only.
 - `book`: the in-flight book: requests the process holds, its credits, answers coming back.
+- `stream_credits`: flow control for streams: credits granted as a stream's client takes its chunks.
 - `messages`: every message that crosses, one frozen dataclass per kind; `wire`: their frames.
 - `child` and `child_queue`: the worker process itself (`python -m litserve.process.child FD`).
 
@@ -20,6 +21,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from typing import final
+
+from pydantic import BaseModel
 
 from litserve.api import LitAPI
 from litserve.callbacks import Callback
@@ -41,7 +44,7 @@ class ProcessWorkers:
 
     def __call__(self, endpoint: Endpoint, placements: Sequence[Placement], errors: ErrorLog) -> list[WorkerHandle]:
         api = endpoint.api
-        api_bytes = _ship_api(api, endpoint.observers.callbacks)
+        api_bytes = _ship_api(api, endpoint.observers.callbacks, endpoint.plan.body_model)
         processes = []
         for placement in placements:
             init = ChildInit(api_bytes, placement.device, placement.worker_names, tuple(sys.path))
@@ -96,13 +99,13 @@ def credits_for(max_batch_size: int, workers: int, enable_async: bool) -> int:
     return max_batch_size * workers * batches
 
 
-def _ship_api(api: LitAPI, callbacks: tuple[Callback, ...]) -> bytes:
-    """The LitAPI and the server's callbacks by value, so classes defined in a notebook cell or a script's
-    __main__ work in a child."""
+def _ship_api(api: LitAPI, callbacks: tuple[Callback, ...], body_model: type[BaseModel] | None) -> bytes:
+    """The LitAPI, the server's callbacks and the request body model (resolved here) by value, so classes
+    defined in a notebook cell or a script's __main__ work in a child."""
     import cloudpickle
 
     try:
-        return bytes(cloudpickle.dumps((api, callbacks)))
+        return bytes(cloudpickle.dumps((api, callbacks, body_model)))
     except Exception as exc:
         shipped = ", ".join([type(api).__name__, *(type(c).__name__ for c in callbacks)])
         raise TypeError(

@@ -4,7 +4,8 @@ the traffic that changes that (requests out, answers in), all on the server's ev
 A worker process may hold `credits` requests: what its workers can run at once. Everything else waits
 in the endpoint's queue, where queue depth, max_queue_size, deadlines and hang-ups behave exactly as in
 thread mode. `pump` sends queued requests while there is room, and `Stop` once the queue is closed and
-empty; each answer gives a credit back and pumps again.
+empty; each answer gives a credit back and pumps again. A streamed request also has chunk credits
+(`process.stream_credits`), given back as its response body sends its chunks.
 
 Threads: every method runs on the loop's thread, except `fail_all` once the loop has ended (nothing
 else runs then); so the book needs no lock. `held` and `answered_at_s` are hints any thread may read.
@@ -22,6 +23,7 @@ from typing import final
 from litserve.engine.bridge import LoopHandle
 from litserve.engine.messages import DropReason, InferenceRequest, Outcome, StreamEnd, StreamItem
 from litserve.engine.request_queue import RequestQueue
+from litserve.engine.stream_window import StreamWindow
 from litserve.exceptions import WORKER_PROCESS_DIED
 from litserve.hooks import HookPlan
 from litserve.loggers import LogSink, warn_unlogged
@@ -29,9 +31,10 @@ from litserve.process.channel import Channel
 from litserve.process.messages import (
     Answer,
     Answers,
-    BatchesRan,
+    Batches,
     Cancel,
     Chunk,
+    Credit,
     Dropped,
     ErrorReport,
     FromChild,
@@ -45,6 +48,7 @@ from litserve.process.messages import (
     Stopped,
     ToChild,
 )
+from litserve.process.stream_credits import StreamCredits
 from litserve.process.wire import BadFrame
 from litserve.status import ErrorLog, ErrorRecord, Verdict, WorkerCounters, WorkerState
 
@@ -84,6 +88,15 @@ class InFlightBook:
         self._stop_deadline_s: float | None = None  # set once the server stops
         self._stop_sent = False
         self.answered_at_s = 0.0  # when (monotonic) the process last gave a request back
+        self._streams = StreamCredits(self._grant)
+
+    @property
+    def most_chunks_ahead(self) -> int:
+        """The most chunks one stream of this process had sent that its client had not taken yet (so far).
+
+        Flow control keeps it at most `STREAM_WINDOW`, however slowly a client reads.
+        """
+        return self._streams.most_ahead
 
     @property
     def held(self) -> int:
@@ -102,6 +115,8 @@ class InFlightBook:
     def fail_all(self, outcome: Outcome) -> int:
         """The process is gone: answer every request it held; returns how many."""
         self._channel = None
+        for request_id in self._pending:
+            self._streams.forget(request_id)
         lost, self._pending = list(self._pending.values()), {}
         for request in lost:
             self._finish(request, outcome)
@@ -166,10 +181,19 @@ class InFlightBook:
             return False
         self._pending[request_id] = request
         self._counters.state = WorkerState.BUSY
+        window = getattr(request.reply, "window", None)
+        if isinstance(window, StreamWindow):
+            self._streams.follow(request_id, window)
         request.cancellation.listener = lambda reason: self._cancel(request_id, reason)
         if request.cancellation.reason is not None:  # cancelled while being sent
             channel.send(Cancel(request_id, request.cancellation.reason))
         return True
+
+    def _grant(self, request_id: int, count: int) -> None:
+        # On the loop, as a stream's response body takes chunks.
+        channel = self._channel
+        if channel is not None and request_id in self._pending:
+            channel.send(Credit(request_id, count))
 
     def _cancel(self, request_id: int, reason: DropReason) -> None:
         # When a client leaves or a deadline passes: on the loop, or a `predict()` caller's thread.
@@ -206,12 +230,11 @@ class InFlightBook:
                     self._answer(request_id, outcome)
             case Chunk(request_id, item):
                 self._chunk(request_id, item)
-            case BatchesRan(sizes):
-                for size in sizes:
-                    self._counters.batch_sizes[size] += 1
             case Dropped(request_id, reason):
                 if self._take(request_id) is not None:
                     self._counters.count_drop(reason.verdict)
+            case Batches(sizes):
+                self._counters.batch_sizes.update(sizes)
             case ErrorReport(record):
                 self._keep_error(record)
             case LogEntry(key, value):
@@ -232,6 +255,7 @@ class InFlightBook:
     def _take(self, request_id: int) -> InferenceRequest | None:
         request = self._pending.pop(request_id, None)
         if request is not None:
+            self._streams.forget(request_id)
             self.answered_at_s = time.monotonic()
             if not self._pending:
                 self._counters.state = WorkerState.IDLE
@@ -257,6 +281,7 @@ class InFlightBook:
         else:
             request = self._pending.get(request_id)
             if request is not None:
+                self._streams.received(request_id)
                 request.reply.push(item)
 
     def _keep_error(self, record: ErrorRecord) -> None:

@@ -2,8 +2,9 @@
 
 It runs the same worker threads as thread mode on its own request queue, which its idle workers fill
 by reading the socket themselves (`ChildQueue`). The server sends requests, cancellations, health
-checks and `Stop`; workers answer through a `ChildReply`, which writes to the server. When the server
-goes away (even killed), the socket reads end of stream and this process exits at once.
+checks, stream credits and `Stop`; workers answer through a `ChildReply`, which writes to the server
+(with the sizes of the batches collected since its last message, for the server's status). When the
+server goes away (even killed), the socket reads end of stream and this process exits at once.
 """
 
 from __future__ import annotations
@@ -20,21 +21,24 @@ from typing import Any, final
 
 import cloudpickle
 
+from litserve.codec import decode_json
 from litserve.engine.health import all_healthy
-from litserve.engine.messages import Cancellation, DropReason, InferenceRequest, Outcome, Reply, StreamEnd, StreamItem
+from litserve.engine.messages import STREAM_END, Cancellation, DropReason, InferenceRequest, Outcome, Reply, StreamItem
 from litserve.engine.observe import Observers
 from litserve.engine.pool import copy_api
+from litserve.engine.stream_window import STREAM_WINDOW
 from litserve.engine.worker import Worker
 from litserve.exceptions import INTERNAL_ERROR
-from litserve.hooks import HookPlan, plan_hooks
+from litserve.hooks import HookPlan, plan_with_model
 from litserve.process.child_queue import ChildQueue
 from litserve.process.messages import (
     Answer,
     Answers,
-    BatchesRan,
+    Batches,
     Cancel,
     ChildInit,
     Chunk,
+    Credit,
     Dropped,
     ErrorReport,
     FromChild,
@@ -50,44 +54,80 @@ from litserve.process.messages import (
     decode,
     encode,
 )
+from litserve.process.stream_credits import ChildCredits
 from litserve.process.wire import BadFrame, Link, LinkClosedError
 from litserve.status import ErrorLog
 
 __all__ = ["ChildReply", "main"]
 
 _WHERE = "litserve-worker-process"
+_INTERNAL_FAILURE = Outcome.failure(INTERNAL_ERROR)
 
 
 @final
 class ChildReply:
-    """A request's reply inside a worker process: every answer becomes a message to the server."""
+    """A request's reply inside a worker process: every answer becomes a message to the server.
 
-    __slots__ = ("_request_id", "_session")
+    A streamed request has `room`: the credits the server granted for its chunks (`STREAM_WINDOW` at
+    first, more as its client takes them), so a slow client makes this stream's worker wait here, not
+    this process (or the server) hold its chunks.
+    """
 
-    def __init__(self, request_id: int, session: _Session) -> None:
+    __slots__ = ("_request_id", "_room", "_session")
+
+    def __init__(self, request_id: int, session: _Session, room: ChildCredits | None = None) -> None:
         self._request_id = request_id
         self._session = session
+        self._room = room
 
     @property
     def batch_key(self) -> Hashable:
         return self._session
 
     def deliver(self, outcome: Outcome) -> None:
-        self._session.send(Answer(self._request_id, outcome), self._request_id)
+        self._session.answer(Answer(self._request_id, crossable(outcome)), (self._request_id,))
 
     def deliver_batch(self, answers: Sequence[tuple[Reply, Outcome]]) -> None:
-        items = tuple((_request_id(reply), outcome) for reply, outcome in answers)
-        self._session.send(Answers(items), *(request_id for request_id, _ in items))
+        items = tuple((_request_id(reply), crossable(outcome)) for reply, outcome in answers)
+        self._session.answer(Answers(items), tuple(request_id for request_id, _ in items))
 
     def push(self, item: StreamItem) -> None:
-        last = isinstance(item, Outcome | StreamEnd)
-        self._session.send(Chunk(self._request_id, item), *((self._request_id,) if last else ()))
+        if type(item) is Outcome:
+            self._session.answer(Chunk(self._request_id, crossable(item)), (self._request_id,))
+        elif item is STREAM_END:
+            self._session.send(Chunk(self._request_id, item), self._request_id)
+        else:
+            try:
+                self._session.send(Chunk(self._request_id, item))
+            except LinkClosedError:
+                raise
+            except Exception as exc:  # a chunk that cannot be pickled (a bytes subclass holding a lock)
+                self._session.fail_stream(self._request_id, exc)
 
     def abandon(self, reason: DropReason) -> None:
         self._session.send(Dropped(self._request_id, reason), self._request_id)
 
     def wait_for_room(self) -> None:
-        """Chunks are not paced across the process boundary (the server's idle deadline bounds a slow client)."""
+        """Take a credit for the next chunk; wait for the server to grant more (or the stream to end)."""
+        room = self._room
+        if room is not None:
+            room.take()
+
+
+def crossable(outcome: Outcome) -> Outcome:
+    """`outcome` with a detail that pickles here and unpickles in the server: the JSON the client gets.
+
+    A hook's detail may be any object (an instance of a class defined in a notebook cell, or holding a
+    lock); the answer's body already holds it encoded, which is all the server needs of it.
+    """
+    detail = outcome.detail
+    if detail is None or type(detail) is str:
+        return outcome
+    try:
+        detail = decode_json(outcome.body)["detail"]
+    except Exception:  # not built by Outcome.failure (none is today): no detail to show but the generic one
+        detail = INTERNAL_ERROR.detail
+    return Outcome(outcome.status, outcome.body, outcome.content_type, outcome.headers, detail, outcome.reason)
 
 
 def _request_id(reply: Reply) -> int:
@@ -100,10 +140,14 @@ def _request_id(reply: Reply) -> int:
 class _Session:
     """What the worker process serves: its link to the server, its workers and the requests they hold."""
 
-    def __init__(self, link: Link, init: ChildInit, plan: HookPlan) -> None:
+    def __init__(self, link: Link, init: ChildInit, plan: HookPlan, is_stream: bool) -> None:
         self.link = link
         self.plan = plan
         self.cancellations: dict[int, Cancellation] = {}
+        self.rooms: dict[int, ChildCredits] = {}  # streamed requests' credits
+        self.is_stream = is_stream
+        self._batch_sizes: list[int] = []
+        self._batch_lock = threading.Lock()
         self.stop_wait_s: float | None = None
         # Reports made before `Ready` (a callback or log() during setup) wait: the server reads `Ready` first.
         self._held: list[list[bytes | memoryview]] | None = []
@@ -111,27 +155,50 @@ class _Session:
         self.errors = ErrorLog(on_record=lambda record: self.report(ErrorReport(record)))
         self.queue = ChildQueue(link, self.handle, consumers=len(init.worker_names))
         self.workers: list[Worker] = []
-        self._batches_ran: list[int] = []  # appended by worker threads, emptied by `send`
 
     def send(self, message: FromChild, *finished: int) -> None:
-        """Write one message; `finished` requests are forgotten first (their last message).
-
-        Batch sizes collected since the last message go in the same write, ahead of it.
-        """
+        """Write one message; `finished` requests are forgotten first (their last message). The sizes of
+        batches collected since the last message go with it, in the same write."""
         for request_id in finished:
             self.cancellations.pop(request_id, None)
-        ran = self._batches_ran
-        if ran:
-            sizes = []
-            while ran:  # other workers may append meanwhile: pop is atomic, a size is reported once
-                sizes.append(ran.pop())
-            self.link.send([*encode(BatchesRan(tuple(sizes))), *encode(message)])
-        else:
-            self.link.send(encode(message))
+            self.rooms.pop(request_id, None)
+        pieces = encode(message)
+        if self._batch_sizes:
+            with self._batch_lock:
+                sizes, self._batch_sizes = self._batch_sizes, []
+            if sizes:
+                pieces = encode(Batches(tuple(sizes))) + pieces
+        self.link.send(pieces)
 
-    def batch_ran(self, size: int) -> None:
-        """A worker collected a batch of `size` (on its thread): reported with the next message."""
-        self._batches_ran.append(size)
+    def answer(self, message: Answer | Answers | Chunk, finished: tuple[int, ...]) -> None:
+        """Send a request's last message; if it cannot be pickled, those requests get a 500 instead, the
+        error is logged in the server with its traceback, and this process serves on."""
+        try:
+            self.send(message, *finished)
+        except LinkClosedError:
+            raise
+        except Exception as exc:
+            if isinstance(message, Answers):  # a batch: each answer that can go still goes
+                for request_id, outcome in message.items:
+                    self.answer(Answer(request_id, outcome), (request_id,))
+                return
+            self.errors.record(_WHERE, exc)
+            for request_id in finished:
+                self.send(Answer(request_id, _INTERNAL_FAILURE), request_id)
+
+    def fail_stream(self, request_id: int, exc: Exception) -> None:
+        """End a stream whose chunk could not be sent with a 500 (its error line once started); its worker
+        stops it at the next chunk, as when its client left."""
+        self.errors.record(_WHERE, exc)
+        cancellation = self.cancellations.get(request_id)
+        self.send(Chunk(request_id, _INTERNAL_FAILURE), request_id)
+        if cancellation is not None:
+            cancellation.cancel(DropReason.DISCONNECTED)
+
+    def batch_taken(self, size: int) -> None:
+        """A worker collected a batch (on its thread): the server counts it with the next message."""
+        with self._batch_lock:
+            self._batch_sizes.append(size)
 
     def report(self, message: ErrorReport | LogEntry) -> None:
         """Send a report to the server, or hold it until `Ready` went out."""
@@ -176,10 +243,17 @@ class _Session:
         match message:
             case Request():
                 return self._request(message)
+            case Credit(request_id, count):
+                room = self.rooms.get(request_id)
+                if room is not None:
+                    room.grant(count)
             case Cancel(request_id, reason):
                 cancellation = self.cancellations.get(request_id)
                 if cancellation is not None:
                     cancellation.cancel(reason)
+                room = self.rooms.get(request_id)
+                if room is not None:  # a worker waiting for credits wakes and sees the cancellation
+                    room.grant(STREAM_WINDOW)
             case HealthQuery(token):
                 self.send(HealthAnswer(token, asyncio.run(all_healthy(self.workers))))
             case Stop(wait_s):
@@ -205,7 +279,10 @@ class _Session:
             return None
         cancellation = Cancellation()
         self.cancellations[message.request_id] = cancellation
-        reply = ChildReply(message.request_id, self)
+        room = None
+        if self.is_stream:
+            room = self.rooms[message.request_id] = ChildCredits()
+        reply = ChildReply(message.request_id, self, room)
         return InferenceRequest(
             payload,
             reply,
@@ -242,12 +319,14 @@ def main() -> None:
 
 def _serve(link: Link, init: ChildInit) -> None:
     try:
-        api, callbacks = cloudpickle.loads(init.api_bytes)
-        plan = plan_hooks(api)
+        # The body model comes resolved: this copy of a class shipped by value cannot resolve its
+        # string annotations (`from __future__ import annotations`), as the server's could.
+        api, callbacks, body_model = cloudpickle.loads(init.api_bytes)
+        plan = plan_with_model(api, body_model)
     except BaseException as exc:
         link.send(encode(_setup_failed(exc)))
         return
-    session = _Session(link, init, plan)
+    session = _Session(link, init, plan, api.stream)
     observers = Observers(callbacks, session.log)
     session.workers = [
         Worker(
@@ -258,7 +337,7 @@ def _serve(link: Link, init: ChildInit) -> None:
             session.errors,
             plan,
             observers=observers,
-            on_batch=session.batch_ran,
+            on_batch=session.batch_taken,
         )
         for name in init.worker_names
     ]

@@ -1,8 +1,8 @@
 """Every message between the server and a worker process: one frozen dataclass per kind, encoded here.
 
-Server -> worker process: `ChildInit` (first), `Request`, `Cancel`, `HealthQuery`, `Stop`.
+Server -> worker process: `ChildInit` (first), `Request`, `Cancel`, `Credit`, `HealthQuery`, `Stop`.
 Worker process -> server: `Ready` or `SetupFailed` (first), then `Answer`, `Answers`, `Chunk`,
-`Dropped`, `ErrorReport`, `HealthAnswer`, `LogEntry`, and `Stopped` last.
+`Dropped`, `ErrorReport`, `HealthAnswer`, `LogEntry`, `Batches`, and `Stopped` last.
 
 Each side matches what it reads once (`process.book` in the server, `process.child` in the worker
 process). On the wire a message is a plain tuple, its kind's number and then its fields, so pickling
@@ -24,12 +24,13 @@ from litserve.request_context import RequestContext
 from litserve.status import ErrorRecord
 
 __all__ = [
-    "BatchesRan",
     "Answer",
     "Answers",
+    "Batches",
     "Cancel",
     "ChildInit",
     "Chunk",
+    "Credit",
     "Dropped",
     "ErrorReport",
     "FromChild",
@@ -55,7 +56,7 @@ __all__ = [
 class ChildInit:
     """The first message: everything a worker process needs to start its workers."""
 
-    api_bytes: bytes  # (LitAPI, callbacks), cloudpickled by value so notebook-defined classes work
+    api_bytes: bytes  # (LitAPI, callbacks, body model), cloudpickled by value so notebook classes work
     device: str
     worker_names: tuple[str, ...]
     sys_path: tuple[str, ...]
@@ -85,6 +86,15 @@ class Cancel:
 
 @final
 @dataclass(frozen=True, slots=True)
+class Credit:
+    """The stream's client took `count` more chunks: the worker process may send that many more."""
+
+    request_id: int
+    count: int
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class HealthQuery:
     token: int
 
@@ -97,7 +107,7 @@ class Stop:
     wait_s: float
 
 
-ToChild = ChildInit | Request | Cancel | HealthQuery | Stop
+ToChild = ChildInit | Request | Cancel | Credit | HealthQuery | Stop
 
 
 # --- worker process -> server ------------------------------------------------------------------------
@@ -182,27 +192,14 @@ class LogEntry:
 
 @final
 @dataclass(frozen=True, slots=True)
-class BatchesRan:
-    """Batches the workers collected since the last report, by size (for the server's batch-size figures).
-
-    Sent in the same write as the next message (`child._Session.send`), so it costs no system call.
-    """
+class Batches:
+    """The sizes of batches the worker process's workers collected since its last `Batches`."""
 
     sizes: tuple[int, ...]
 
 
 FromChild = (
-    Ready
-    | SetupFailed
-    | Answer
-    | Answers
-    | Chunk
-    | Dropped
-    | ErrorReport
-    | HealthAnswer
-    | Stopped
-    | LogEntry
-    | BatchesRan
+    Ready | SetupFailed | Answer | Answers | Chunk | Dropped | ErrorReport | HealthAnswer | Stopped | LogEntry | Batches
 )
 
 
@@ -222,7 +219,8 @@ _KINDS: tuple[type[Any], ...] = (
     HealthAnswer,
     Stopped,
     LogEntry,
-    BatchesRan,
+    Credit,
+    Batches,
 )
 _NUMBERS = {kind: number for number, kind in enumerate(_KINDS)}
 

@@ -11,11 +11,13 @@ from litserve.engine.messages import Outcome
 from litserve.exceptions import INTERNAL_ERROR, ErrorResponse, refusal
 from litserve.specs.openai import OpenAISpec
 from litserve.web.context import WebContext
+from litserve.web.docs import add_docs_routes
 from litserve.web.metrics import add_metrics_route
 from litserve.web.openai_routes import ChatRoute, models
 from litserve.web.routes import PredictRoute, error, guarded, health, info, root
 from litserve.web.shutdown import shutdown_view
 from litserve.web.stack import ASGIApp, build_stack
+from litserve.web.status_page import add_status_page
 
 __all__ = ["create_app", "serving_stack"]
 
@@ -45,8 +47,10 @@ def create_app(context: WebContext) -> Quart:
     app.add_url_rule("/", view_func=guarded(context, root), methods=["GET"])
     app.add_url_rule(context.health_path, view_func=health(context), methods=["GET"])
     app.add_url_rule(context.info_path, view_func=guarded(context, info(context)), methods=["GET"])
+    add_docs_routes(app, context)
     if context.shutdown is not None:
         app.add_url_rule(context.shutdown.path, view_func=shutdown_view(context.shutdown), methods=["POST"])
+    add_status_page(app, context)
     add_metrics_route(app, context)
 
     @app.errorhandler(WerkzeugHTTPException)

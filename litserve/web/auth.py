@@ -43,6 +43,15 @@ class ApiKeyCheck:
             return None
         return self.check(bearer_token(authorization))
 
+    def token(self, purpose: str) -> str:
+        """A value derived from the key for one `purpose` (HMAC-SHA256): what a cookie may hold instead of
+        the key itself. It grants only what checks that `purpose`, and changes when the key does."""
+        return hmac.new(self._key, purpose.encode(), "sha256").hexdigest()
+
+    def is_token(self, given: str | None, purpose: str) -> bool:
+        """Whether `given` is `token(purpose)`, compared in constant time."""
+        return given is not None and hmac.compare_digest(given.encode(), self.token(purpose).encode())
+
 
 async def run_authorize(authorize: Callable[[RequestContext], Any], context: RequestContext) -> ErrorResponse | None:
     """Call a LitAPI's `authorize(request)` hook: truthy allows, falsy is 401, HTTPException its status.

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
 from typing import Any, final
 
@@ -22,6 +21,7 @@ from litserve.codec import encode_json
 from litserve.engine.bridge import StreamReply
 from litserve.engine.messages import Outcome, StreamItem
 from litserve.engine.pool import Endpoint
+from litserve.engine.stream_window import StreamWindow
 from litserve.engine.submit import submit
 from litserve.request_context import RequestContext
 from litserve.specs.openai import ChatShape, new_completion_id
@@ -31,7 +31,7 @@ from litserve.web.compression import GZIP_MIN_BYTES, gzip_outcome
 from litserve.web.context import WebContext
 from litserve.web.openai_errors import openai_error, sse_error_event
 from litserve.web.routes import Admission, respond, settle
-from litserve.web.streaming import STREAM_WINDOW, StreamBody
+from litserve.web.streaming import StreamBody
 from litserve.web.validation import refused_body
 
 __all__ = ["ChatRoute", "models"]
@@ -126,7 +126,7 @@ class ChatRoute:
     ) -> StreamBody | Outcome:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[StreamItem] = asyncio.Queue()
-        reply = StreamReply(loop, queue, threading.Semaphore(STREAM_WINDOW))
+        reply = StreamReply(loop, queue, StreamWindow())
         submission = submit(self._queue, payload, reply, context, self._timeout_s, arrival_s, shape)
         if isinstance(submission, Outcome):
             return submission

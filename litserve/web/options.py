@@ -50,18 +50,23 @@ def check_web_options(
     server_timing: bool = False,
     read_timeout: float | None = 30.0,
     allowed_hosts: Sequence[str] | None = None,
+    disable_openapi_url: bool = False,
 ) -> WebOptions:
     """LitServer's arguments of the same names, checked; a TypeError or ValueError says what to change.
+
+    `disable_openapi_url=True` (LitServe's name) turns off both the OpenAPI document and the docs page.
 
     The paths themselves are checked with the server's other own paths (`extensions.check_extensions`).
     """
     if not isinstance(server_timing, bool):
         raise TypeError(f"server_timing must be True or False, got {server_timing!r}")
+    if not isinstance(disable_openapi_url, bool):
+        raise TypeError(f"disable_openapi_url must be True or False, got {disable_openapi_url!r}")
     return WebOptions(
         metrics_path=metrics_path,
         status_path=status_path,
-        openapi_path=openapi_path,
-        docs_path=docs_path,
+        openapi_path=None if disable_openapi_url else openapi_path,
+        docs_path=None if disable_openapi_url else docs_path,
         server_timing=server_timing,
         read_timeout_s=_read_timeout(read_timeout),
         allowed_hosts=_hosts(allowed_hosts),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import threading
 import time
 from typing import Any, final
 
@@ -15,6 +14,7 @@ from litserve.engine.bridge import LoopReply, StreamReply
 from litserve.engine.health import all_healthy
 from litserve.engine.messages import Outcome, StreamItem
 from litserve.engine.pool import Endpoint
+from litserve.engine.stream_window import StreamWindow
 from litserve.engine.submit import STOPPING, Submission, submit
 from litserve.exceptions import NOT_READY, ErrorResponse
 from litserve.request_context import RequestContext
@@ -25,7 +25,7 @@ from litserve.web.compression import GZIP_MIN_BYTES, gzip_outcome
 from litserve.web.context import WebContext
 from litserve.web.dependencies import prepare_authorize
 from litserve.web.openai_errors import openai_error
-from litserve.web.streaming import STREAM_WINDOW, StreamBody
+from litserve.web.streaming import StreamBody
 from litserve.web.validation import read_payload
 
 __all__ = ["Admission", "PredictRoute", "error", "guarded", "health", "info", "respond", "root", "settle"]
@@ -147,7 +147,7 @@ class PredictRoute:
 
     async def _stream(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome | Response:
         queue: asyncio.Queue[StreamItem] = asyncio.Queue()
-        reply = StreamReply(asyncio.get_running_loop(), queue, threading.Semaphore(STREAM_WINDOW))
+        reply = StreamReply(asyncio.get_running_loop(), queue, StreamWindow())
         submission = submit(self._queue, payload, reply, context, self._timeout_s, arrival_s)
         if isinstance(submission, Outcome):
             return submission

@@ -11,13 +11,12 @@ from quart import Response
 from litserve.codec import encode_json
 from litserve.engine.bridge import StreamReply
 from litserve.engine.messages import STREAM_END, DropReason, Outcome, StreamItem, StreamStart
+from litserve.engine.stream_window import STREAM_WINDOW
 from litserve.engine.submit import IdleDeadline, Submission
 from litserve.status import EndpointCounters, Verdict
 
 __all__ = ["STREAM_WINDOW", "StreamBody", "ndjson_error_line"]
 
-# Chunks a stream may have produced and not yet sent before its (synchronous) worker waits.
-STREAM_WINDOW = 64
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"  # the only streams whose waiting items are joined into one write (`_gather`)
