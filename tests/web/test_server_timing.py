@@ -103,6 +103,27 @@ def test_the_access_log_has_one_debug_line_per_answer_with_its_timing(
     ), lines
 
 
+class CountdownAPI(SquareAPI):
+    def predict(self, x: Any) -> Any:
+        yield from range(x)
+
+    def encode_response(self, outputs: Any) -> Any:
+        for output in outputs:
+            yield {"output": output}
+
+
+def test_a_streams_access_line_gives_its_time_to_the_first_chunk(
+    start_server: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = start_server(CountdownAPI(stream=True), server_timing=True)
+    with caplog.at_level(logging.DEBUG, logger="litserve.access"):
+        response = requests.post(server.url + "/predict", json={"input": 2}, timeout=10)
+    assert response.status_code == 200 and "Server-Timing" not in response.headers  # streams carry none
+    lines = [r.getMessage() for r in caplog.records if r.name == "litserve.access"]
+    assert len(lines) == 1 and re.fullmatch(r"POST /predict 200 first chunk in [\d.]+ ms", lines[0]), lines
+    assert server.status.endpoints[0].first_chunk.count == 1
+
+
 class SeesTiming(Callback):
     """Records what `current_timing()` says around encode_response (in the worker, thread or process)."""
 
