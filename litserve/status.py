@@ -145,6 +145,10 @@ class EndpointCounters:
         if timing is not None:
             self.queue_waits.observe(timing.queue_wait_s)
 
+    def count_code(self, status: int) -> None:
+        """An answer with `status` that never reached its route's end (e.g. 413 while reading the body)."""
+        self.codes[status] = self.codes.get(status, 0) + 1
+
     def stream_started(self, elapsed_s: float) -> None:
         """A stream's status line (200) is sent with its first chunk, `elapsed_s` after it arrived."""
         self.answered(200, elapsed_s)

@@ -85,4 +85,5 @@ def _count(context: WebContext, answer: ErrorResponse) -> None:
     for endpoint in context.endpoints:
         if request.path == endpoint.path and request.method == "POST":
             endpoint.counters.count(Outcome.failure(answer).verdict)
+            endpoint.counters.count_code(answer.status)
             return

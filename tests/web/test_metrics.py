@@ -231,6 +231,16 @@ def _histograms_agree(samples: Samples, endpoint: EndpointStatus) -> None:
         assert sum(s * n for s, n in endpoint.batch_sizes) == 8
 
 
+def test_a_body_over_the_limit_is_counted_by_its_code_too() -> None:
+    with serving(SquareAPI(), max_payload_size=100) as server:
+        response = requests.post(server.url + "/predict", json={"input": "x" * 200}, timeout=10)
+        assert response.status_code == 413
+        samples = scrape(server)
+        endpoint = server.status.endpoints[0]
+    assert by_label(samples, "litserve_requests_total", "code", endpoint="/predict") == {"413": 1}
+    assert endpoint.status_codes == ((413, 1),) and endpoint.client_errors == 1
+
+
 def test_two_servers_in_one_process_never_mix_their_counts() -> None:
     with serving(SquareAPI()) as first, serving(SquareAPI()) as second:
         for x in range(3):
