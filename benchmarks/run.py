@@ -40,6 +40,7 @@ from wrk import WrkResult, has_wrk, summary, warm_up_and_measure
 SERVERS: dict[str, Path] = {
     "bare": SERVERS_DIR / "bare_quart.py",
     "ours": SERVERS_DIR / "litserve_square.py",
+    "ours-nometrics": SERVERS_DIR / "litserve_square_nometrics.py",  # LitServer(metrics_path=None)
 }
 EXPECTED = {"output": 49}
 

@@ -5,8 +5,10 @@ Layout: `api` (the LitAPI users write), `server` (the LitServer facade and lifec
 thread-to-loop bridge; it knows no HTTP and no worker processes), `web/` (the Quart app and routes),
 `runtime/` (the HTTP thread, start/stop assembly, sockets), `process/` (process mode: supervisor,
 loop-owned channel, in-flight book, typed messages, the worker process), `status` (counters and
-snapshots), `exceptions` (errors and the one status-code table), `testing` (the pytest plugin),
-`callbacks` and `loggers` (LitServe's extension points), `extensions` (the server options they need).
+snapshots), `timing` (a request's queue wait, batch size and predict time), `metrics` (Prometheus
+families from the status, for `GET /metrics`), `exceptions` (errors and the one status-code table),
+`testing` (the pytest plugin), `callbacks` and `loggers` (LitServe's extension points), `extensions`
+(the server options they need).
 
 Importing this package has no side effects: no logging setup, no environment reads, no torch.
 """

@@ -7,6 +7,7 @@ which is what a status panel needs; no lock is held on the request path.
 
 from __future__ import annotations
 
+import bisect
 import collections
 import enum
 import threading
@@ -16,13 +17,20 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import final
 
+from litserve.timing import Timing
+
 LATENCY_WINDOW = 1000
+# Histogram buckets (upper bounds, seconds) for request duration, queue wait and time to first chunk:
+# from half a millisecond (the server's own cost) up to a minute.
+SECONDS_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 __all__ = [
     "EndpointCounters",
     "EndpointStatus",
     "ErrorLog",
     "ErrorRecord",
+    "Histogram",
+    "HistogramSnapshot",
     "ServerState",
     "ServerStatus",
     "Verdict",
@@ -63,11 +71,56 @@ class WorkerState(enum.Enum):
     FAILED = "failed"  # setup() raised
 
 
+@dataclass(frozen=True, slots=True)
+class HistogramSnapshot:
+    """Observations by bucket: `counts[i]` fell at or below `bounds[i]` (and above the bound before);
+    the last count is past every bound. Not cumulative (Prometheus' buckets are: add them up)."""
+
+    bounds: tuple[float, ...] = SECONDS_BUCKETS
+    counts: tuple[int, ...] = (0,) * (len(SECONDS_BUCKETS) + 1)
+    sum: float = 0.0
+
+    @property
+    def count(self) -> int:
+        return sum(self.counts)
+
+
+@final
+class Histogram:
+    """Fixed buckets, one writer thread: an observation costs a bisect and two adds."""
+
+    __slots__ = ("_bounds", "_counts", "_sum")
+
+    def __init__(self, bounds: tuple[float, ...] = SECONDS_BUCKETS) -> None:
+        self._bounds = bounds
+        self._counts = [0] * (len(bounds) + 1)
+        self._sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self._counts[bisect.bisect_left(self._bounds, value)] += 1  # bisect_left: a bound is inclusive (`le`)
+        self._sum += value
+
+    def snapshot(self) -> HistogramSnapshot:
+        return HistogramSnapshot(self._bounds, tuple(self._counts), self._sum)
+
+
 @final
 class EndpointCounters:
-    """Requests of one endpoint by outcome. Written only on the HTTP loop thread."""
+    """Requests of one endpoint by outcome and status code, and their timing. Written only on the HTTP loop thread."""
 
-    __slots__ = ("cancelled", "client_errors", "in_flight", "latencies_s", "ok", "server_errors", "timed_out")
+    __slots__ = (
+        "cancelled",
+        "client_errors",
+        "codes",
+        "durations",
+        "first_chunks",
+        "in_flight",
+        "latencies_s",
+        "ok",
+        "queue_waits",
+        "server_errors",
+        "timed_out",
+    )
 
     def __init__(self) -> None:
         self.ok = 0
@@ -78,6 +131,28 @@ class EndpointCounters:
         self.in_flight = 0
         # The most recent request latencies (seconds, arrival to answer); percentiles are computed at snapshot.
         self.latencies_s: collections.deque[float] = collections.deque(maxlen=LATENCY_WINDOW)
+        self.codes: dict[int, int] = {}  # answers sent, by HTTP status (a stream by its status line)
+        self.durations = Histogram()  # arrival to answer (a stream: to its first chunk), seconds
+        self.queue_waits = Histogram()  # queued to its batch's start, for answers that ran (`Timing`)
+        self.first_chunks = Histogram()  # streams only: arrival to the first chunk
+
+    def answered(self, status: int, elapsed_s: float, timing: Timing | None = None) -> None:
+        """An answer with `status` is sent `elapsed_s` after its request arrived (count its verdict too)."""
+        self.latencies_s.append(elapsed_s)
+        self.durations.observe(elapsed_s)
+        codes = self.codes
+        codes[status] = codes.get(status, 0) + 1
+        if timing is not None:
+            self.queue_waits.observe(timing.queue_wait_s)
+
+    def count_code(self, status: int) -> None:
+        """An answer with `status` that never reached its route's end (e.g. 413 while reading the body)."""
+        self.codes[status] = self.codes.get(status, 0) + 1
+
+    def stream_started(self, elapsed_s: float) -> None:
+        """A stream's status line (200) is sent with its first chunk, `elapsed_s` after it arrived."""
+        self.answered(200, elapsed_s)
+        self.first_chunks.observe(elapsed_s)
 
     def count(self, verdict: Verdict) -> None:
         """Count one answered request."""
@@ -218,6 +293,10 @@ class EndpointStatus:
     workers: tuple[WorkerStatus, ...]
     latency: Latency = Latency()
     batch_sizes: tuple[tuple[int, int], ...] = ()  # (batch size, how many batches), by size
+    status_codes: tuple[tuple[int, int], ...] = ()  # (HTTP status, how many answers), by status
+    duration: HistogramSnapshot = HistogramSnapshot()  # arrival to answer (a stream: to its first chunk)
+    queue_wait: HistogramSnapshot = HistogramSnapshot()  # queued to its batch's start, answers that ran
+    first_chunk: HistogramSnapshot = HistogramSnapshot()  # streams: arrival to the first chunk
 
     @property
     def requests(self) -> int:

@@ -11,6 +11,7 @@ from litserve.codec import error_body
 from litserve.exceptions import REQUEST_TIMED_OUT, ErrorResponse
 from litserve.request_context import RequestContext
 from litserve.status import Verdict
+from litserve.timing import Timing
 
 __all__ = [
     "STREAM_END",
@@ -77,6 +78,7 @@ class Outcome:
     headers: tuple[tuple[str, str], ...] = ()
     detail: Any = None  # for failures: the detail, so a started stream can end with {"error": detail}
     reason: DropReason | None = None
+    timing: Timing | None = None  # how its batch ran (successful answers of a batch that ran)
 
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 599:
@@ -101,7 +103,10 @@ class Outcome:
     def __reduce__(self) -> tuple[type[Outcome], tuple[Any, ...]]:
         # A worker process sends one per answer, read on the server's loop right after the model ran
         # (its caches cold): unpickled as one call, not through the slots dataclass's __setstate__.
-        return (Outcome, (self.status, self.body, self.content_type, self.headers, self.detail, self.reason))
+        return (
+            Outcome,
+            (self.status, self.body, self.content_type, self.headers, self.detail, self.reason, self.timing),
+        )
 
 
 @final
@@ -175,6 +180,7 @@ class InferenceRequest:
     process only: when (monotonic, the same clock in every process) the server handed the request over
     to that process, which is when its batch window may open (the batcher keeps it between when the
     worker began collecting and when it read the request).
+    `queued_s` is when (monotonic) it was queued: its queue wait (`litserve.timing.Timing`) starts then.
     """
 
     payload: Any
@@ -184,6 +190,7 @@ class InferenceRequest:
     context: RequestContext | None = None
     handed_s: float | None = None
     shape: Any = None
+    queued_s: float = 0.0
 
     def drop_reason(self, now_s: float) -> DropReason | None:
         """Why this request must not run now, or None when it should."""

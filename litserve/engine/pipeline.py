@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from time import monotonic
 from typing import Any, final
 
 from pydantic import BaseModel
@@ -23,6 +24,7 @@ from litserve.engine.steps import Close, Drain, Program, StepLists, call, run_as
 from litserve.exceptions import INTERNAL_ERROR
 from litserve.hooks import CONTEXT_HOOKS, HookPlan
 from litserve.status import Verdict
+from litserve.timing import Timing, set_current
 
 __all__ = [
     "BatchSizeMismatchError",
@@ -137,7 +139,12 @@ def _decode_all(
 
 
 def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail) -> Program[list[Outcome]]:
-    """A non-streaming batch: one Outcome per request; decode and encode errors fail only their own item."""
+    """A non-streaming batch: one Outcome per request; decode and encode errors fail only their own item.
+
+    Each success carries its `Timing` (queue wait until this batch began, batch size, predict time); the
+    timing is current (`litserve.timing.current_timing`) while that request's encode_response runs.
+    """
+    started_s = monotonic()
     inputs, live, outcomes = yield from _decode_all(hooks, requests, fail)
     if not live:
         return [outcomes[i] for i in range(len(requests))]
@@ -145,21 +152,46 @@ def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fai
     try:
         if hooks.is_batched:
             batched = yield call(hooks.batch, inputs, contexts)
+            predict_started_s = monotonic()
             predicted = yield call(hooks.predict, batched, contexts)
+            predict_s = monotonic() - predict_started_s
             outputs = check_batch_size((yield call(hooks.unbatch, predicted, contexts)), len(live))
         else:  # a batch of one, without LitServe's batch and unbatch hooks
+            predict_started_s = monotonic()
             outputs = [(yield call(hooks.predict, inputs[0], contexts))]
+            predict_s = monotonic() - predict_started_s
     except Exception as exc:
         failure = failure_of(fail, exc)
         outcomes.update((i, failure) for i in live)
     else:
+        yield from _encode_all(hooks, requests, live, outputs, outcomes, (started_s, predict_s), fail)
+    return [outcomes[i] for i in range(len(requests))]
+
+
+def _encode_all(
+    hooks: Hooks,
+    requests: Sequence[InferenceRequest],
+    live: list[int],
+    outputs: list[Any],
+    outcomes: dict[int, Outcome],
+    ran: tuple[float, float],
+    fail: Fail,
+) -> Program[None]:
+    """Encode each output into its request's Outcome; `ran`: when the batch began (monotonic), predict's seconds."""
+    started_s, predict_s = ran
+    batch_size = len(live)
+    try:
         for i, output in zip(live, outputs, strict=True):
+            request = requests[i]
+            timing = Timing(max(0.0, started_s - request.queued_s), batch_size, predict_s)
+            set_current(timing)
             try:
-                encoded = yield call(hooks.encode_response, output, requests[i].context)
-                outcomes[i] = Outcome(200, hooks.encode_answer(encoded, requests[i]))
+                encoded = yield call(hooks.encode_response, output, request.context)
+                outcomes[i] = Outcome(200, hooks.encode_answer(encoded, request), timing=timing)
             except Exception as exc:
                 outcomes[i] = failure_of(fail, exc)
-    return [outcomes[i] for i in range(len(requests))]
+    finally:
+        set_current(None)
 
 
 @final

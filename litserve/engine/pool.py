@@ -96,6 +96,10 @@ class Endpoint:
             workers=tuple(workers),
             latency=Latency.of(counters.latencies_s.copy()),
             batch_sizes=tuple(sorted(batch_sizes.items())),
+            status_codes=tuple(sorted(counters.codes.copy().items())),
+            duration=counters.durations.snapshot(),
+            queue_wait=counters.queue_waits.snapshot(),
+            first_chunk=counters.first_chunks.snapshot(),
         )
 
 

@@ -117,7 +117,7 @@ def submit(
     `shape` goes to the endpoint's answer codec (specs only; see `engine.answer_codec`).
     """
     deadline_s = None if timeout_s is None else arrival_s + timeout_s
-    request = InferenceRequest(payload, reply, deadline_s, Cancellation(), context, shape=shape)
+    request = InferenceRequest(payload, reply, deadline_s, Cancellation(), context, None, shape, time.monotonic())
     try:
         queue.put_nowait(request)
     except QueueFullError:

@@ -168,7 +168,8 @@ class InFlightBook:
             # came in), and the process validates it again with its own copy of the class.
             model_data = payload.model_dump(mode="json", by_alias=True, round_trip=True)
             payload = None
-        message = Request(request_id, payload, request.deadline_s, request.context, model_data, handed_s, request.shape)
+        context, shape, queued_s = request.context, request.shape, request.queued_s
+        message = Request(request_id, payload, request.deadline_s, context, model_data, handed_s, shape, queued_s)
         try:
             sent = channel.send(message)
         except Exception as exc:  # the payload cannot be pickled: fail this request, keep serving

@@ -284,7 +284,14 @@ class _Session:
             room = self.rooms[message.request_id] = ChildCredits()
         reply = ChildReply(message.request_id, self, room)
         return InferenceRequest(
-            payload, reply, message.deadline_s, cancellation, message.context, message.handed_s, message.shape
+            payload,
+            reply,
+            message.deadline_s,
+            cancellation,
+            message.context,
+            message.handed_s,
+            message.shape,
+            message.queued_s,
         )
 
 

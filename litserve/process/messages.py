@@ -74,6 +74,7 @@ class Request:
     model_data: Any
     handed_s: float  # monotonic: when the server handed it over; its batch window may open then
     shape: Any  # for a spec's answer codec (engine.answer_codec)
+    queued_s: float  # monotonic: when the server queued it (its queue wait began)
 
 
 @final

@@ -12,6 +12,7 @@ from litserve.exceptions import INTERNAL_ERROR, ErrorResponse, refusal
 from litserve.specs.openai import OpenAISpec
 from litserve.web.context import WebContext
 from litserve.web.docs import add_docs_routes
+from litserve.web.metrics import add_metrics_route
 from litserve.web.openai_routes import ChatRoute, models
 from litserve.web.routes import PredictRoute, error, guarded, health, info, root
 from litserve.web.shutdown import shutdown_view
@@ -52,6 +53,7 @@ def create_app(context: WebContext) -> Quart:
     if context.shutdown is not None:
         app.add_url_rule(context.shutdown.path, view_func=shutdown_view(context.shutdown), methods=["POST"])
     add_status_page(app, context)
+    add_metrics_route(app, context)
 
     @app.errorhandler(WerkzeugHTTPException)
     async def http_error(exc: WerkzeugHTTPException) -> Response:
@@ -85,4 +87,5 @@ def _count(context: WebContext, answer: ErrorResponse) -> None:
     for endpoint in context.endpoints:
         if request.path == endpoint.path and request.method == "POST":
             endpoint.counters.count(Outcome.failure(answer).verdict)
+            endpoint.counters.count_code(answer.status)
             return

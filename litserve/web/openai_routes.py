@@ -31,7 +31,7 @@ from litserve.web.compression import GZIP_MIN_BYTES, gzip_outcome
 from litserve.web.context import WebContext
 from litserve.web.guard import follow_client
 from litserve.web.openai_errors import openai_error, sse_error_event
-from litserve.web.routes import Admission, respond
+from litserve.web.routes import Admission, respond, settle
 from litserve.web.streaming import StreamBody
 from litserve.web.validation import refused_body
 
@@ -68,15 +68,15 @@ class ChatRoute:
         self._counters = endpoint.counters
         self._timeout_s = context.timeout_s
         self._admission = Admission(endpoint, context, accept_bearer=True)
+        self._path = endpoint.path
+        self._server_timing = context.options.server_timing
 
     async def handle(self) -> Response:
         arrival_s = time.monotonic()
         answer = await self._answer(arrival_s)
-        counters = self._counters
-        counters.latencies_s.append(time.monotonic() - arrival_s)  # for streams: time to the first chunk
+        answer = settle(self._counters, self._path, answer, time.monotonic() - arrival_s, self._server_timing)
         if isinstance(answer, Response):
             return answer
-        counters.count(answer.verdict)
         if answer.status >= 400:
             answer = openai_error(answer)
         if len(answer.body) >= GZIP_MIN_BYTES:  # a whole completion, as any large answer (never a stream)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, final
 
@@ -18,6 +19,7 @@ from litserve.engine.submit import STOPPING, Submission, submit
 from litserve.exceptions import NOT_READY, ErrorResponse
 from litserve.request_context import RequestContext
 from litserve.status import EndpointCounters, Verdict
+from litserve.web.answer_timing import ACCESS_LOG, log_access, with_server_timing
 from litserve.web.auth import API_KEY_HEADER, run_authorize
 from litserve.web.compression import GZIP_MIN_BYTES, gzip_outcome
 from litserve.web.context import WebContext
@@ -27,7 +29,7 @@ from litserve.web.openai_errors import openai_error
 from litserve.web.streaming import StreamBody
 from litserve.web.validation import read_payload
 
-__all__ = ["Admission", "PredictRoute", "error", "guarded", "health", "info", "respond", "root"]
+__all__ = ["Admission", "PredictRoute", "error", "guarded", "health", "info", "respond", "root", "settle"]
 
 _JSON = "application/json"
 # Answers given before the request body was read also close the connection: the unread body would
@@ -113,15 +115,16 @@ class PredictRoute:
         self._spec = endpoint.api.spec
         self._admission = Admission(endpoint, context, accept_bearer=self._spec is not None)
         self._envelope = None if self._spec is None else openai_error  # the specs are OpenAI's
+        self._path = endpoint.path
+        self._server_timing = context.options.server_timing
 
     async def handle(self) -> Response:
         arrival_s = time.monotonic()
         answer = await self._answer(arrival_s)
-        counters = self._counters
-        counters.latencies_s.append(time.monotonic() - arrival_s)  # for streams: time to the first chunk
+        elapsed_s = time.monotonic() - arrival_s
+        answer = settle(self._counters, self._path, answer, elapsed_s, self._server_timing)
         if isinstance(answer, Response):
             return answer
-        counters.count(answer.verdict)
         if self._envelope is not None and answer.status >= 400:
             answer = self._envelope(answer)
         if len(answer.body) >= GZIP_MIN_BYTES:  # small answers pay this comparison only
@@ -180,6 +183,22 @@ class PredictRoute:
             counters.in_flight -= 1
             if timer is not None:
                 timer.cancel()
+
+
+def settle(
+    counters: EndpointCounters, path: str, answer: Outcome | Response, elapsed_s: float, server_timing: bool
+) -> Outcome | Response:
+    """Count an endpoint's answer (or its stream that started) and add its timing where asked for."""
+    if isinstance(answer, Response):  # a stream's status line goes with its first chunk
+        counters.stream_started(elapsed_s)
+        if ACCESS_LOG.isEnabledFor(logging.DEBUG):
+            log_access(path, answer.status_code, elapsed_s, None, is_stream=True)
+        return answer
+    counters.count(answer.verdict)
+    counters.answered(answer.status, elapsed_s, answer.timing)
+    if ACCESS_LOG.isEnabledFor(logging.DEBUG):
+        log_access(path, answer.status, elapsed_s, answer.timing)
+    return with_server_timing(answer, elapsed_s) if server_timing else answer
 
 
 def _client_left(submission: Submission, counters: EndpointCounters) -> None:
