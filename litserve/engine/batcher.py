@@ -5,6 +5,13 @@ A worker blocks for the first request, then gathers more until it has `max_batch
 blocking get with the real remaining time, and `batch_timeout_s=0` takes only what is already waiting.
 Requests that were cancelled or are past their deadline are set aside, never batched.
 
+The window is adaptive when the source can say whether more is on its way (`others_coming`): the
+worker stops gathering as soon as nothing waits in the queue and no admitted request is still being
+read, so a lone request runs at once instead of sitting out the window, while a loaded server, whose
+requests queue up while the previous batch runs, still fills batches. `batch_timeout_s` stays the
+upper bound. A request admitted a moment after the check joins the next batch: the rule only ever
+shortens a wait that could not have grown the batch when it was made.
+
 In a worker process a request reaches the worker when the server hands it over (`handed_s`), not
 when the process has read it: the crossing is part of the window instead of being waited on top of
 it, and a request that comes to an idle worker waits no longer than in thread mode. A request handed
@@ -47,10 +54,13 @@ def collect_batch(
     max_batch_size: int,
     batch_timeout_s: float,
     clock: Callable[[], float],
+    others_coming: Callable[[], bool] | None = None,
 ) -> Batch | None:
     """Block until at least one live request is collected; None once the source is closed.
 
-    The returned batch may also carry dropped requests; it is never empty of both.
+    `others_coming`: whether any request waits or is on its way to the source; when it says no, the
+    batch closes at once (None: always wait out the window). The returned batch may also carry
+    dropped requests; it is never empty of both.
     """
     started_s = clock()
     live: list[InferenceRequest] = []
@@ -61,6 +71,8 @@ def collect_batch(
             if first_arrival_s is None:
                 # Block only while there is nothing to report; drops alone are returned at once.
                 item = source.get_nowait() if dropped else source.get(None)
+            elif others_coming is not None and not others_coming():
+                break  # nothing queued, nothing being read: waiting could not grow this batch
             else:
                 remaining_s = first_arrival_s + batch_timeout_s - clock()
                 item = source.get(remaining_s) if remaining_s > 0 else source.get_nowait()

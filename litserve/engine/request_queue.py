@@ -45,6 +45,8 @@ class RequestQueue(Generic[T]):
         self._max_size = max_size
         self._is_closed = False
         self.on_put: Callable[[], None] | None = None
+        # Requests admitted and being read, not yet put (written on the HTTP loop only, read by workers).
+        self.coming = 0
 
     @property
     def is_closed(self) -> bool:
@@ -53,6 +55,10 @@ class RequestQueue(Generic[T]):
     def qsize(self) -> int:
         """How many requests wait."""
         return len(self._items)
+
+    def others_coming(self) -> bool:
+        """A request waits here or is on its way (`coming`): a worker gathering a batch should wait for it."""
+        return bool(self._items) or self.coming > 0
 
     def sleeping(self) -> int:
         """How many consumers wait in get() for a request."""

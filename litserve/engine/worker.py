@@ -59,6 +59,7 @@ class Worker:
         clock: Callable[[], float] = time.monotonic,
         observers: Observers = NO_OBSERVERS,
         on_batch: Callable[[int], None] | None = None,
+        others_coming: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
         self.device = device
@@ -68,6 +69,7 @@ class Worker:
         self._api: LitAPI | None = api
         self._runtime = DeviceRuntime(device)
         self._source = source
+        self._others_coming = others_coming  # the adaptive batch window's signal (see engine.batcher)
         self._errors = errors
         self._plan = plan
         self._clock = clock
@@ -165,7 +167,9 @@ class Worker:
             self._serve_sync(api, hooks)
 
     def _next_batch(self, api: LitAPI) -> Batch | None:
-        batch = collect_batch(self._source, api.max_batch_size, float(api.batch_timeout), self._clock)
+        batch = collect_batch(
+            self._source, api.max_batch_size, float(api.batch_timeout), self._clock, self._others_coming
+        )
         if batch is not None:
             if batch.requests:
                 self.counters.batch_sizes[len(batch.requests)] += 1
@@ -298,6 +302,7 @@ def thread_workers(endpoint: Endpoint, placements: Sequence[Placement], errors: 
             errors,
             endpoint.plan,
             observers=endpoint.observers,
+            others_coming=endpoint.queue.others_coming,
         )
         for placement in placements
         for name in placement.worker_names

@@ -169,7 +169,10 @@ class InFlightBook:
             model_data = payload.model_dump(mode="json", by_alias=True, round_trip=True)
             payload = None
         context, shape, queued_s = request.context, request.shape, request.queued_s
-        message = Request(request_id, payload, request.deadline_s, context, model_data, handed_s, shape, queued_s)
+        followed = self._source.others_coming()  # the adaptive batch window's signal, for the process
+        message = Request(
+            request_id, payload, request.deadline_s, context, model_data, handed_s, shape, queued_s, followed
+        )
         try:
             sent = channel.send(message)
         except Exception as exc:  # the payload cannot be pickled: fail this request, keep serving

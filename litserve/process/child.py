@@ -155,6 +155,12 @@ class _Session:
         self.errors = ErrorLog(on_record=lambda record: self.report(ErrorReport(record)))
         self.queue = ChildQueue(link, self.handle, consumers=len(init.worker_names))
         self.workers: list[Worker] = []
+        self.followed = True  # whether more came after the last request the server handed over
+
+    def others_coming(self) -> bool:
+        """The adaptive batch window's signal here: something from the server waits to be taken, or the
+        last request it handed over said more were on their way then."""
+        return self.followed or self.queue.has_unread()
 
     def send(self, message: FromChild, *finished: int) -> None:
         """Write one message; `finished` requests are forgotten first (their last message). The sizes of
@@ -277,6 +283,7 @@ class _Session:
             self.errors.record(_WHERE, exc)
             self.send(Answer(message.request_id, Outcome.failure(INTERNAL_ERROR)))
             return None
+        self.followed = message.followed
         cancellation = Cancellation()
         self.cancellations[message.request_id] = cancellation
         room = None
@@ -338,6 +345,7 @@ def _serve(link: Link, init: ChildInit) -> None:
             plan,
             observers=observers,
             on_batch=session.batch_taken,
+            others_coming=session.others_coming,
         )
         for name in init.worker_names
     ]

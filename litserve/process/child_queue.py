@@ -131,6 +131,10 @@ class ChildQueue:
         self._is_closed = False
         self._link_closed = False
 
+    def has_unread(self) -> bool:
+        """A request was read and waits, or messages from the server wait to be read."""
+        return bool(self._items) or self._link.has_pending()
+
     def sleeping(self) -> int:
         """How many workers wait in get() for a request."""
         return len(self._sleeping)

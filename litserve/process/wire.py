@@ -16,6 +16,7 @@ and `process.channel` with a non-blocking one (the server process, on its event 
 from __future__ import annotations
 
 import pickle
+import select
 import socket
 import struct
 import threading
@@ -152,6 +153,16 @@ class Link:
 
     def fileno(self) -> int:
         return self._sock.fileno()
+
+    def has_pending(self) -> bool:
+        """Messages came that nobody took yet, or bytes wait on the socket (one poll, no read)."""
+        if self._ready:
+            return True
+        try:
+            readable, _, _ = select.select([self._sock], [], [], 0)
+        except (OSError, ValueError):  # closed: the reader finds out
+            return False
+        return bool(readable)
 
     def receive_nowait(self) -> list[Any]:
         """Every message that has come, without waiting: [] if none is whole yet.

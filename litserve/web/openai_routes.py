@@ -33,7 +33,7 @@ from litserve.web.guard import follow_client
 from litserve.web.openai_errors import openai_error, sse_error_event
 from litserve.web.routes import Admission, respond, settle
 from litserve.web.streaming import StreamBody
-from litserve.web.validation import refused_body
+from litserve.web.validation import refused_body, while_coming
 
 __all__ = ["ChatRoute", "models"]
 
@@ -87,7 +87,7 @@ class ChatRoute:
         refused, context = await self._admission.check()
         if refused is not None:
             return refused
-        parsed = _parse(await request.get_data(cache=False, as_text=False))
+        parsed = _parse(await while_coming(self._queue, request.get_data(cache=False, as_text=False)))
         follow_client(request.scope)  # a client that left while its body was read is not served
         if isinstance(parsed, Outcome):
             return parsed

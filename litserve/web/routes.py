@@ -27,7 +27,7 @@ from litserve.web.dependencies import prepare_authorize
 from litserve.web.guard import follow_client
 from litserve.web.openai_errors import openai_error
 from litserve.web.streaming import StreamBody
-from litserve.web.validation import read_payload
+from litserve.web.validation import read_payload, while_coming
 
 __all__ = ["Admission", "PredictRoute", "error", "guarded", "health", "info", "respond", "root", "settle"]
 
@@ -135,7 +135,7 @@ class PredictRoute:
         refused, context = await self._admission.check()
         if refused is not None:
             return refused
-        payload = await read_payload(request, self._body_model)
+        payload = await while_coming(self._queue, read_payload(request, self._body_model))
         follow_client(request.scope)  # a client that left while its body was read is not served
         if isinstance(payload, ErrorResponse):
             return Outcome.failure(payload)

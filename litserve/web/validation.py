@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from quart import Request
 
 from litserve.codec import decode_json
+from litserve.engine.request_queue import RequestQueue
 from litserve.exceptions import INVALID_JSON, ErrorResponse, invalid_body
 from litserve.request_context import UploadedFile
 
-__all__ = ["FORM_MIMETYPES", "read_payload", "refused_body"]
+__all__ = ["FORM_MIMETYPES", "read_payload", "refused_body", "while_coming"]
 
 FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+T = TypeVar("T")
 
 
 def refused_body(exc: ValidationError) -> ErrorResponse:
@@ -55,3 +59,14 @@ async def read_payload(request: Request, body_model: type[BaseModel] | None) -> 
         return decode_json(body)
     except ValueError:
         return INVALID_JSON
+
+
+async def while_coming(queue: RequestQueue[Any], reading: Awaitable[T]) -> T:
+    """Read an admitted request's body while its endpoint's workers know it is on its way, so a batch
+    being gathered waits for it (the adaptive batch window, `engine.batcher`). The request is put
+    right after, before the route awaits anything else."""
+    queue.coming += 1
+    try:
+        return await reading
+    finally:
+        queue.coming -= 1

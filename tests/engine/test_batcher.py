@@ -169,3 +169,34 @@ def test_a_closed_source_ends_collection(loop: asyncio.AbstractEventLoop) -> Non
     batch = collect_batch(source, max_batch_size=4, batch_timeout_s=1.0, clock=clock)
     assert batch is not None and batch.requests == (first,)
     assert collect_batch(source, max_batch_size=4, batch_timeout_s=1.0, clock=clock) is None
+
+
+def test_with_nothing_coming_a_lone_request_goes_at_once(loop: asyncio.AbstractEventLoop) -> None:
+    """The adaptive window: nothing queued and nothing being read, so waiting could not grow the batch."""
+    clock = FakeClock()
+    first = make_request(loop)
+    source = ScriptedSource(clock, [(0.0, first)])
+    batch = collect_batch(source, max_batch_size=4, batch_timeout_s=5.0, clock=clock, others_coming=lambda: False)
+    assert batch is not None and batch.requests == (first,)
+    assert source.waits == [None]  # no second wait at all
+    assert clock.now_s == 100.0
+
+
+def test_while_others_are_coming_the_window_still_fills_the_batch(loop: asyncio.AbstractEventLoop) -> None:
+    clock = FakeClock()
+    requests = [make_request(loop) for _ in range(3)]
+    source = ScriptedSource(clock, [(0.0, requests[0]), (0.01, requests[1]), (0.01, requests[2])])
+    coming = iter([True, True, False])  # asked after each request joined: the third was the last on its way
+    batch = collect_batch(source, 4, batch_timeout_s=5.0, clock=clock, others_coming=lambda: next(coming))
+    assert batch is not None and batch.requests == tuple(requests)
+    assert len(source.waits) == 3  # the first, and one wait for each of the two that were coming
+    assert clock.now_s == pytest.approx(100.02)
+
+
+def test_batch_timeout_stays_the_bound_when_others_never_come(loop: asyncio.AbstractEventLoop) -> None:
+    clock = FakeClock()
+    first = make_request(loop)
+    source = ScriptedSource(clock, [(0.0, first)])
+    batch = collect_batch(source, 4, batch_timeout_s=0.05, clock=clock, others_coming=lambda: True)
+    assert batch is not None and batch.requests == (first,)
+    assert clock.now_s == pytest.approx(100.05)
