@@ -120,15 +120,24 @@ class DeviceRuntime:
             event.record(stream)
             event.synchronize()
 
-    @contextlib.contextmanager
-    def running(self) -> Iterator[None]:
-        """Around a batch: whatever happens in it, the stream's work is done when it is left, so nothing
+    def running(self) -> contextlib.AbstractContextManager[None]:
+        """Around a batch: its hooks run on the worker's stream (again, should a hook have changed the
+        thread's stream), and whatever happens in it, the stream's work is done when it is left, so nothing
         the batch's requests hold (a caller's CUDA tensors) is freed while the stream still reads it."""
+        if self._stream is None:
+            return _NOTHING  # CPU and MPS: nothing to enter, and nothing allocated per batch
+        return self._running()
+
+    @contextlib.contextmanager
+    def _running(self) -> Iterator[None]:
+        import torch
+
+        stream = self._stream
         try:
-            yield
+            with torch.cuda.stream(stream):
+                yield
         finally:
-            if self._stream is not None:
-                self._stream.synchronize()
+            stream.synchronize()
 
     def release(self) -> None:
         """Drop the stream and return cached device memory to the driver (call after the model is gone).

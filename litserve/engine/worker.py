@@ -74,6 +74,7 @@ class Worker:
         # A sticky CUDA error seen in a hook (`engine.device_errors`): the worker serves no more batches.
         self._device_failure: BaseException | None = None
         self._on_device_failure = on_device_failure  # a worker process exits, to be started again
+        self._device_failure_told = False
         self._source = source
         self._errors = errors
         self._plan = plan
@@ -225,7 +226,7 @@ class Worker:
             except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
                 self._internal_error(requests, exc)
             if self._device_failure is not None:
-                self._device_failed(self._device_failure)
+                self._device_failed()
                 return
             self.counters.state = WorkerState.IDLE
 
@@ -241,7 +242,7 @@ class Worker:
                 await self._run_async(hooks, requests, is_stream)
             finally:
                 capacity.release()
-                if len(in_flight) <= 1:
+                if len(in_flight) <= 1 and self._device_failure is None:
                     self.counters.state = WorkerState.IDLE
 
         def spawn(requests: Sequence[InferenceRequest]) -> None:
@@ -283,11 +284,10 @@ class Worker:
                     loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
-        if self._device_failure is not None:
-            self._device_failed(self._device_failure)
 
     async def _run_async(self, hooks: Hooks, requests: Sequence[InferenceRequest], is_stream: bool) -> None:
-        self.counters.state = WorkerState.BUSY
+        if self._device_failure is None:
+            self.counters.state = WorkerState.BUSY
         try:
             if is_stream:
                 self._count(await stream_async(hooks, requests, self._failure))
@@ -298,6 +298,8 @@ class Worker:
             raise
         except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
             self._internal_error(requests, exc)
+        if self._device_failure is not None:  # now, not when the loop ends: the feeder may wait for requests
+            self._device_failed()
 
     # --- answers ----------------------------------------------------------------------------------------
 
@@ -326,8 +328,14 @@ class Worker:
         if self._device_failure is None and is_sticky_device_error(exc):
             self._device_failure = exc
 
-    def _device_failed(self, exc: BaseException) -> None:
-        """After the batch that hit a sticky device error was answered: this worker serves no more."""
+    def _device_failed(self) -> None:
+        """After the batch that hit a sticky device error was answered: this worker serves no more.
+
+        Called once per batch that ends after the failure (an async worker may have several in flight)."""
+        exc = self._device_failure
+        if exc is None or self._device_failure_told:
+            return
+        self._device_failure_told = True
         self.counters.state = WorkerState.FAILED
         logger.error(
             "%s: %s is broken by a sticky CUDA error (%s); this worker stops serving and /health answers 503. "

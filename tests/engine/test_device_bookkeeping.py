@@ -94,8 +94,22 @@ class StickyAPI(LitAPI):
         return x["input"]
 
 
-def test_a_sticky_error_fails_its_worker_thread_and_health_says_so() -> None:
-    with LitServer(StickyAPI(), accelerator="cpu", workers_per_device=2, timeout=10).start(port=0) as server:
+class AsyncStickyAPI(LitAPI):
+    def __init__(self) -> None:
+        super().__init__(enable_async=True)
+
+    async def predict(self, x: Any) -> Any:
+        if x["input"] == "assert":
+            raise torch.AcceleratorError(STICKY)
+        return x["input"]
+
+
+STICKY_APIS = pytest.mark.parametrize("make_api", [StickyAPI, AsyncStickyAPI], ids=["sync", "async"])
+
+
+@STICKY_APIS
+def test_a_sticky_error_fails_its_worker_thread_and_health_says_so(make_api: Any) -> None:
+    with LitServer(make_api(), accelerator="cpu", workers_per_device=2, timeout=10).start(port=0) as server:
         assert post(server, {"input": "assert"}).status_code == 500
         assert wait_until(lambda: [w.state for w in server.status.workers].count(WorkerState.FAILED) == 1)
         assert requests.get(server.url + "/health", timeout=10).status_code == 503
@@ -105,8 +119,9 @@ def test_a_sticky_error_fails_its_worker_thread_and_health_says_so() -> None:
     assert [w.state for w in server.status.workers].count(WorkerState.FAILED) == 1
 
 
-def test_a_sticky_error_restarts_its_worker_process() -> None:
-    with LitServer(StickyAPI(), accelerator="cpu", worker_mode="process", timeout=10).start(port=0) as server:
+@STICKY_APIS
+def test_a_sticky_error_restarts_its_worker_process(make_api: Any) -> None:
+    with LitServer(make_api(), accelerator="cpu", worker_mode="process", timeout=10).start(port=0) as server:
         first_pid = server.status.workers[0].pid
         assert post(server, {"input": "assert"}).status_code == 500
         assert wait_until(lambda: server.status.workers[0].restarts == 1)
