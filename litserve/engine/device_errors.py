@@ -6,6 +6,9 @@ again. PyTorch raises these as `torch.AcceleratorError` (a `RuntimeError`; older
 `RuntimeError`) whose message carries the CUDA runtime's own text, which is what is matched here. An
 out-of-memory error, a shape mismatch or a bad argument is not sticky: the next request may succeed.
 
+`clear_frames` is for the other way an error holds on to a device: a failed setup()'s exception keeps
+its frames, and they keep the half-built model.
+
 What a worker does with a sticky error (`engine.worker`): a worker thread stops serving and stays
 FAILED, so `/health` answers 503 (a thread cannot reset its process's CUDA context; the process must
 restart); a worker process exits and its supervisor starts a new one.
@@ -13,7 +16,9 @@ restart); a worker process exits and its supervisor starts a new one.
 
 from __future__ import annotations
 
-__all__ = ["STICKY_CUDA_ERRORS", "is_sticky_device_error"]
+import traceback
+
+__all__ = ["STICKY_CUDA_ERRORS", "clear_frames", "is_sticky_device_error"]
 
 # The CUDA runtime's messages (cudaGetErrorString) for the errors that corrupt the context, lower case.
 STICKY_CUDA_ERRORS = (
@@ -45,3 +50,15 @@ def is_sticky_device_error(exc: BaseException) -> bool:
                 return True
         current = current.__cause__ or current.__context__
     return False
+
+
+def clear_frames(exc: BaseException) -> None:
+    """Clear the variables of every finished frame in `exc`'s tracebacks, and in those it was raised from."""
+    pending, seen = [exc], set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)

@@ -14,7 +14,6 @@ import inspect
 import logging
 import threading
 import time
-import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import final
 
@@ -24,7 +23,7 @@ from litserve.codec import NonFiniteNumberError
 from litserve.engine import bridge
 from litserve.engine.batcher import Batch, RequestSource, collect_batch
 from litserve.engine.bridge import LoopHandle, deliver_all
-from litserve.engine.device_errors import is_sticky_device_error
+from litserve.engine.device_errors import clear_frames, is_sticky_device_error
 from litserve.engine.device_runtime import DeviceRuntime
 from litserve.engine.messages import InferenceRequest, Outcome
 from litserve.engine.observe import NO_OBSERVERS, Observers, observe_hooks
@@ -178,7 +177,7 @@ class Worker:
         again. The frames' variables are cleared (the traceback still prints: file, line, code), then
         cached device memory is returned to the driver.
         """
-        _clear_frames(exc)
+        clear_frames(exc)
         gc.collect()
         self._runtime.release()
         return exc
@@ -359,18 +358,6 @@ class Worker:
             self._errors.record(self.name, exc)
             logger.error("a LitAPI hook raised in %s", self.name, exc_info=exc)
         return Outcome.failure(answer)
-
-
-def _clear_frames(exc: BaseException) -> None:
-    """Clear the variables of every finished frame in `exc`'s tracebacks, and in those it was raised from."""
-    pending, seen = [exc], set()
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        traceback.clear_frames(current.__traceback__)
-        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
 
 
 def thread_workers(endpoint: Endpoint, placements: Sequence[Placement], errors: ErrorLog) -> list[WorkerHandle]:
