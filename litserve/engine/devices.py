@@ -1,18 +1,33 @@
-"""Which devices the workers run on, and the per-worker device context (a CUDA stream on CUDA).
+"""Which devices the workers run on: detection, the `accelerator`/`devices` arguments, and the checks
+around them. The per-worker device state (a CUDA stream) is `engine.device_runtime`.
 
-torch is imported only here, only when an accelerator must be detected or a CUDA device is used.
+torch is imported only when an accelerator must be detected or a CUDA device is used.
 """
 
 from __future__ import annotations
 
-import contextlib
 import importlib.util
-from collections.abc import Iterator, Sequence
-from typing import Any, final
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
 
-__all__ = ["ACCELERATORS", "DeviceRuntime", "detect_accelerator", "resolve_devices"]
+__all__ = [
+    "ACCELERATORS",
+    "CUDA_STREAMS_PER_DEVICE",
+    "detect_accelerator",
+    "resolve_devices",
+    "settle_callers_tensors",
+    "warn_if_streams_shared",
+]
+
+logger = logging.getLogger(__name__)
 
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+
+# PyTorch hands out `torch.cuda.Stream()`s from a pool of 32 per device and priority, round robin:
+# the 33rd worker on a device gets the first worker's stream again (and waits on its work).
+CUDA_STREAMS_PER_DEVICE = 32
 
 
 def _torch() -> Any | None:
@@ -30,10 +45,13 @@ def detect_accelerator() -> str:
         return "cpu"
     if torch.cuda.is_available():
         return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
+    return "mps" if _has_mps() else "cpu"
+
+
+def _has_mps() -> bool:
+    torch = _torch()
+    mps = None if torch is None else getattr(torch.backends, "mps", None)
+    return mps is not None and bool(mps.is_available())
 
 
 def _device_count(accelerator: str) -> int:
@@ -80,6 +98,8 @@ def resolve_devices(accelerator: str, devices: int | str | Sequence[int]) -> lis
     if accelerator == "cpu":
         return ["cpu"] * len(ids)
     if accelerator == "mps":
+        if not _has_mps():
+            raise ValueError("accelerator='mps' but torch sees no MPS device (Apple silicon); use 'cpu' or 'auto'")
         if ids != [0]:
             raise ValueError("mps has one device; use devices=1")
         return ["mps"]
@@ -91,48 +111,38 @@ def resolve_devices(accelerator: str, devices: int | str | Sequence[int]) -> lis
     return [f"cuda:{d}" for d in ids]
 
 
-_NO_STREAM: contextlib.nullcontext[None] = contextlib.nullcontext()
+def warn_if_streams_shared(devices: Sequence[str], workers_per_device: int) -> None:
+    """Log a warning when CUDA workers on one device must share streams (more than PyTorch's pool holds)."""
+    if workers_per_device > CUDA_STREAMS_PER_DEVICE and any(d.startswith("cuda") for d in devices):
+        logger.warning(
+            "workers_per_device=%d but PyTorch has %d streams per device: workers %d and up share a stream "
+            "with an earlier worker, so their work runs in turn, not side by side",
+            workers_per_device,
+            CUDA_STREAMS_PER_DEVICE,
+            CUDA_STREAMS_PER_DEVICE + 1,
+        )
 
 
-@final
-class DeviceRuntime:
-    """Per-worker device state: on CUDA, the worker's own stream, which its hooks run inside."""
+def settle_callers_tensors(payload: Any) -> None:
+    """Wait for the calling thread's pending work on the CUDA tensors in `payload` (`server.predict`).
 
-    def __init__(self, device: str) -> None:
-        self.device = device
-        self._stream: Any = None
+    The caller made them on its own current stream; a worker reads them on its stream. Waiting here,
+    before they are queued, orders the two without carrying an event along. The worker keeps the
+    payload until it has waited for its own stream, so the memory is never reused under it (which is
+    what `Tensor.record_stream` would otherwise have to guarantee). Looks two levels into dicts,
+    lists and tuples; costs nothing when this process has not used CUDA.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None or not torch.cuda.is_initialized():
+        return
+    for index in sorted({t.device.index for t in _cuda_tensors(payload, torch, depth=2)}):
+        torch.cuda.current_stream(index).synchronize()
 
-    def bind_thread(self) -> None:
-        """Call on the worker thread before setup(): makes `device` current and creates its stream."""
-        if self.device.startswith("cuda"):
-            import torch
 
-            torch.cuda.set_device(self.device)
-            self._stream = torch.cuda.Stream(device=self.device)  # type: ignore[no-untyped-call]
-
-    @property
-    def stream(self) -> Any:
-        return self._stream
-
-    def running(self) -> contextlib.AbstractContextManager[None]:
-        """Run the enclosed hooks on this worker's stream and wait for its work before leaving."""
-        if self._stream is None:
-            return _NO_STREAM  # CPU and MPS: nothing to enter, and nothing allocated per request
-        return self._on_stream()
-
-    @contextlib.contextmanager
-    def _on_stream(self) -> Iterator[None]:
-        import torch
-
-        with torch.cuda.stream(self._stream):
-            yield
-        self._stream.synchronize()
-
-    def release(self) -> None:
-        """Drop the stream and return cached device memory to the driver."""
-        if self._stream is not None:
-            import torch
-
-            self._stream.synchronize()
-            self._stream = None
-            torch.cuda.empty_cache()
+def _cuda_tensors(value: Any, torch: Any, depth: int) -> list[Any]:
+    if isinstance(value, torch.Tensor):
+        return [value] if value.is_cuda else []
+    if depth == 0:
+        return []
+    items = value.values() if isinstance(value, dict) else value if isinstance(value, list | tuple) else ()
+    return [t for item in items for t in _cuda_tensors(item, torch, depth - 1)]

@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from litserve.engine.bridge import FutureReply
+from litserve.engine.devices import settle_callers_tensors
 from litserve.engine.messages import Outcome
 from litserve.engine.pool import Endpoint
 from litserve.engine.submit import submit
@@ -50,6 +51,7 @@ def call_directly(endpoint: Endpoint, payload: Any, timeout_s: float | None) -> 
             refused = invalid_body(exc)
             raise RequestFailedError(refused.status, refused.detail) from exc
     context = RequestContext("POST", endpoint.path, {}, {}, None) if plan.wants_context else None
+    settle_callers_tensors(payload)  # CUDA tensors made on this thread's stream, read on a worker's
     future: concurrent.futures.Future[Outcome] = concurrent.futures.Future()
     submission = submit(endpoint.queue, payload, FutureReply(future), context, timeout_s, arrival_s)
     if isinstance(submission, Outcome):

@@ -9,7 +9,7 @@ request's reply as they come instead of returning one Outcome per request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from time import monotonic
 from typing import Any, final
@@ -82,13 +82,16 @@ class Hooks:
     is_batched: bool
     has_custom_unbatch: bool
     codec: AnswerCodec | None = None  # a spec's; None: JSON answers and NDJSON streams
+    # Called after predict/unbatch and before encode_response (and before each streamed item is encoded):
+    # on CUDA, waits for the worker's stream, so outputs copied with non_blocking=True have landed.
+    settle: Hook | None = None
 
     @classmethod
-    def bind(cls, api: LitAPI, plan: HookPlan) -> Hooks:
+    def bind(cls, api: LitAPI, plan: HookPlan, settle: Hook | None = None) -> Hooks:
         hooks = {name: _bind(api, name, plan) for name in CONTEXT_HOOKS}
         is_batched = api.max_batch_size > 1
         has_custom_unbatch = type(api).unbatch is not LitAPI.unbatch
-        return cls(is_batched=is_batched, has_custom_unbatch=has_custom_unbatch, codec=api.spec, **hooks)
+        return cls(is_batched=is_batched, has_custom_unbatch=has_custom_unbatch, codec=api.spec, settle=settle, **hooks)
 
     def encode_answer(self, encoded: Any, request: InferenceRequest) -> bytes:
         codec = self.codec
@@ -154,12 +157,13 @@ def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fai
             batched = yield call(hooks.batch, inputs, contexts)
             predict_started_s = monotonic()
             predicted = yield call(hooks.predict, batched, contexts)
-            predict_s = monotonic() - predict_started_s
             outputs = check_batch_size((yield call(hooks.unbatch, predicted, contexts)), len(live))
         else:  # a batch of one, without LitServe's batch and unbatch hooks
             predict_started_s = monotonic()
             outputs = [(yield call(hooks.predict, inputs[0], contexts))]
-            predict_s = monotonic() - predict_started_s
+        if hooks.settle is not None:  # the device's queued work is part of predict's time
+            yield call(hooks.settle, None, None)
+        predict_s = monotonic() - predict_started_s
     except Exception as exc:
         failure = failure_of(fail, exc)
         outcomes.update((i, failure) for i in live)
@@ -297,21 +301,22 @@ def stream_program(
     live = [requests[i] for i in live_at]
     fanout = StreamFanout(live, may_block, hooks.codec, fail)
     contexts = hooks.contexts(live)
-    predicted = per_step = encoded = None
+    predicted = source = per_step = encoded = None
     interrupted: BaseException | None = None
     try:
         batched = (yield call(hooks.batch, inputs, contexts)) if hooks.is_batched else inputs[0]
         predicted = yield call(hooks.predict, batched, contexts)
+        source = predicted if hooks.settle is None else settled(predicted, hooks.settle)
         if hooks.is_batched:
             # LitServe's batched streaming: predict yields one batch output per step, unbatch turns the
             # step stream into lists (one entry per request), encode_response maps that stream.
             if hooks.has_custom_unbatch:
-                per_step = yield call(hooks.unbatch, predicted, contexts)
+                per_step = yield call(hooks.unbatch, source, contexts)
             else:
-                per_step = yield StepLists(predicted)
+                per_step = yield StepLists(source)
             encoded = yield call(hooks.encode_response, per_step, contexts)
         else:
-            encoded = yield call(hooks.encode_response, predicted, contexts)
+            encoded = yield call(hooks.encode_response, source, contexts)
         is_batched = hooks.is_batched
 
         def send(step: Any) -> bool:
@@ -324,11 +329,30 @@ def stream_program(
         raise
     except BaseException as exc:  # noqa: B036 - close the user's generators first, then let it go on
         interrupted = exc
-    yield Close(encoded, per_step, predicted)
+    yield Close(encoded, per_step, source, predicted)
     if interrupted is not None:
         raise interrupted
     fanout.finish()
     return verdicts + fanout.verdicts
+
+
+def settled(source: Any, settle: Hook) -> Any:
+    """`source` (what a streaming predict returned), calling `settle` before each item goes on."""
+    if hasattr(source, "__aiter__"):
+        return _settled_async(source, settle)
+    return _settled(source, settle)
+
+
+def _settled(source: Any, settle: Hook) -> Iterator[Any]:
+    for item in source:
+        settle(None, None)
+        yield item
+
+
+async def _settled_async(source: Any, settle: Hook) -> AsyncIterator[Any]:
+    async for item in source:
+        settle(None, None)
+        yield item
 
 
 def answer(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fail) -> list[Outcome]:

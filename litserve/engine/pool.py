@@ -19,6 +19,7 @@ from typing import Protocol, final
 
 from litserve.api import LitAPI
 from litserve.engine.bridge import LoopHandle
+from litserve.engine.devices import warn_if_streams_shared
 from litserve.engine.messages import InferenceRequest, Outcome
 from litserve.engine.observe import NO_OBSERVERS, Observers
 from litserve.engine.request_queue import RequestQueue
@@ -149,6 +150,7 @@ class WorkerPool:
         make_workers: WorkerFactory,
     ) -> None:
         self._endpoints = list(endpoints)
+        warn_if_streams_shared(devices, workers_per_device)
         number = itertools.count()
         for endpoint in self._endpoints:
             placements = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import gc
+import inspect
 import logging
 import threading
 import time
@@ -22,7 +23,8 @@ from litserve.codec import NonFiniteNumberError
 from litserve.engine import bridge
 from litserve.engine.batcher import Batch, RequestSource, collect_batch
 from litserve.engine.bridge import LoopHandle, deliver_all
-from litserve.engine.devices import DeviceRuntime
+from litserve.engine.device_errors import clear_frames, is_sticky_device_error
+from litserve.engine.device_runtime import DeviceRuntime
 from litserve.engine.messages import InferenceRequest, Outcome
 from litserve.engine.observe import NO_OBSERVERS, Observers, observe_hooks
 from litserve.engine.pipeline import BatchSizeMismatchError, Hooks, answer, answer_async, stream, stream_async
@@ -60,6 +62,7 @@ class Worker:
         observers: Observers = NO_OBSERVERS,
         on_batch: Callable[[int], None] | None = None,
         others_coming: Callable[[], bool] | None = None,
+        on_device_failure: Callable[[BaseException], None] | None = None,
     ) -> None:
         self.name = name
         self.device = device
@@ -68,6 +71,10 @@ class Worker:
         self.counters = WorkerCounters()
         self._api: LitAPI | None = api
         self._runtime = DeviceRuntime(device)
+        # A sticky CUDA error seen in a hook (`engine.device_errors`): the worker serves no more batches.
+        self._device_failure: BaseException | None = None
+        self._on_device_failure = on_device_failure  # a worker process exits, to be started again
+        self._device_failure_told = False
         self._source = source
         self._others_coming = others_coming  # the adaptive batch window's signal (see engine.batcher)
         self._errors = errors
@@ -93,11 +100,19 @@ class Worker:
         return None  # runs in the server's own process
 
     def is_healthy(self) -> bool | Awaitable[bool]:
-        """Past setup() and the LitAPI's own `health()` agrees (which may be a coroutine)."""
+        """Past setup(), its device works, and the LitAPI's own `health()` agrees (which may be a coroutine).
+
+        `health()` runs on the caller's thread (the server's loop, a worker process's reader) with this
+        worker's device and stream current, as its other hooks do.
+        """
         api = self._api
-        if api is None or self.counters.state not in (WorkerState.IDLE, WorkerState.BUSY):
+        if api is None or self._device_failure is not None:
             return False
-        return api.health()
+        if self.counters.state not in (WorkerState.IDLE, WorkerState.BUSY):
+            return False
+        with self._runtime.entered():
+            verdict = api.health()
+        return self._runtime.on_device(verdict) if inspect.isawaitable(verdict) else verdict
 
     def start(self, loop: LoopHandle | None = None) -> None:
         """Start the thread (it answers through each request's reply, so it needs no loop of its own)."""
@@ -131,14 +146,15 @@ class Worker:
         except BaseException as exc:
             self.counters.state = WorkerState.FAILED
             self._api = None
-            self._ready.set_exception(exc)
+            del api
+            self._ready.set_exception(self._free_failed_setup(exc))
             return
         self.counters.state = WorkerState.IDLE
         self._ready.set_result(None)
         try:
             self._serve(api)
         finally:
-            self.counters.state = WorkerState.STOPPED
+            self.counters.state = WorkerState.STOPPED if self._device_failure is None else WorkerState.FAILED
             # The last references to the model go before the device's cached memory is released.
             self._api = None
             del api
@@ -150,15 +166,29 @@ class Worker:
         callbacks = self._callbacks
         if callbacks is not None:
             callbacks.trigger_event(EventTypes.BEFORE_SETUP.value, lit_api=api)
-        api.setup(self.device)
+        api.setup(self.device)  # on the worker's stream (see DeviceRuntime.bind_thread)
+        self._runtime.after_setup()  # the worker is not ready before setup()'s device work is done
         if callbacks is not None:
             callbacks.trigger_event(EventTypes.AFTER_SETUP.value, lit_api=api)
+
+    def _free_failed_setup(self, exc: BaseException) -> BaseException:
+        """Let go of what a failed setup() built, keeping the error and its traceback.
+
+        The exception's traceback holds setup()'s frames, and they hold the half-built model: a notebook
+        that keeps the error (`sys.last_value`) would keep the model's memory, and a retry would run out
+        again. The frames' variables are cleared (the traceback still prints: file, line, code), then
+        cached device memory is returned to the driver.
+        """
+        clear_frames(exc)
+        gc.collect()
+        self._runtime.release()
+        return exc
 
     def _callback_failed(self, where: str, exc: BaseException) -> None:
         self._errors.record(f"{self.name}/{where}", exc)
 
     def _serve(self, api: LitAPI) -> None:
-        hooks = Hooks.bind(api, self._plan)
+        hooks = Hooks.bind(api, self._plan, settle=self._runtime.settle_hook())
         if self._callbacks is not None:  # only then: without callbacks the hooks are called as bound
             hooks = observe_hooks(hooks, self._callbacks, api)
         if api.enable_async:
@@ -188,13 +218,19 @@ class Worker:
                 continue
             self.counters.state = WorkerState.BUSY
             try:
-                with self._runtime.running():
+                with self._runtime.running():  # answers leave only once the stream's work is done
                     if is_stream:
                         self._count(stream(hooks, requests, self._failure))
+                        outcomes = None
                     else:
-                        self._deliver(requests, answer(hooks, requests, self._failure))
+                        outcomes = answer(hooks, requests, self._failure)
+                if outcomes is not None:
+                    self._deliver(requests, outcomes)
             except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
                 self._internal_error(requests, exc)
+            if self._device_failure is not None:
+                self._device_failed()
+                return
             self.counters.state = WorkerState.IDLE
 
     def _serve_async(self, api: LitAPI, hooks: Hooks) -> None:
@@ -209,7 +245,7 @@ class Worker:
                 await self._run_async(hooks, requests, is_stream)
             finally:
                 capacity.release()
-                if len(in_flight) <= 1:
+                if len(in_flight) <= 1 and self._device_failure is None:
                     self.counters.state = WorkerState.IDLE
 
         def spawn(requests: Sequence[InferenceRequest]) -> None:
@@ -221,7 +257,7 @@ class Worker:
         def feed() -> None:
             while True:
                 capacity.acquire()
-                batch = self._next_batch(api)
+                batch = self._next_batch(api) if self._device_failure is None else None
                 if batch is None:
                     bridge.call_in_loop(loop, closed.set)
                     return
@@ -236,16 +272,25 @@ class Worker:
                 await asyncio.gather(*in_flight, return_exceptions=True)
 
         self._feeder = threading.Thread(target=feed, name=f"{self.name}-feeder", daemon=True)
+        self._run_loop(loop, self._feeder, serve())
+
+    def _run_loop(self, loop: asyncio.AbstractEventLoop, feeder: threading.Thread, serve: Awaitable[None]) -> None:
+        executor = self._runtime.executor(self.name)  # asyncio.to_thread in a hook: same device and stream
+        if executor is not None:
+            loop.set_default_executor(executor)
         try:
             with self._runtime.running():
-                self._feeder.start()
-                loop.run_until_complete(serve())
+                feeder.start()
+                loop.run_until_complete(serve)
                 loop.run_until_complete(loop.shutdown_asyncgens())
+                if executor is not None:  # ours: its threads end before the worker counts as ended
+                    loop.run_until_complete(loop.shutdown_default_executor())
         finally:
             loop.close()
 
     async def _run_async(self, hooks: Hooks, requests: Sequence[InferenceRequest], is_stream: bool) -> None:
-        self.counters.state = WorkerState.BUSY
+        if self._device_failure is None:
+            self.counters.state = WorkerState.BUSY
         try:
             if is_stream:
                 self._count(await stream_async(hooks, requests, self._failure))
@@ -256,6 +301,8 @@ class Worker:
             raise
         except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
             self._internal_error(requests, exc)
+        if self._device_failure is not None:  # now, not when the loop ends: the feeder may wait for requests
+            self._device_failed()
 
     # --- answers ----------------------------------------------------------------------------------------
 
@@ -272,6 +319,7 @@ class Worker:
 
     def _internal_error(self, requests: Sequence[InferenceRequest], exc: BaseException) -> None:
         """Something escaped the pipeline (a BaseException from a hook, or a bug of ours): fail the batch."""
+        self._note_device_error(exc)
         self._errors.record(self.name, exc)
         logger.error("worker %s failed to answer a batch", self.name, exc_info=exc)
         failure = Outcome.failure(INTERNAL_ERROR)
@@ -279,7 +327,32 @@ class Worker:
             self.counters.count(failure.verdict)
             request.reply.deliver(failure)
 
+    def _note_device_error(self, exc: BaseException) -> None:
+        if self._device_failure is None and is_sticky_device_error(exc):
+            self._device_failure = exc
+
+    def _device_failed(self) -> None:
+        """After the batch that hit a sticky device error was answered: this worker serves no more.
+
+        Called once per batch that ends after the failure (an async worker may have several in flight)."""
+        exc = self._device_failure
+        if exc is None or self._device_failure_told:
+            return
+        self._device_failure_told = True
+        self.counters.state = WorkerState.FAILED
+        logger.error(
+            "%s: %s is broken by a sticky CUDA error (%s); this worker stops serving and /health answers 503. "
+            "Only a new process gets a working device: restart the server (worker_mode='process' restarts "
+            "worker processes by itself)",
+            self.name,
+            self.device,
+            exc,
+        )
+        if self._on_device_failure is not None:
+            self._on_device_failure(exc)
+
     def _failure(self, exc: Exception) -> Outcome:
+        self._note_device_error(exc)
         answer: ErrorResponse = BATCH_SIZE_MISMATCH if isinstance(exc, BatchSizeMismatchError) else error_response(exc)
         if isinstance(exc, NonFiniteNumberError):  # not a crash of a hook: its output is not JSON
             where = f"{self.name} ({self._path} encode_response)"

@@ -31,6 +31,7 @@ from litserve.engine.worker import Worker
 from litserve.exceptions import INTERNAL_ERROR
 from litserve.hooks import HookPlan, plan_with_model
 from litserve.process.child_queue import ChildQueue
+from litserve.process.devices import DEVICE_FAILED_EXIT_CODE, child_device
 from litserve.process.messages import (
     Answer,
     Answers,
@@ -223,6 +224,12 @@ class _Session:
             for pieces in held:
                 self.link.send(pieces)
 
+    def device_failed(self, exc: BaseException) -> None:
+        """A worker hit a sticky CUDA error (its batch is answered): this process's CUDA context is broken
+        for every worker in it, and only a new process gets a working one, so it exits for its supervisor
+        to start another. The error was recorded (and sent to the server) when the hook raised."""
+        os._exit(DEVICE_FAILED_EXIT_CODE)
+
     def log(self, key: str, value: Any) -> None:
         """LitAPI.log in this process: the entry goes to the server's loggers; never raises into a hook."""
         try:
@@ -335,17 +342,19 @@ def _serve(link: Link, init: ChildInit) -> None:
         return
     session = _Session(link, init, plan, api.stream)
     observers = Observers(callbacks, session.log)
+    device = child_device(init.device)  # this process sees only its own GPU (CUDA_VISIBLE_DEVICES)
     session.workers = [
         Worker(
             name,
             copy_api(api),
-            init.device,
+            device,
             session.queue,
             session.errors,
             plan,
             observers=observers,
             on_batch=session.batch_taken,
             others_coming=session.others_coming,
+            on_device_failure=session.device_failed,
         )
         for name in init.worker_names
     ]

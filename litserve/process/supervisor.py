@@ -14,6 +14,7 @@ import asyncio
 import concurrent.futures
 import enum
 import logging
+import os
 import socket
 import subprocess
 import sys
@@ -30,6 +31,7 @@ from litserve.hooks import HookPlan
 from litserve.loggers import LogSink
 from litserve.process.book import InFlightBook
 from litserve.process.channel import Channel
+from litserve.process.devices import DEVICE_FAILED_EXIT_CODE, child_environment
 from litserve.process.messages import ChildInit, FromChild, Ready, SetupFailed, ToChild, decode, encode
 from litserve.process.wire import RECV_SIZE, BadFrame, FrameReader, LinkClosedError, send_all
 from litserve.status import ErrorLog, WorkerCounters, WorkerState
@@ -215,6 +217,7 @@ class ProcessWorker:
                 [sys.executable, "-m", "litserve.process.child", str(child_end.fileno())],
                 pass_fds=[child_end.fileno()],
                 stdin=subprocess.DEVNULL,
+                env=child_environment(self._init.device, os.environ),  # only its own GPU
             )
         except BaseException:
             parent_end.close()
@@ -299,7 +302,8 @@ class ProcessWorker:
             logger.error("worker process %s could not be restarted: %s", self.name, exc)
 
     def _died(self, returncode: int | None) -> None:
-        error = RemoteError(f"worker process {self.name} exited with code {returncode}")
+        why = " after a sticky CUDA error broke its device" if returncode == DEVICE_FAILED_EXIT_CODE else ""
+        error = RemoteError(f"worker process {self.name} exited with code {returncode}{why}")
         self._errors.record(self.name, error)
         logger.error("%s%s", error, "; starting it again" if self._restart else "")
         if self._restart:

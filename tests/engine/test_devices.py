@@ -2,7 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from litserve.engine.devices import DeviceRuntime, resolve_devices
+from litserve.engine.device_runtime import DeviceRuntime
+from litserve.engine.devices import resolve_devices
 
 torch = pytest.importorskip("torch")
 has_cuda = torch.cuda.is_available()
