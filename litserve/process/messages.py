@@ -75,7 +75,7 @@ class Request:
     handed_s: float  # monotonic: when the server handed it over; its batch window may open then
     shape: Any  # for a spec's answer codec (engine.answer_codec)
     queued_s: float  # monotonic: when the server queued it (its queue wait began)
-    followed: bool = True  # more requests waited or were on their way when it was handed (engine.batcher)
+    followed: bool  # more requests waited or were on their way when it was handed (engine.batcher)
 
 
 @final

@@ -55,6 +55,13 @@ def create_app(context: WebContext) -> Quart:
     add_status_page(app, context)
     add_metrics_route(app, context)
 
+    _answer_errors(app, context)
+    return app
+
+
+def _answer_errors(app: Quart, context: WebContext) -> None:
+    """Quart's own refusals and unexpected errors, answered from the one status-code table."""
+
     @app.errorhandler(WerkzeugHTTPException)
     async def http_error(exc: WerkzeugHTTPException) -> Response:
         # Quart's own refusals (404, 405, 413, ...), answered from the one status-code table.
@@ -73,8 +80,6 @@ def create_app(context: WebContext) -> Quart:
         context.errors.record("litserve-http", exc)
         _count(context, INTERNAL_ERROR)
         return error(INTERNAL_ERROR)
-
-    return app
 
 
 def serving_stack(app: Quart, context: WebContext) -> ASGIApp:

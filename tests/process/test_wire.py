@@ -20,12 +20,20 @@ from litserve.timing import Timing
 from tests.helpers import wait_until
 
 MESSAGES: list[Any] = [
-    Request(7, {"input": [1.0, 2.0]}, None, None, None, 12.5, None, 12.25),
+    Request(7, {"input": [1.0, 2.0]}, None, None, None, 12.5, None, 12.25, True),
     Answers(((1, Outcome(200, b"x" * 100_000)), (2, Outcome(200, b"")))),
     Chunk(3, np.arange(50_000, dtype=np.float32)),  # travels out of band
     HealthAnswer(4, True),
     Request(
-        5, {"a": np.ones(3, dtype=np.int8), "b": np.zeros(70_000, dtype=np.float64)}, 1.0, None, None, 2.0, None, 1.5
+        5,
+        {"a": np.ones(3, dtype=np.int8), "b": np.zeros(70_000, dtype=np.float64)},
+        1.0,
+        None,
+        None,
+        2.0,
+        None,
+        1.5,
+        False,
     ),
     Answers(((8, Outcome(404, b'{"error":"x"}', "text/plain", (("x-a", "1"),), {"why": [1]})),)),
     Chunk(9, StreamStart("text/event-stream", b"data: 1")),
@@ -175,7 +183,7 @@ def test_outcomes_and_stream_starts_unpickle_equal_with_every_field() -> None:
 
 
 def test_a_request_frame_carries_its_id_as_the_tag() -> None:
-    request = Request(31, {"x": 1}, None, None, None, 0.0, None, 0.0)
+    request = Request(31, {"x": 1}, None, None, None, 0.0, None, 0.0, False)
     head = frame_bytes(request)[: struct.calcsize("<IQQ")]
     assert struct.unpack("<IQQ", head)[1] == 31
     assert struct.unpack("<IQQ", frame_bytes(HealthAnswer(31, True))[: struct.calcsize("<IQQ")])[1] == 0
@@ -209,7 +217,7 @@ def test_a_frame_that_is_no_message_of_ours_reads_as_a_bad_frame(wire_form: Any)
 
 
 def test_a_request_that_cannot_be_rebuilt_keeps_its_id_so_it_is_still_answered() -> None:
-    (wire_form,) = FrameReader().feed(frame_bytes(Request(31, {"x": 1}, None, None, None, 0.0, None, 0.0)))
+    (wire_form,) = FrameReader().feed(frame_bytes(Request(31, {"x": 1}, None, None, None, 0.0, None, 0.0, False)))
     bad = decode(wire_form[:-1])  # a field short, as from another version
     assert isinstance(bad, BadFrame) and bad.tag == 31
 
