@@ -196,6 +196,8 @@ def test_a_client_that_leaves_mid_stream_closes_the_generator(start_server: Star
     assert api.closed.wait(10)
     assert api.produced.values() == [0, 1]
     assert post(server, {"n": 1}).status_code == 200  # the worker moved on
+    endpoint = server.status.endpoints[0]
+    assert (endpoint.ok, endpoint.cancelled, endpoint.requests) == (1, 1, 2)  # the one that left counts once
 
 
 def test_the_deadline_ends_a_running_stream_with_an_error_line(worker_mode: str) -> None:
@@ -206,6 +208,8 @@ def test_the_deadline_ends_a_running_stream_with_an_error_line(worker_mode: str)
         assert response.content.splitlines() == [b'{"token":0}', b'{"error":"Request timed out","status":504}']
         api.step.release()
         assert api.closed.wait(10)
+        endpoint = server.status.endpoints[0]
+        assert (endpoint.ok, endpoint.timed_out, endpoint.requests) == (0, 1, 1)
 
 
 class FailingStreamAPI(LitAPI):
@@ -228,6 +232,9 @@ def test_errors_before_and_after_the_first_chunk(start_server: Start) -> None:
     assert late.status_code == 200
     assert late.headers["content-type"].startswith("text/plain")
     assert late.content == b'ab{"error":"Internal server error","status":500}\n'
+    endpoint = server.status.endpoints[0]
+    # Each counts once, by how it ended: the 418 before its status, the 500 by its error line.
+    assert (endpoint.ok, endpoint.client_errors, endpoint.server_errors, endpoint.requests) == (0, 1, 1, 2)
 
 
 class UnevenBatchedStreamAPI(LitAPI):

@@ -466,4 +466,4 @@ def test_a_stream_cut_by_its_deadline_counts_as_timed_out(start_server: Start) -
     assert response.content.splitlines()[-1] == b'{"error":"Request timed out","status":504}'
     api.gate.set()
     endpoint = server.status.endpoints[0]
-    assert (endpoint.ok, endpoint.timed_out) == (1, 1)
+    assert (endpoint.ok, endpoint.timed_out, endpoint.requests) == (0, 1, 1)  # one request, counted once
