@@ -6,6 +6,7 @@ socket, concurrency, stopping and time keep a real server (`start_server`)."""
 from __future__ import annotations
 
 import concurrent.futures
+import hmac
 import io
 import logging
 from collections.abc import Callable, Iterator
@@ -177,6 +178,26 @@ def test_api_key_argument(start_app: StartApp) -> None:
     server = start_app(SquareAPI(), api_key="k")
     assert server.post({"input": 3}).status_code == 401
     assert server.post({"input": 3}, headers={"X-API-Key": "k"}).json() == {"output": 9}
+
+
+def test_the_api_key_is_compared_in_constant_time(start_app: StartApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key check, right or wrong, as a header or a bearer token, goes through `hmac.compare_digest`
+    (its time does not depend on where the strings differ); a plain `==` would never reach it."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def recording(a: Any, b: Any) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    server = start_app(SquareAPI(), api_key="s3cret")
+    assert server.post({"input": 3}, headers={"X-API-Key": "s3creT"}).status_code == 401
+    assert server.post({"input": 3}, headers={"X-API-Key": "s3cret"}).json() == {"output": 9}
+    assert compared == [(b"s3creT", b"s3cret"), (b"s3cret", b"s3cret")]
+    compared.clear()
+    assert server.get("/info", headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert compared == [(b"s3cret", b"s3cret")]
 
 
 class BearerAPI(SquareAPI):
