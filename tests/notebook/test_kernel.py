@@ -124,7 +124,9 @@ def test_shutting_the_kernel_down_stops_its_servers(tmp_path: Any) -> None:
             "        except OSError:\n"
             "            return False\n"
             "        return True\n"
-            f"atexit.register(lambda: open({str(report)!r}, 'w').write(f'{{server.state.value}} {{_port_is_free({port})}}'))"
+            f"def _report():\n"
+            f"    open({str(report)!r}, 'w').write(f'{{server.state.value}} {{_port_is_free({port})}}')\n"
+            "atexit.register(_report)"
         )
         assert hook.status == "ok", hook.error
         started = kernel.run(DEFINE_AND_START.format(factor=2, port=port))
