@@ -277,7 +277,10 @@ class EndpointStatus:
     """One endpoint: its requests by outcome, what is waiting and running, latency, batches, workers.
 
     `timed_out` and `cancelled` count answers (504s, clients gone); `dropped_*` count queued requests
-    the workers then skipped instead of running.
+    the workers then skipped instead of running. Every request counts once, in exactly one of `ok`,
+    `client_errors`, `server_errors`, `timed_out` and `cancelled`, when it is over: a stream whose 200
+    was sent counts when it ends, by how it ended (finished: ok; cut by its deadline: timed out; left by
+    its client: cancelled; ended by an error line: that error's outcome).
     """
 
     path: str

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import requests
 
 from litserve import LitAPI, LitServer
+from litserve.testing import serving
 from tests.apis import SquareAPI
 
 
@@ -80,7 +82,17 @@ def test_bad_server_arguments(kwargs: dict[str, Any], error: type[Exception], me
 
 @pytest.mark.parametrize("timeout", [False, None, -1])
 def test_timeout_can_be_turned_off(timeout: Any) -> None:
-    LitServer(SquareAPI(), accelerator="cpu", timeout=timeout)
+    # A batch window longer than the request timeout is refused (see the next test): with no timeout,
+    # an hour-long window is fine, and the server says it has no timeout.
+    api = SquareAPI(max_batch_size=2, batch_timeout=3600)
+    with serving(api, timeout=timeout) as server:
+        info = requests.get(server.url + "/info", timeout=10).json()
+    assert info["server"]["timeout"] is None
+
+
+def test_a_batch_window_longer_than_the_timeout_is_refused() -> None:
+    with pytest.raises(ValueError, match="batch_timeout"):
+        LitServer(SquareAPI(max_batch_size=2, batch_timeout=3600), accelerator="cpu", timeout=30)
 
 
 def test_lit_api_must_be_an_instance() -> None:

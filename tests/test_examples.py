@@ -295,12 +295,12 @@ def test_hello_script_serves_the_generated_client_and_stops_on_ctrl_c(tmp_path):
         assert "Status: 200" in client.stdout
         assert '{"output":16.0}' in client.stdout
 
+        assert not port_is_free(server.port)  # the script holds it (whether stop() frees it: test_lifecycle)
         code = server.stop_with(signal.SIGINT)
 
         assert code == 0, server.stderr
         assert "Traceback" not in server.stderr, server.stderr
         assert "litserve stopped" in server.stderr
-        assert port_is_free(server.port)
 
 
 def output_of(response: requests.Response) -> Any:
@@ -332,12 +332,12 @@ def test_script_serves_and_stops_cleanly_on_sigterm(tmp_path, script):
         else:
             assert output == expected
 
+        assert not port_is_free(server.port)  # the script holds it (whether stop() frees it: test_lifecycle)
         code = server.stop_with(signal.SIGTERM)
 
         assert code == 0, server.stderr
         assert "Traceback" not in server.stderr, server.stderr
         assert "litserve stopped" in server.stderr
-        assert port_is_free(server.port)
 
 
 @pytest.mark.integration

@@ -26,7 +26,6 @@ from litserve.engine.submit import submit
 from litserve.request_context import RequestContext
 from litserve.specs.openai import ChatShape, new_completion_id
 from litserve.specs.openai_models import ChatCompletionRequest
-from litserve.status import Verdict
 from litserve.web.compression import GZIP_MIN_BYTES, gzip_outcome
 from litserve.web.context import WebContext
 from litserve.web.guard import follow_client
@@ -101,6 +100,8 @@ class ChatRoute:
                 shape = ChatShape.for_choice(parsed, index, completion_id, created)
                 trailer = DONE if parsed.n == 1 else b""  # several choices: [DONE] once, after all of them
                 started = self._submit(choice, _choice_context(context, fields), shape, arrival_s, timers, trailer)
+                if index > 0 and isinstance(started, StreamBody):
+                    started.count_nothing()  # the request counts once, by its first choice
                 if isinstance(started, Outcome):
                     _cancel_all(bodies)
                     for timer in timers:
@@ -148,7 +149,6 @@ class ChatRoute:
             counters.in_flight -= 1
         if first is None or isinstance(first, Outcome):
             return first or Outcome(200, DONE, "text/event-stream")
-        counters.count(Verdict.OK)  # the status is sent now; later failures become the stream's error event
         return body.response(first)
 
     async def _stream_choices(self, bodies: list[StreamBody]) -> Outcome | Response:
@@ -170,7 +170,6 @@ class ChatRoute:
         if first is None or isinstance(first, Outcome):
             _cancel_all(bodies)
             return first or Outcome(200, DONE, "text/event-stream")
-        counters.count(Verdict.OK)
         streams = [bodies[0].iterate(first), *(_later_choice(body) for body in bodies[1:])]
         response = Response(_interleave(streams), status=200, content_type="text/event-stream")
         response.timeout = None

@@ -162,7 +162,6 @@ class PredictRoute:
             counters.in_flight -= 1
         if isinstance(first, Outcome):
             return first
-        counters.count(Verdict.OK)  # the status is sent now; later failures become the stream's error line
         return body.response(first)
 
     async def _run(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome:

@@ -10,7 +10,7 @@ from quart import Response
 
 from litserve.codec import encode_json
 from litserve.engine.bridge import StreamReply
-from litserve.engine.messages import STREAM_END, DropReason, Outcome, StreamItem, StreamStart
+from litserve.engine.messages import STREAM_END, Outcome, StreamItem, StreamStart
 from litserve.engine.stream_window import STREAM_WINDOW
 from litserve.engine.submit import IdleDeadline, Submission
 from litserve.status import EndpointCounters, Verdict
@@ -45,8 +45,11 @@ class StreamBody:
     which the worker sees at its next chunk (or wakes to, if it waits for room), and closes the user's
     generators, even when the body never started.
 
-    Counting: the route counts a stream as ok once its 200 is sent; if the deadline then ends it, it
-    also counts as timed out here, and if its client leaves first, as cancelled.
+    Counting: each request counts once, in one outcome. An answer given instead of a stream (a failure
+    before the first chunk, an empty stream, a collected document) is the route's to count. A stream
+    whose 200 is sent counts here, when it ends, by how it ended: ok when it finished, timed out when its
+    deadline cut it, cancelled when its client left first, or as its error line's outcome. A body told
+    to `count_nothing` (an OpenAI choice after the first) never counts: the request counts by its first.
     """
 
     def __init__(
@@ -63,7 +66,7 @@ class StreamBody:
         self._queue = reply.queue
         self._window = reply.window
         self._submission = submission
-        self._counters = counters
+        self._counters: EndpointCounters | None = counters  # None: this body never counts
         self._error_line = error_line  # a spec's streams end their own way (e.g. an SSE error event)
         self._trailer = trailer  # sent after a stream that ended normally (e.g. SSE's `data: [DONE]`)
         self._is_sent = False  # its 200 is out
@@ -113,6 +116,10 @@ class StreamBody:
             self._client_left()
             raise
 
+    def count_nothing(self) -> None:
+        """Never count this body: another body of the same request counts it."""
+        self._counters = None
+
     def cancel(self) -> None:
         """End the request early without counting it (its answer is given another way)."""
         if not self._is_over:
@@ -120,12 +127,14 @@ class StreamBody:
             self._end(None)
 
     def iterate(self, start: StreamStart | None) -> AsyncIterator[bytes]:
-        """The stream's bytes from its first item on, for a 200 that is being sent (the route counts it).
+        """The stream's bytes from its first item on, for a 200 that is being sent (counted as it ends).
 
         Call it in the task that sends the response: that task ends however the body does, even when
         the body never started (the client left first), and a stream not over by then is cancelled.
         """
         self._is_sent = True
+        if start is None and self._counters is not None:
+            self._counters.count(Verdict.OK)  # an empty stream: over already (`first` saw its end)
         task = asyncio.current_task()
         if task is not None:
             task.add_done_callback(self._on_sent)
@@ -181,9 +190,9 @@ class StreamBody:
     def _last(self, item: StreamItem) -> bytes:
         """The stream's end: its error line for a failure, else its trailer; the end is counted once."""
         if isinstance(item, Outcome):
-            self._end(Verdict.TIMED_OUT if item.reason is DropReason.TIMED_OUT else None)
+            self._end(item.verdict)
             return self._error_line(item)
-        self._end(None)
+        self._end(Verdict.OK)
         return self._trailer
 
     def _on_idle(self) -> None:
@@ -209,6 +218,6 @@ class StreamBody:
         self._is_over = True
         if self._idle is not None:
             self._idle.cancel()
-        if verdict is not None:
+        if verdict is not None and self._counters is not None:
             self._counters.count(verdict)
         self._window.release(STREAM_WINDOW)  # a worker waiting for room wakes and sees why

@@ -27,7 +27,8 @@ Start = Callable[..., LitServer]
 
 
 class RecordingBatchAPI(LitAPI):
-    """Squares each input; records every batch size predict saw; inputs < 0 fail in decode_request."""
+    """Squares each input; records every batch size predict saw; inputs < 0 fail in decode_request,
+    and input 1000 fails in encode_response."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -47,6 +48,8 @@ class RecordingBatchAPI(LitAPI):
         return [v * v for v in x]
 
     def encode_response(self, output: Any) -> Any:
+        if output == 1000 * 1000:
+            raise RuntimeError("cannot encode")
         return {"output": output}
 
 
@@ -86,6 +89,23 @@ def test_a_decode_error_fails_only_its_own_item(worker_mode: str) -> None:
         assert (bad.result(10).status_code, bad.result(10).json()) == (400, {"detail": "negative input"})
         assert good.result(10).json() == {"output": 4}
     assert api.sizes.values() == [1, 1]  # the failed item never reached predict
+
+
+def test_an_encode_error_fails_only_its_own_item(worker_mode: str) -> None:
+    api = RecordingBatchAPI(max_batch_size=4, batch_timeout=0.5)
+    with serving(api, worker_mode=worker_mode) as server, concurrent.futures.ThreadPoolExecutor(4) as pool:
+        first = pool.submit(post, server, {"input": 1})
+        assert api.arrived.acquire(timeout=10)  # the worker holds the first; the next two queue together
+        bad = pool.submit(post, server, {"input": 1000})
+        good = pool.submit(post, server, {"input": 2})
+        assert wait_until(lambda: server.status.endpoints[0].in_flight == 3)
+        api.gate.set()
+        assert first.result(10).json() == {"output": 1}
+        assert (bad.result(10).status_code, bad.result(10).json()) == (500, {"detail": "Internal server error"})
+        assert good.result(10).json() == {"output": 4}
+        endpoint = server.status.endpoints[0]
+        assert (endpoint.ok, endpoint.server_errors) == (2, 1)
+    assert api.sizes.values() == [1, 2]  # the failing item and the good one were one batch
 
 
 class TorchBatchAPI(LitAPI):
@@ -196,16 +216,21 @@ def test_a_client_that_leaves_mid_stream_closes_the_generator(start_server: Star
     assert api.closed.wait(10)
     assert api.produced.values() == [0, 1]
     assert post(server, {"n": 1}).status_code == 200  # the worker moved on
+    endpoint = server.status.endpoints[0]
+    assert (endpoint.ok, endpoint.cancelled, endpoint.requests) == (1, 1, 2)  # the one that left counts once
 
 
 def test_the_deadline_ends_a_running_stream_with_an_error_line(worker_mode: str) -> None:
     api = GatedStreamAPI()
-    with serving(api, worker_mode=worker_mode, timeout=0.3) as server:
+    # The first chunk comes at once, well within the timeout even from a loaded worker process; the second never.
+    with serving(api, worker_mode=worker_mode, timeout=1.0) as server:
         response = post(server, {"n": 5})
         assert response.status_code == 200
         assert response.content.splitlines() == [b'{"token":0}', b'{"error":"Request timed out","status":504}']
         api.step.release()
         assert api.closed.wait(10)
+        endpoint = server.status.endpoints[0]
+        assert (endpoint.ok, endpoint.timed_out, endpoint.requests) == (0, 1, 1)
 
 
 class FailingStreamAPI(LitAPI):
@@ -228,6 +253,9 @@ def test_errors_before_and_after_the_first_chunk(start_server: Start) -> None:
     assert late.status_code == 200
     assert late.headers["content-type"].startswith("text/plain")
     assert late.content == b'ab{"error":"Internal server error","status":500}\n'
+    endpoint = server.status.endpoints[0]
+    # Each counts once, by how it ended: the 418 before its status, the 500 by its error line.
+    assert (endpoint.ok, endpoint.client_errors, endpoint.server_errors, endpoint.requests) == (0, 1, 1, 2)
 
 
 class UnevenBatchedStreamAPI(LitAPI):

@@ -21,7 +21,7 @@ from litserve.test_examples.openai_spec_example import (
     TestAPIWithStructuredOutput,
     TestAPIWithToolCalls,
 )
-from tests.helpers import post
+from tests.helpers import post, wait_until
 from tests.sync import CrossEvent
 
 openai = pytest.importorskip("openai", reason="the official openai client is a test dependency")
@@ -144,6 +144,9 @@ def test_n_choices_whole_and_streamed(start_server: Callable[..., LitServer]) ->
     for chunk in chunks:
         by_index[chunk.choices[0].index].append(chunk.choices[0].delta.content)
     assert by_index == {0: ["This is a generated output", None], 1: ["This is a generated output", None]}
+    assert wait_until(lambda: server.status.endpoints[0].requests >= 2)
+    endpoint = server.status.endpoints[0]
+    assert (endpoint.ok, endpoint.requests) == (2, 2)  # one count per request, not per choice
 
 
 def test_tool_calls_whole_and_streamed(start_server: Callable[..., LitServer]) -> None:

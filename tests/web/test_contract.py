@@ -6,6 +6,7 @@ socket, concurrency, stopping and time keep a real server (`start_server`)."""
 from __future__ import annotations
 
 import concurrent.futures
+import hmac
 import io
 import logging
 from collections.abc import Callable, Iterator
@@ -23,7 +24,7 @@ from litserve.testing import serving
 from tests.apis import GatedPredictAPI, SquareAPI
 from tests.app_client import AppClient
 from tests.helpers import post, raw_request, wait_until
-from tests.sync import CrossEvent
+from tests.sync import CrossEvent, CrossSemaphore
 
 Start = Callable[..., LitServer]
 StartApp = Callable[..., AppClient]
@@ -179,6 +180,26 @@ def test_api_key_argument(start_app: StartApp) -> None:
     assert server.post({"input": 3}, headers={"X-API-Key": "k"}).json() == {"output": 9}
 
 
+def test_the_api_key_is_compared_in_constant_time(start_app: StartApp, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every key check, right or wrong, as a header or a bearer token, goes through `hmac.compare_digest`
+    (its time does not depend on where the strings differ); a plain `==` would never reach it."""
+    compared: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def recording(a: Any, b: Any) -> bool:
+        compared.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", recording)
+    server = start_app(SquareAPI(), api_key="s3cret")
+    assert server.post({"input": 3}, headers={"X-API-Key": "s3creT"}).status_code == 401
+    assert server.post({"input": 3}, headers={"X-API-Key": "s3cret"}).json() == {"output": 9}
+    assert compared == [(b"s3creT", b"s3cret"), (b"s3cret", b"s3cret")]
+    compared.clear()
+    assert server.get("/info", headers={"X-API-Key": "s3cret"}).status_code == 200
+    assert compared == [(b"s3cret", b"s3cret")]
+
+
 class BearerAPI(SquareAPI):
     def authorize(self, request: RequestContext) -> bool:
         if request.headers.get("authorization") == "Bearer banned":
@@ -290,10 +311,16 @@ def test_other_exceptions_are_an_opaque_500_and_kept_as_last_error(
 
 
 class MismatchAPI(LitAPI):
+    """Returns one output too few for any batch of more than one; its first predict waits for the gate."""
+
     def __init__(self) -> None:
         super().__init__(max_batch_size=4, batch_timeout=0.5)
+        self.arrived = CrossSemaphore()
+        self.gate = CrossEvent()
 
     def predict(self, x: Any) -> Any:
+        self.arrived.release()
+        assert self.gate.wait(10)
         return x[:-1] if len(x) > 1 else x
 
     def unbatch(self, output: Any) -> list[Any]:
@@ -301,13 +328,19 @@ class MismatchAPI(LitAPI):
 
 
 def test_batch_size_mismatch_fails_that_batch_with_500(start_server: Start) -> None:
-    server = start_server(MismatchAPI())
+    api = MismatchAPI()
+    server = start_server(api)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        responses = list(pool.map(lambda i: post(server, i), range(4)))
-    failed = [r for r in responses if r.status_code == 500]
-    assert failed, "expected at least one batch of more than one request"
-    assert all(r.json() == {"detail": "Batch size mismatch"} for r in failed)
-    assert all(r.status_code in (200, 500) for r in responses)
+        alone = pool.submit(post, server, 0)
+        assert api.arrived.acquire(timeout=10)  # a batch of one runs; the next three queue as one batch
+        together = [pool.submit(post, server, i) for i in (1, 2, 3)]
+        assert wait_until(lambda: server.status.endpoints[0].in_flight == 4)
+        api.gate.set()
+        assert (alone.result(10).status_code, alone.result(10).json()) == (200, 0)
+        for future in together:
+            response = future.result(10)
+            assert (response.status_code, response.json()) == (500, {"detail": "Batch size mismatch"})
+    assert server.status.endpoints[0].batch_sizes == ((1, 1), (3, 1))
 
 
 # --- overload, shutdown, timeouts -------------------------------------------------------------------------
@@ -461,9 +494,9 @@ class StreamUntilDeadlineAPI(LitAPI):
 
 def test_a_stream_cut_by_its_deadline_counts_as_timed_out(start_server: Start) -> None:
     api = StreamUntilDeadlineAPI()
-    server = start_server(api, timeout=0.3)
+    server = start_server(api, timeout=1.0)  # far more than the first chunk takes, even in a loaded worker process
     response = post(server, {})
     assert response.content.splitlines()[-1] == b'{"error":"Request timed out","status":504}'
     api.gate.set()
     endpoint = server.status.endpoints[0]
-    assert (endpoint.ok, endpoint.timed_out) == (1, 1)
+    assert (endpoint.ok, endpoint.timed_out, endpoint.requests) == (0, 1, 1)  # one request, counted once
