@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -71,3 +72,27 @@ def post(target: Any, payload: Any = None, path: str = "/predict", **kwargs: Any
         kwargs["json"] = payload
     kwargs.setdefault("timeout", 30)
     return requests.post(url, **kwargs)
+
+
+@contextlib.contextmanager
+def gathering(server: Any, path: str = "/predict") -> Any:
+    """Hold an endpoint's batch window open for the requests a test sends inside the block.
+
+    The adaptive window (`litserve.engine.batcher`) closes a batch as soon as nothing more is queued
+    or being read; clients in threads reach the server one after another, so a test that wants them in
+    one batch says "more is coming" for the block, as an admitted request still being read would. The
+    batch still closes at `max_batch_size` or after `batch_timeout`. The count is changed on the HTTP
+    loop, its only writer.
+    """
+    running = server._life.running
+    endpoint = next(e for e in running.endpoints if e.path == path)
+    loop = running.http._loop
+
+    async def change(by: int) -> None:
+        endpoint.queue.coming += by
+
+    asyncio.run_coroutine_threadsafe(change(1), loop).result(10)
+    try:
+        yield
+    finally:
+        asyncio.run_coroutine_threadsafe(change(-1), loop).result(10)

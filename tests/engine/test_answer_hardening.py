@@ -16,7 +16,7 @@ import pytest
 import requests
 
 from litserve import HTTPException, LitAPI, LitServer
-from tests.helpers import post
+from tests.helpers import gathering, post
 
 Start = Callable[..., LitServer]
 
@@ -48,7 +48,7 @@ def test_an_unencodable_detail_fails_only_its_own_item_of_a_batch(start_server: 
     # The batch closes at three requests (its window is far longer than the test), so all three share it.
     server = start_server(PickyBatchAPI(max_batch_size=3, batch_timeout=60.0), timeout=90)
     inputs: list[Any] = [1, LONE_SURROGATE, 3]
-    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+    with gathering(server), concurrent.futures.ThreadPoolExecutor(3) as pool:
         answers = list(pool.map(lambda x: post(server, {"input": x}, timeout=90), inputs))
     assert [a.status_code for a in answers] == [200, 422, 200]
     assert answers[0].json() == {"output": 2} and answers[2].json() == {"output": 6}
@@ -156,7 +156,7 @@ def test_nan_in_one_stream_of_a_batch_ends_only_that_stream(start_server: Start)
         with requests.post(server.url + "/predict", json=value, stream=True, timeout=90) as response:
             return [json.loads(line) for line in response.iter_lines() if line]
 
-    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+    with gathering(server), concurrent.futures.ThreadPoolExecutor(2) as pool:
         bad, good = pool.map(lines_for, ["bad", "good"])
     assert bad == [{"output": 0.0}, {"error": "Internal server error", "status": 500}]
     assert good == [{"output": 0.0}, {"output": 1.0}, {"output": 2.0}]

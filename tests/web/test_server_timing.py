@@ -21,6 +21,7 @@ from litserve.metrics import StatusCollector, families
 from litserve.status import SECONDS_BUCKETS, EndpointStatus, Histogram, ServerState, ServerStatus
 from litserve.timing import Timing, current_timing
 from tests.apis import SquareAPI
+from tests.helpers import gathering
 from tests.sync import CrossLog
 
 Start = Callable[..., LitServer]
@@ -54,7 +55,7 @@ def server_timing(header: str) -> dict[str, tuple[float | None, str | None]]:
 
 
 def _post_batch(server: LitServer) -> list[requests.Response]:
-    with concurrent.futures.ThreadPoolExecutor(BATCH) as pool:
+    with gathering(server), concurrent.futures.ThreadPoolExecutor(BATCH) as pool:
         futures = [
             pool.submit(requests.post, server.url + "/predict", json={"input": x}, timeout=30) for x in range(BATCH)
         ]
