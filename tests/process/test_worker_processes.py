@@ -11,7 +11,6 @@ import subprocess
 import sys
 import textwrap
 import threading
-import time
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from pydantic import BaseModel, Field
 
 from litserve import LitAPI, LitServer, RequestFailedError, WorkerSetupError
 from litserve.status import WorkerState
-from tests.apis import BatchTimesAPI, FailingSetupAPI, GatedPredictAPI, HeldCrossing, SquareAPI
+from tests.apis import FailingSetupAPI, GatedPredictAPI, SquareAPI
 from tests.helpers import free_port, post, wait_until
 from tests.sync import CrossEvent, CrossLog, CrossSemaphore
 
@@ -101,27 +100,6 @@ def test_a_request_goes_to_an_idle_worker_process_before_a_busy_one_with_room() 
             answers = [first.result(20).json(), second.result(20).json()]
     assert [a["x"] for a in answers] == [1, 2]
     assert answers[0]["pid"] != answers[1]["pid"]
-
-
-def test_the_batch_window_opens_when_the_request_is_handed_to_the_worker_process() -> None:
-    # Not once the worker process has read it: a crossing that outlasts the whole window leaves
-    # nothing to wait for, and predict() runs as soon as the request is read.
-    window_s = 1.0
-    api = BatchTimesAPI(max_batch_size=4, batch_timeout=window_s)
-    gate, handed = CrossEvent(), CrossLog()
-    with LitServer(api, accelerator="cpu", devices=1, worker_mode="process").start(port=0) as server:
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            answer = pool.submit(server.predict, HeldCrossing(gate, handed))
-            try:
-                assert wait_until(lambda: bool(handed.values()), 20), "the server never handed the request over"
-                # Hold the request in its crossing until its window, counted from the hand-over, is over.
-                threading.Event().wait(max(0.0, handed.values()[0] + window_s - time.monotonic()))
-            finally:
-                gate.set()  # never leave the worker process waiting in the read
-            times = answer.result(30)
-    assert times["batch_size"] == 1
-    # Counted from when the worker process read it, the window would hold predict() back a whole window_s.
-    assert times["predict_at_s"] - times["read_at_s"] < window_s / 2
 
 
 class CrashingAPI(SquareAPI):
