@@ -87,7 +87,11 @@ class QueueFullError(LitServeError):
 
 
 class QueueClosedError(LitServeError):
-    """The request queue was closed because the server is stopping."""
+    """The request queue was closed: the server is stopping, or (`answer`) the endpoint can serve no more."""
+
+    def __init__(self, message: str, answer: ErrorResponse | None = None) -> None:
+        super().__init__(message)
+        self.answer = answer
 
 
 class RequestFailedError(LitServeError):
@@ -141,6 +145,8 @@ BATCH_SIZE_MISMATCH = ErrorResponse(500, "Batch size mismatch")
 WORKER_PROCESS_DIED = ErrorResponse(500, "Internal server error")  # its worker process exited while holding it
 SERVER_OVERLOADED = ErrorResponse(503, "Server is overloaded", (("Retry-After", "1"),))
 SHUTTING_DOWN = ErrorResponse(503, "Server is shutting down")
+# Thread mode: every worker of the endpoint was taken out by a sticky device error (engine.device_errors).
+NO_WORKER_LEFT = ErrorResponse(503, "No worker can serve this endpoint: its device failed; restart the server")
 NOT_READY = ErrorResponse(503, "not ready")
 REQUEST_TIMED_OUT = ErrorResponse(504, "Request timed out")
 DOCS_UNAVAILABLE = ErrorResponse(  # GET /docs when the package with Swagger UI's files is not installed

@@ -23,15 +23,24 @@ from litserve.engine.devices import warn_if_streams_shared
 from litserve.engine.messages import InferenceRequest, Outcome
 from litserve.engine.observe import NO_OBSERVERS, Observers
 from litserve.engine.request_queue import RequestQueue
-from litserve.exceptions import SHUTTING_DOWN, WorkerSetupError
+from litserve.exceptions import NO_WORKER_LEFT, SHUTTING_DOWN, WorkerSetupError
 from litserve.hooks import plan_hooks
-from litserve.status import EndpointCounters, EndpointStatus, ErrorLog, Latency, WorkerCounters, WorkerStatus
+from litserve.status import (
+    EndpointCounters,
+    EndpointStatus,
+    ErrorLog,
+    Latency,
+    WorkerCounters,
+    WorkerState,
+    WorkerStatus,
+)
 
 __all__ = ["Endpoint", "Placement", "WorkerFactory", "WorkerHandle", "WorkerPool", "copy_api"]
 
 logger = logging.getLogger(__name__)
 
 _SHUTTING_DOWN = Outcome.failure(SHUTTING_DOWN)
+_NO_WORKER_LEFT = Outcome.failure(NO_WORKER_LEFT)
 
 
 class WorkerHandle(Protocol):
@@ -71,6 +80,16 @@ class Endpoint:
         self.queue: RequestQueue[InferenceRequest] = RequestQueue(max_queue_size)
         self.counters = EndpointCounters()
         self.workers: list[WorkerHandle] = []
+
+    def refuse_if_no_worker_left(self) -> None:
+        """After a worker failed for good (a sticky device error in thread mode): once none is left, the
+        queued requests and every later one get 503 at once, instead of waiting for a worker that will
+        never come (forever, without a timeout)."""
+        if self.workers and all(worker.counters.state is WorkerState.FAILED for worker in self.workers):
+            self.queue.close(NO_WORKER_LEFT)
+            for request in self.queue.drain_nowait():
+                request.reply.deliver(_NO_WORKER_LEFT)
+            logger.error("%s has no worker left; its requests get 503 until the server is restarted", self.path)
 
     def status(self) -> EndpointStatus:
         """A snapshot of this endpoint's counters, queue and workers (read from any thread)."""

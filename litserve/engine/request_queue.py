@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Generic, TypeVar, final
 
-from litserve.exceptions import QueueClosedError, QueueFullError
+from litserve.exceptions import ErrorResponse, QueueClosedError, QueueFullError
 
 __all__ = ["RequestQueue"]
 
@@ -44,6 +44,7 @@ class RequestQueue(Generic[T]):
         self._sleepers: list[threading.Lock] = []  # one held lock per sleeping consumer, the latest last
         self._max_size = max_size
         self._is_closed = False
+        self._closed_answer: ErrorResponse | None = None
         self.on_put: Callable[[], None] | None = None
         # Requests admitted and being read, not yet put (written on the HTTP loop only, read by workers).
         self.coming = 0
@@ -68,7 +69,7 @@ class RequestQueue(Generic[T]):
         """Add a request, or raise QueueClosedError / QueueFullError without waiting."""
         with self._lock:
             if self._is_closed:
-                raise QueueClosedError("the server is stopping and takes no new requests")
+                raise QueueClosedError("the queue takes no new requests", self._closed_answer)
             if self._max_size is not None and len(self._items) >= self._max_size:
                 raise QueueFullError(f"{self._max_size} requests are already waiting")
             self._items.append(item)
@@ -131,10 +132,13 @@ class RequestQueue(Generic[T]):
                 return None
             raise queue.Empty
 
-    def close(self) -> None:
-        """Refuse new requests and wake every consumer. Requests already queued are still handed out."""
+    def close(self, answer: ErrorResponse | None = None) -> None:
+        """Refuse new requests and wake every consumer. Requests already queued are still handed out.
+
+        `answer`: what refused requests get instead of "the server is stopping"."""
         with self._lock:
             self._is_closed = True
+            self._closed_answer = answer
             while self._sleepers:
                 self._sleepers.pop().release()
 

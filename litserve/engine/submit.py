@@ -122,6 +122,6 @@ def submit(
         queue.put_nowait(request)
     except QueueFullError:
         return OVERLOADED
-    except QueueClosedError:
-        return STOPPING
+    except QueueClosedError as closed:
+        return STOPPING if closed.answer is None else Outcome.failure(closed.answer)
     return Submission(request)

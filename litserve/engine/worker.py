@@ -376,6 +376,7 @@ def thread_workers(endpoint: Endpoint, placements: Sequence[Placement], errors: 
             endpoint.plan,
             observers=endpoint.observers,
             others_coming=endpoint.queue.others_coming,
+            on_device_failure=lambda _exc: endpoint.refuse_if_no_worker_left(),
         )
         for placement in placements
         for name in placement.worker_names

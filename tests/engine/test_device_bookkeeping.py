@@ -28,7 +28,7 @@ from litserve.engine.device_runtime import DeviceRuntime, _Stepped
 from litserve.engine.devices import resolve_devices, settle_callers_tensors, warn_if_streams_shared
 from litserve.engine.messages import Cancellation, DropReason, InferenceRequest, Outcome, Reply, StreamItem
 from litserve.engine.pipeline import Hooks, answer, stream
-from litserve.exceptions import INTERNAL_ERROR
+from litserve.exceptions import INTERNAL_ERROR, NO_WORKER_LEFT
 from litserve.hooks import plan_hooks
 from litserve.status import WorkerState
 from tests.helpers import Shared, post, wait_until
@@ -354,3 +354,14 @@ def test_more_workers_than_streams_on_a_gpu_are_warned_about(caplog: pytest.LogC
         assert caplog.records == []
         warn_if_streams_shared(["cuda:0"], 33)
     assert "share a stream" in caplog.text
+
+
+@STICKY_APIS
+def test_with_no_worker_left_requests_get_503_at_once_instead_of_waiting(make_api: Any) -> None:
+    # No timeout: a request queued for a worker that will never come would wait forever.
+    with LitServer(make_api(), accelerator="cpu", workers_per_device=1, timeout=False).start(port=0) as server:
+        assert post(server, {"input": "assert"}).status_code == 500
+        assert wait_until(lambda: [w.state for w in server.status.workers] == [WorkerState.FAILED])
+        refused = post(server, {"input": 1}, timeout=10)
+        assert (refused.status_code, refused.json()) == (503, {"detail": NO_WORKER_LEFT.detail})
+        assert requests.get(server.url + "/health", timeout=10).status_code == 503
