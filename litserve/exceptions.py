@@ -145,6 +145,8 @@ BATCH_SIZE_MISMATCH = ErrorResponse(500, "Batch size mismatch")
 WORKER_PROCESS_DIED = ErrorResponse(500, "Internal server error")  # its worker process exited while holding it
 SERVER_OVERLOADED = ErrorResponse(503, "Server is overloaded", (("Retry-After", "1"),))
 SHUTTING_DOWN = ErrorResponse(503, "Server is shutting down")
+# A body still arriving when stop() began, or a request Hypercorn cancels as the graceful period ends.
+STOPPED_READING = ErrorResponse(503, SHUTTING_DOWN.detail, (("Connection", "close"),))
 # Thread mode: every worker of the endpoint was taken out by a sticky device error (engine.device_errors).
 NO_WORKER_LEFT = ErrorResponse(503, "No worker can serve this endpoint: its device failed; restart the server")
 NOT_READY = ErrorResponse(503, "not ready")

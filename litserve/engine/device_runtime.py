@@ -41,6 +41,7 @@ class DeviceRuntime:
 
     def __init__(self, device: str) -> None:
         self.device = device
+        self.sync_failure: BaseException | None = None  # the stream could not synchronize after a batch
         self._stream: Any = None
 
     @property
@@ -137,7 +138,12 @@ class DeviceRuntime:
             with torch.cuda.stream(stream):
                 yield
         finally:
-            stream.synchronize()
+            try:
+                stream.synchronize()
+            except Exception as exc:  # a context broken by a sticky error cannot synchronize: the batch's
+                # answers passed their own wait before encoding; the worker reads this and stops
+                self.sync_failure = exc
+                logger.exception("could not synchronize %s's stream after a batch", self.device)
 
     def release(self) -> None:
         """Drop the stream and return cached device memory to the driver (call after the model is gone).

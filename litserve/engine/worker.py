@@ -228,6 +228,8 @@ class Worker:
                     self._deliver(requests, outcomes)
             except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
                 self._internal_error(requests, exc)
+            if self._runtime.sync_failure is not None:
+                self._note_device_error(self._runtime.sync_failure)
             if self._device_failure is not None:
                 self._device_failed()
                 return

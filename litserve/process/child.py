@@ -198,9 +198,12 @@ class _Session:
         stops it at the next chunk, as when its client left."""
         self.errors.record(_WHERE, exc)
         cancellation = self.cancellations.get(request_id)
+        room = self.rooms.get(request_id)  # taken before the last message forgets it
         self.send(Chunk(request_id, _INTERNAL_FAILURE), request_id)
         if cancellation is not None:
             cancellation.cancel(DropReason.DISCONNECTED)
+        if room is not None:  # a worker out of credits wakes, sees the cancellation and stops (no credit can come now)
+            room.grant(STREAM_WINDOW)
 
     def batch_taken(self, size: int) -> None:
         """A worker collected a batch (on its thread): the server counts it with the next message."""

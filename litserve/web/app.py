@@ -7,10 +7,9 @@ import logging
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
-from litserve.engine.messages import Outcome
-from litserve.exceptions import INTERNAL_ERROR, ErrorResponse, refusal
+from litserve.exceptions import INTERNAL_ERROR, refusal
 from litserve.specs.openai import OpenAISpec
-from litserve.web.context import WebContext
+from litserve.web.context import WebContext, count_refusal
 from litserve.web.docs import add_docs_routes
 from litserve.web.metrics import add_metrics_route
 from litserve.web.openai_routes import ChatRoute, models
@@ -66,7 +65,7 @@ def _answer_errors(app: Quart, context: WebContext) -> None:
     async def http_error(exc: WerkzeugHTTPException) -> Response:
         # Quart's own refusals (404, 405, 413, ...), answered from the one status-code table.
         answer = refusal(exc.code or INTERNAL_ERROR.status)
-        _count(context, answer)
+        count_refusal(context.endpoints, request.path, request.method, answer)
         response = error(answer)
         allow = dict(exc.get_headers()).get("Allow")
         if allow:  # 405 says which methods the path takes
@@ -78,19 +77,10 @@ def _answer_errors(app: Quart, context: WebContext) -> None:
         # Handled here so Quart never logs through its own logger (which would add a handler).
         logger.error("unexpected error while answering a request", exc_info=exc)
         context.errors.record("litserve-http", exc)
-        _count(context, INTERNAL_ERROR)
+        count_refusal(context.endpoints, request.path, request.method, INTERNAL_ERROR)
         return error(INTERNAL_ERROR)
 
 
 def serving_stack(app: Quart, context: WebContext) -> ASGIApp:
     """What Hypercorn serves: the app inside users' middlewares, loggers' mounts and request tracking."""
     return build_stack(app, context.middlewares, context.mounts, context.tracker, context.own_paths)
-
-
-def _count(context: WebContext, answer: ErrorResponse) -> None:
-    """Errors raised out of a predict route (e.g. 413 while reading the body) count for its endpoint."""
-    for endpoint in context.endpoints:
-        if request.path == endpoint.path and request.method == "POST":
-            endpoint.counters.count(Outcome.failure(answer).verdict)
-            endpoint.counters.count_code(answer.status)
-            return

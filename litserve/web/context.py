@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, final
 
+from litserve.engine.messages import Outcome
 from litserve.engine.pool import Endpoint
+from litserve.exceptions import ErrorResponse
 from litserve.status import ErrorLog, ServerStatus
 from litserve.web.auth import ApiKeyCheck
 from litserve.web.options import WebOptions
 from litserve.web.shutdown import ShutdownApi
 from litserve.web.stack import ASGIApp, Middleware, RequestTracker
 
-__all__ = ["Gate", "WebContext"]
+__all__ = ["Gate", "WebContext", "count_refusal"]
 
 
 @final
@@ -61,3 +63,16 @@ class WebContext:
             paths.add(self.shutdown.path)
         paths.update(self.options.paths().values())
         return frozenset(paths)
+
+
+def count_refusal(endpoints: Iterable[Endpoint], path: str, method: str, answer: ErrorResponse) -> None:
+    """An answer given before or outside a predict route (the connection guard, Quart's own refusals such
+    as a 413 while reading the body) counts for the endpoint whose POST it answered: its outcome and its
+    status code, as a route's own answers are counted."""
+    if method != "POST":
+        return
+    for endpoint in endpoints:
+        if endpoint.path == path:
+            endpoint.counters.count(Outcome.failure(answer).verdict)
+            endpoint.counters.count_code(answer.status)
+            return

@@ -29,9 +29,9 @@ from dataclasses import dataclass
 from typing import Any, final
 
 from litserve.codec import error_body
-from litserve.engine.messages import Outcome
 from litserve.engine.pool import Endpoint
-from litserve.exceptions import HOST_NOT_ALLOWED, MALFORMED_HOST, SHUTTING_DOWN, ErrorResponse
+from litserve.exceptions import HOST_NOT_ALLOWED, MALFORMED_HOST, STOPPED_READING, ErrorResponse
+from litserve.web.context import count_refusal
 from litserve.web.stack import ASGIApp, Receive, Send
 
 __all__ = ["CLIENT_WATCH", "ClientWatch", "ConnectionGuard", "HostPolicy", "follow_client"]
@@ -44,7 +44,6 @@ _HOST = re.compile(
     r"(?P<name>(?:[A-Za-z0-9_-]{1,63}\.)*[A-Za-z0-9_-]{1,63}\.?|\[(?P<ipv6>[0-9A-Fa-f:.]+)\])(?::[0-9]{0,5})?"
 )
 _MAX_HOST_CHARS = 261  # 253 for the name, ':' and a five-digit port
-_STOPPED_READING = ErrorResponse(SHUTTING_DOWN.status, SHUTTING_DOWN.detail, (("Connection", "close"),))
 _DISCONNECT: Mapping[str, Any] = {"type": "http.disconnect"}
 
 
@@ -62,8 +61,9 @@ class HostPolicy:
 
     @classmethod
     def for_bind(cls, bound_host: str, allowed_hosts: Iterable[str]) -> HostPolicy:
-        """The policy of a server bound to `bound_host` (a name or an address)."""
-        allowed = frozenset(allowed_hosts)
+        """The policy of a server bound to `bound_host` (a name or an address). `allowed_hosts` entries are
+        compared as a Host is: without port, brackets or final dot, in lower case ("MyHost:8000" allows myhost)."""
+        allowed = frozenset(host if host == "*" else (_host_name(host) or host) for host in allowed_hosts)
         bound = bound_host.strip("[]").lower()
         address = _address(bound)
         loopback = address.is_loopback if address is not None else _is_localhost(bound)
@@ -222,7 +222,7 @@ class ConnectionGuard:
     def __init__(self, app: ASGIApp, policy: HostPolicy, endpoints: Iterable[Endpoint] = ()) -> None:
         self._app = app
         self._policy = policy
-        self._endpoints = {endpoint.path: endpoint for endpoint in endpoints}
+        self._endpoints = tuple(endpoints)
         self._readers = _Readers()
         self._verdicts: dict[bytes | None, ErrorResponse | None] = {}  # by raw Host value; a handful in practice
 
@@ -242,11 +242,12 @@ class ConnectionGuard:
         except asyncio.CancelledError:
             # Hypercorn cancels what is left when stop's graceful period ends: say so, rather than its empty 500.
             if self._readers.stopping and not exchange.started and not exchange.watch.has_left:
-                await _answer(send, _STOPPED_READING)
+                self._count(scope, STOPPED_READING)
+                await _answer(send, STOPPED_READING)
             raise
         if exchange.aborted and not exchange.started:
-            self._count(scope, _STOPPED_READING)
-            await _answer(send, _STOPPED_READING)
+            self._count(scope, STOPPED_READING)
+            await _answer(send, STOPPED_READING)
 
     def stop_reading(self) -> None:
         """On the loop, as shutdown begins: end every body read still waiting for its client."""
@@ -270,9 +271,7 @@ class ConnectionGuard:
         return verdict
 
     def _count(self, scope: Mapping[str, Any], answer: ErrorResponse) -> None:
-        endpoint = self._endpoints.get(scope["path"])
-        if endpoint is not None and scope["method"] == "POST":
-            endpoint.counters.count(Outcome.failure(answer).verdict)
+        count_refusal(self._endpoints, scope["path"], scope["method"], answer)
 
 
 async def _answer(send: Send, answer: ErrorResponse) -> None:

@@ -21,6 +21,7 @@ import pytest
 import requests
 
 from litserve import LitServer
+from litserve.exceptions import HOST_NOT_ALLOWED
 from litserve.request_context import RequestContext
 from litserve.testing import serving
 from litserve.web.guard import HostPolicy
@@ -114,7 +115,9 @@ def test_malformed_host_is_400_on_every_route(start_server: Start, host: str) ->
     for method, path in (("GET", "/health"), ("GET", "/"), ("POST", "/predict")):
         status, detail = _detail(_ask(port, _request(method, path, host, _BODY if method == "POST" else b"")))
         assert (status, detail) == (400, "Bad Request: malformed Host header")
-    assert server.status.endpoints[0].client_errors == 1  # the refused POST counts for its endpoint
+    endpoint = server.status.endpoints[0]
+    # The refused POST counts for its endpoint, by outcome and by status code (as /metrics shows both).
+    assert (endpoint.client_errors, endpoint.status_codes) == (1, ((400, 1),))
     assert post(server, {"input": 2}).json() == {"output": 4}  # and the server goes on
 
 
@@ -130,7 +133,7 @@ def test_foreign_host_is_403_while_bound_to_loopback(start_server: Start, host: 
         status, detail = _detail(_ask(port, _request(method, path, host, _BODY if method == "POST" else b"")))
         assert (status, detail) == (403, "Forbidden: Host not allowed")
     endpoint = server.status.endpoints[0]
-    assert (endpoint.client_errors, endpoint.ok) == (1, 0)
+    assert (endpoint.client_errors, endpoint.ok, endpoint.status_codes) == (1, 0, ((403, 1),))
 
 
 def test_loopback_hosts_and_allowed_hosts_are_served(start_server: Start) -> None:
@@ -383,6 +386,13 @@ def test_a_stalled_form_body_is_answered_408_too() -> None:
 def test_host_policy(bound: str, host: str, status: int | None) -> None:
     refused = HostPolicy.for_bind(bound, ["model.internal"]).refusal(host)
     assert (None if refused is None else refused.status) == status
+
+
+@pytest.mark.parametrize("entry", ["Model.Internal", "model.internal:8000", "model.internal."])
+def test_allowed_hosts_entries_are_read_as_a_host_is(entry: str) -> None:
+    policy = HostPolicy.for_bind("127.0.0.1", [entry])
+    assert policy.refusal("model.internal:1234") is None
+    assert policy.refusal("other.internal") is HOST_NOT_ALLOWED
 
 
 def test_two_host_headers_are_400(start_server: Start) -> None:
