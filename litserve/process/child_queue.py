@@ -147,6 +147,7 @@ class ChildQueue:
         Raises `queue.Empty` when `timeout_s` passes first.
         """
         me = self._waiter()
+        self._catch_up()
         deadline_s = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             with self._lock:
@@ -180,6 +181,7 @@ class ChildQueue:
     def get_nowait(self) -> InferenceRequest | None:
         """A request that has already come; raises `queue.Empty` if none, None once closed and empty."""
         me = self._waiter()
+        self._catch_up()
         with self._lock:
             taken = self._take(me)
         if taken is not _NOTHING_YET:
@@ -188,6 +190,12 @@ class ChildQueue:
         if request is not None:
             return request
         raise queue.Empty
+
+    def _catch_up(self) -> None:
+        """Before a worker takes a request read earlier, handle what came since: a `Cancel` for it (its
+        client reset while every worker was busy) must drop it, not lose the race to the worker."""
+        if self._items and self._link.has_pending():
+            self._read(keep_one=False)
 
     def _take(self, me: _Waiter) -> InferenceRequest | None:
         # With the lock held: what was handed to this worker, else the queue's head; None once closed.

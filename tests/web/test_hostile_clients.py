@@ -222,7 +222,8 @@ def _reset_clients_are_let_go(
     api.gate.set()
     assert _read_body(blocking) == first
     assert post(server, {"input": 5}).content == last
-    assert wait_until(lambda: server.status.endpoints[0].dropped_cancelled == server.status.endpoints[0].cancelled)
+    settled = wait_until(lambda: server.status.endpoints[0].dropped_cancelled == server.status.endpoints[0].cancelled)
+    assert settled, server.status.endpoints[0]
     assert api.calls.values() == [1, 5]  # no reset client's request ran
 
 
