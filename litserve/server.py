@@ -9,11 +9,9 @@ from typing import Any
 
 from litserve.api import LitAPI
 from litserve.callbacks import Callback, CallbackRunner, EventTypes
-from litserve.client import Client
 from litserve.client_file import write_client_file
 from litserve.config import ServerSettings, check_apis, info_document, normalize_timeout, parse_size
 from litserve.engine.devices import resolve_devices
-from litserve.engine.direct_call import call_directly, pick_endpoint
 from litserve.exceptions import ServerStateError
 from litserve.extensions import (
     ShutdownKey,
@@ -24,12 +22,13 @@ from litserve.extensions import (
     request_tracker,
 )
 from litserve.loggers import Logger
-from litserve.notebook import PanelSet, status_bundle
+from litserve.notebook import PanelSet
 from litserve.runtime import registry
 from litserve.runtime.console import StopRequested, show_logs, stop_on_signals
 from litserve.runtime.lifecycle import Lifecycle
 from litserve.runtime.serving import WORKER_JOIN_TIMEOUT_S, Running, launch, web_factory, worker_factory
 from litserve.runtime.sockets import is_loopback
+from litserve.server_tools import ServerTools
 from litserve.status import ErrorLog, ServerState, ServerStatus
 from litserve.web.options import check_web_options
 from litserve.web.stack import ASGIApp
@@ -39,7 +38,7 @@ __all__ = ["LitServer"]
 logger = logging.getLogger("litserve")
 
 
-class LitServer:
+class LitServer(ServerTools):
     """Serve one or more LitAPIs over HTTP from a notebook cell, a script or a test.
 
     Example:
@@ -348,40 +347,6 @@ class LitServer:
         if running is None:
             return ServerStatus(state=state, url=None, uptime_s=0.0, last_error=self._errors.last)
         return running.status(state, self._errors.last)
-
-    # --- notebook and in-process use ----------------------------------------------------------------
-
-    def client(self) -> Client:
-        """A `litserve.Client` bound to this server's URL, first endpoint and API key.
-
-        Example:
-            >>> server.client().predict({"input": 4.0})
-            {'output': 16.0}
-        """
-        running = self._life.serving("client()")
-        return Client(self.url, api_key=running.api_key, path=self._apis[0].api_path)
-
-    def predict(self, payload: Any, *, path: str | None = None) -> Any:
-        """Run one request through the queue, batching, validation and workers, without HTTP.
-
-        Returns what a client would get as decoded JSON; raises RequestFailedError with the status
-        and detail a client would see. Handy for quick checks in a notebook cell. Streaming endpoints
-        are called with `server.client().stream(...)`.
-        """
-        running = self._life.serving("predict()")
-        return call_directly(pick_endpoint(running.endpoints, path), payload, self._settings.timeout_s)
-
-    def widget(self) -> Any:
-        """A live ipywidgets panel: state, counts, latency, workers, last error, and a stop button.
-
-        It refreshes about once a second while the server runs (from a `litserve-panel` thread that
-        stop() ends) and shows "stopped" afterwards. Displaying the server as a cell's last expression
-        shows the same panel.
-        """
-        return self._panels.widget(lambda: self.status, self.stop, self._life.stopped)
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
-        return status_bundle(self.status, self.widget, include, exclude)
 
     def __repr__(self) -> str:
         running = self._life.running
