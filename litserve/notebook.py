@@ -64,10 +64,14 @@ class PanelTimer:
 
 
 def status_panel(
-    read_status: Callable[[], ServerStatus], stop: Callable[[], None], stopped: threading.Event
+    read_status: Callable[[], ServerStatus],
+    stop: Callable[[], None],
+    stopped: threading.Event,
+    read_recent: Callable[[], str] = str,
 ) -> tuple[Any, PanelTimer | None]:
     """Build the ipywidgets panel and, when the server runs, the timer that keeps it current.
 
+    `read_recent` gives the "last requests" table (HTML) of the request inspector ("" when it is off).
     Returns the widget and its timer (None when the server is not running: the panel shows one snapshot).
     """
     try:
@@ -81,7 +85,7 @@ def status_panel(
 
     def refresh() -> None:
         status = read_status()
-        body.value = status_html(status)
+        body.value = status_html(status) + read_recent()
         is_running = status.state is ServerState.RUNNING
         button.disabled = not is_running
         button.description = "Stop server" if is_running else status.state.value.capitalize()
@@ -110,14 +114,18 @@ class PanelSet:
         self._shown: tuple[Any, PanelTimer | None] | None = None
 
     def widget(
-        self, read_status: Callable[[], ServerStatus], stop: Callable[[], None], stopped: threading.Event
+        self,
+        read_status: Callable[[], ServerStatus],
+        stop: Callable[[], None],
+        stopped: threading.Event,
+        read_recent: Callable[[], str] = str,
     ) -> Any:
         """The live panel, or a new one (see `status_panel`) when there is none."""
         with self._lock:
             shown = self._shown
         if shown is not None and shown[1] is not None and shown[1].is_alive:
             return shown[0]
-        panel, timer = status_panel(read_status, stop, stopped)
+        panel, timer = status_panel(read_status, stop, stopped, read_recent)
         with self._lock:
             self._shown = (panel, timer)
             if timer is not None:
@@ -132,9 +140,11 @@ class PanelSet:
             timer.join(timeout_s)
 
 
-def status_bundle(status: ServerStatus, widget: Callable[[], Any], include: Any, exclude: Any) -> dict[str, Any]:
+def status_bundle(
+    status: ServerStatus, widget: Callable[[], Any], include: Any, exclude: Any, recent_html: str = ""
+) -> dict[str, Any]:
     """What Jupyter shows for a server: the live widget where it can, else HTML; plain text always."""
-    bundle: dict[str, Any] = {"text/html": status_html(status)}
+    bundle: dict[str, Any] = {"text/html": status_html(status) + recent_html}
     try:
         bundle.update(widget()._repr_mimebundle_(include=include, exclude=exclude) or {})
     except Exception:  # no widget support here (e.g. a console): the HTML and text views remain

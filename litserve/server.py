@@ -21,8 +21,10 @@ from litserve.extensions import (
     note_unneeded,
     request_tracker,
 )
+from litserve.inspector import request_log
 from litserve.loggers import Logger
 from litserve.notebook import PanelSet
+from litserve.replay import Replayer
 from litserve.runtime import registry
 from litserve.runtime.console import StopRequested, show_logs, stop_on_signals
 from litserve.runtime.lifecycle import Lifecycle
@@ -84,6 +86,9 @@ class LitServer(ServerTools):
             the 5 s keep-alive timeout); None: no limit on the body.
         allowed_hosts: `Host` names served besides loopback ones while bound to a loopback address (the
             DNS-rebinding guard answers others 403); `["*"]` serves any Host.
+        inspect_requests: keep the last this many requests for `server.requests` and `server.replay`; 0: off;
+            None (default): 100 in a notebook, off in a script. inspect_payload_bytes: payloads up to this
+            size (as JSON) are kept whole for replay, larger ones only summarised (default 4096).
         **legacy: LitServe's `max_batch_size`, `batch_timeout`, `stream`, `api_path`, `spec` (deprecated here: pass
             them to LitAPI), and `fast_queue`, `loop` (accepted, not needed here; logged
             once at INFO). Any other name is a TypeError.
@@ -124,6 +129,8 @@ class LitServer(ServerTools):
         read_timeout: float | None = 30.0,
         allowed_hosts: Sequence[str] | None = None,
         disable_openapi_url: bool = False,
+        inspect_requests: int | None = None,
+        inspect_payload_bytes: int = 4096,
         **legacy: Any,
     ) -> None:
         self._apis = check_apis(lit_api, normalize_timeout(timeout), **legacy_arguments(legacy))
@@ -147,6 +154,8 @@ class LitServer(ServerTools):
                 read_timeout=read_timeout,
                 allowed_hosts=allowed_hosts,
                 disable_openapi_url=disable_openapi_url,
+                inspect_requests=inspect_requests,
+                inspect_payload_bytes=inspect_payload_bytes,
             ),
         )
         self._settings = ServerSettings(
@@ -169,6 +178,8 @@ class LitServer(ServerTools):
         self._tracker = request_tracker(self._ext, self._callbacks, self)
         self._shutdown_key = ShutdownKey()
         self._panels = PanelSet()
+        self._inspector = request_log(self._ext.web.inspect_requests, self._ext.web.inspect_payload_bytes)
+        self._replays = Replayer(self._settings.devices[0])
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -234,6 +245,7 @@ class LitServer(ServerTools):
                 stop=self.stop,
                 shutdown_key=self._shutdown_key,
                 tracker=self._tracker,
+                inspector=self._inspector,
             )
             running = launch(address, self._apis, settings, self._errors, self._workers, web, self._life.assembled, ext)
         except BaseException:

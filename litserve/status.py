@@ -15,9 +15,12 @@ import time
 import traceback
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import final
+from typing import TYPE_CHECKING, final
 
 from litserve.timing import Timing
+
+if TYPE_CHECKING:
+    from litserve.inspector import EndpointRecorder
 
 LATENCY_WINDOW = 1000
 # Histogram buckets (upper bounds, seconds) for request duration, queue wait and time to first chunk:
@@ -115,6 +118,7 @@ class EndpointCounters:
         "durations",
         "first_chunks",
         "in_flight",
+        "inspector",
         "latencies_s",
         "ok",
         "queue_waits",
@@ -135,6 +139,8 @@ class EndpointCounters:
         self.durations = Histogram()  # arrival to answer (a stream: to its first chunk), seconds
         self.queue_waits = Histogram()  # queued to its batch's start, for answers that ran (`Timing`)
         self.first_chunks = Histogram()  # streams only: arrival to the first chunk
+        # The request inspector's door, where every answer counted here is also recorded (None: off).
+        self.inspector: EndpointRecorder | None = None
 
     def answered(self, status: int, elapsed_s: float, timing: Timing | None = None) -> None:
         """An answer with `status` is sent `elapsed_s` after its request arrived (count its verdict too)."""

@@ -28,6 +28,8 @@ class Timing:
             window included; in process mode, the crossing to the worker process too).
         batch_size: how many requests ran in its batch (1 without batching).
         predict_s: how long its batch's `predict` took (shared by every request of the batch).
+        worker: the name of the worker that ran it ("" where unknown).
+        batch_id: a number shared by the requests of its batch, unique per worker (0 where unknown).
 
     Example:
         >>> class API(LitAPI):
@@ -39,10 +41,12 @@ class Timing:
     queue_wait_s: float
     batch_size: int
     predict_s: float
+    worker: str = ""
+    batch_id: int = 0
 
     def __reduce__(self) -> tuple[type[Timing], tuple[Any, ...]]:
         # Crosses with every answer in process mode: one call to unpickle, as `Outcome` does.
-        return (Timing, (self.queue_wait_s, self.batch_size, self.predict_s))
+        return (Timing, (self.queue_wait_s, self.batch_size, self.predict_s, self.worker, self.batch_id))
 
 
 # Set by the pipeline around each request's encode_response: per thread for a synchronous worker,

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol, final
 
 from litserve.codec import error_body
+from litserve.error_info import ErrorInfo
 from litserve.exceptions import REQUEST_TIMED_OUT, ErrorResponse
 from litserve.request_context import RequestContext
 from litserve.status import Verdict
@@ -79,16 +80,24 @@ class Outcome:
     detail: Any = None  # for failures: the detail, so a started stream can end with {"error": detail}
     reason: DropReason | None = None
     timing: Timing | None = None  # how its batch ran (successful answers of a batch that ran)
+    error: ErrorInfo | None = None  # for failures a hook raised: the exception (the request inspector shows it)
 
     def __post_init__(self) -> None:
         if not 100 <= self.status <= 599:
             raise ValueError(f"not an HTTP status: {self.status}")
 
     @classmethod
-    def failure(cls, answer: ErrorResponse, reason: DropReason | None = None) -> Outcome:
+    def failure(
+        cls, answer: ErrorResponse, reason: DropReason | None = None, error: ErrorInfo | None = None
+    ) -> Outcome:
         """The outcome for an error answer from the status-code table (or `error_response`)."""
         return cls(
-            answer.status, error_body(answer.detail), headers=answer.headers, detail=answer.detail, reason=reason
+            answer.status,
+            error_body(answer.detail),
+            headers=answer.headers,
+            detail=answer.detail,
+            reason=reason,
+            error=error,
         )
 
     @property
@@ -103,10 +112,8 @@ class Outcome:
     def __reduce__(self) -> tuple[type[Outcome], tuple[Any, ...]]:
         # A worker process sends one per answer, read on the server's loop right after the model ran
         # (its caches cold): unpickled as one call, not through the slots dataclass's __setstate__.
-        return (
-            Outcome,
-            (self.status, self.body, self.content_type, self.headers, self.detail, self.reason, self.timing),
-        )
+        fields = (self.status, self.body, self.content_type, self.headers, self.detail, self.reason, self.timing)
+        return (Outcome, (*fields, self.error))
 
 
 @final

@@ -8,6 +8,7 @@ request's reply as they come instead of returning one Outcome per request.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -45,6 +46,8 @@ Fail = Callable[[Exception], Outcome]
 
 NDJSON = "application/x-ndjson"
 _INTERNAL_FAILURE = Outcome.failure(INTERNAL_ERROR)
+# Numbers the batches that ran in this process (`Timing.batch_id`); next() on it is atomic under the GIL.
+_BATCH_IDS = itertools.count(1)
 
 
 def failure_of(fail: Fail, exc: Exception) -> Outcome:
@@ -82,16 +85,24 @@ class Hooks:
     is_batched: bool
     has_custom_unbatch: bool
     codec: AnswerCodec | None = None  # a spec's; None: JSON answers and NDJSON streams
+    worker: str = ""  # the name of the worker that runs them (`Timing.worker`)
     # Called after predict/unbatch and before encode_response (and before each streamed item is encoded):
     # on CUDA, waits for the worker's stream, so outputs copied with non_blocking=True have landed.
     settle: Hook | None = None
 
     @classmethod
-    def bind(cls, api: LitAPI, plan: HookPlan, settle: Hook | None = None) -> Hooks:
+    def bind(cls, api: LitAPI, plan: HookPlan, settle: Hook | None = None, worker: str = "") -> Hooks:
         hooks = {name: _bind(api, name, plan) for name in CONTEXT_HOOKS}
         is_batched = api.max_batch_size > 1
         has_custom_unbatch = type(api).unbatch is not LitAPI.unbatch
-        return cls(is_batched=is_batched, has_custom_unbatch=has_custom_unbatch, codec=api.spec, settle=settle, **hooks)
+        return cls(
+            is_batched=is_batched,
+            has_custom_unbatch=has_custom_unbatch,
+            codec=api.spec,
+            settle=settle,
+            worker=worker,
+            **hooks,
+        )
 
     def encode_answer(self, encoded: Any, request: InferenceRequest) -> bytes:
         codec = self.codec
@@ -184,10 +195,11 @@ def _encode_all(
     """Encode each output into its request's Outcome; `ran`: when the batch began (monotonic), predict's seconds."""
     started_s, predict_s = ran
     batch_size = len(live)
+    batch_id, worker = next(_BATCH_IDS), hooks.worker
     try:
         for i, output in zip(live, outputs, strict=True):
             request = requests[i]
-            timing = Timing(max(0.0, started_s - request.queued_s), batch_size, predict_s)
+            timing = Timing(max(0.0, started_s - request.queued_s), batch_size, predict_s, worker, batch_id)
             set_current(timing)
             try:
                 encoded = yield call(hooks.encode_response, output, request.context)

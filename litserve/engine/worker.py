@@ -29,6 +29,7 @@ from litserve.engine.messages import InferenceRequest, Outcome
 from litserve.engine.observe import NO_OBSERVERS, Observers, observe_hooks
 from litserve.engine.pipeline import BatchSizeMismatchError, Hooks, answer, answer_async, stream, stream_async
 from litserve.engine.pool import Endpoint, Placement, WorkerHandle, copy_api
+from litserve.error_info import ErrorInfo
 from litserve.exceptions import BATCH_SIZE_MISMATCH, INTERNAL_ERROR, ErrorResponse, error_response
 from litserve.hooks import HookPlan
 from litserve.status import ErrorLog, Verdict, WorkerCounters, WorkerState
@@ -188,7 +189,7 @@ class Worker:
         self._errors.record(f"{self.name}/{where}", exc)
 
     def _serve(self, api: LitAPI) -> None:
-        hooks = Hooks.bind(api, self._plan, settle=self._runtime.settle_hook())
+        hooks = Hooks.bind(api, self._plan, settle=self._runtime.settle_hook(), worker=self.name)
         if self._callbacks is not None:  # only then: without callbacks the hooks are called as bound
             hooks = observe_hooks(hooks, self._callbacks, api)
         if api.enable_async:
@@ -324,7 +325,7 @@ class Worker:
         self._note_device_error(exc)
         self._errors.record(self.name, exc)
         logger.error("worker %s failed to answer a batch", self.name, exc_info=exc)
-        failure = Outcome.failure(INTERNAL_ERROR)
+        failure = Outcome.failure(INTERNAL_ERROR, error=ErrorInfo.of(exc))
         for request in requests:
             self.counters.count(failure.verdict)
             request.reply.deliver(failure)
@@ -363,7 +364,7 @@ class Worker:
         elif answer is INTERNAL_ERROR or answer is BATCH_SIZE_MISMATCH:
             self._errors.record(self.name, exc)
             logger.error("a LitAPI hook raised in %s", self.name, exc_info=exc)
-        return Outcome.failure(answer)
+        return Outcome.failure(answer, error=ErrorInfo.of(exc))
 
 
 def thread_workers(endpoint: Endpoint, placements: Sequence[Placement], errors: ErrorLog) -> list[WorkerHandle]:

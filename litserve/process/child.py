@@ -128,7 +128,9 @@ def crossable(outcome: Outcome) -> Outcome:
         detail = decode_json(outcome.body)["detail"]
     except Exception:  # not built by Outcome.failure (none is today): no detail to show but the generic one
         detail = INTERNAL_ERROR.detail
-    return Outcome(outcome.status, outcome.body, outcome.content_type, outcome.headers, detail, outcome.reason)
+    return Outcome(
+        outcome.status, outcome.body, outcome.content_type, outcome.headers, detail, outcome.reason, error=outcome.error
+    )
 
 
 def _request_id(reply: Reply) -> int:

@@ -27,6 +27,7 @@ from litserve.engine.pool import Endpoint, WorkerFactory, WorkerPool
 from litserve.engine.worker import thread_workers
 from litserve.exceptions import ServerStateError
 from litserve.extensions import Extensions, ShutdownKey
+from litserve.inspector import RequestLog
 from litserve.loggers import LogDrain
 from litserve.runtime.sockets import bind_listening_socket, url_of
 from litserve.runtime.thread import HttpThread
@@ -132,6 +133,7 @@ def web_factory(
     stop: Callable[[], None],
     shutdown_key: ShutdownKey,
     tracker: RequestTracker | None,
+    inspector: RequestLog | None = None,
 ) -> WebFactory:
     """What builds a start's WebContext once its endpoints, gate and API key exist (read the key now)."""
     shutdown = None
@@ -155,6 +157,7 @@ def web_factory(
             mounts=extensions.mounts,
             tracker=tracker,
             options=extensions.web,
+            inspector=inspector,
         )
 
     return web

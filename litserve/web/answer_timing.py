@@ -42,6 +42,7 @@ def with_server_timing(outcome: Outcome, elapsed_s: float) -> Outcome:
         outcome.detail,
         outcome.reason,
         outcome.timing,
+        outcome.error,
     )
 
 

@@ -35,6 +35,7 @@ def create_app(context: WebContext) -> Quart:
     app.config["BODY_TIMEOUT"] = context.options.read_timeout_s
     chat_models = []
     for endpoint in context.endpoints:
+        endpoint.counters.inspector = None if context.inspector is None else context.inspector.recorder(endpoint.path)
         route: PredictRoute | ChatRoute
         if isinstance(endpoint.api.spec, OpenAISpec):
             route = ChatRoute(endpoint, context)

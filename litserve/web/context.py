@@ -9,6 +9,7 @@ from typing import Any, final
 from litserve.engine.messages import Outcome
 from litserve.engine.pool import Endpoint
 from litserve.exceptions import ErrorResponse
+from litserve.inspector import RequestLog
 from litserve.status import ErrorLog, ServerStatus
 from litserve.web.auth import ApiKeyCheck
 from litserve.web.options import WebOptions
@@ -51,6 +52,7 @@ class WebContext:
     mounts: Sequence[tuple[str, ASGIApp]] = ()
     tracker: RequestTracker | None = None
     options: WebOptions = WebOptions()  # metrics, status page, OpenAPI docs, HTTP-layer limits
+    inspector: RequestLog | None = None  # the server's request inspector (None: off)
 
     def is_ready(self) -> bool:
         return self.status().is_ready
@@ -75,4 +77,6 @@ def count_refusal(endpoints: Iterable[Endpoint], path: str, method: str, answer:
         if endpoint.path == path:
             endpoint.counters.count(Outcome.failure(answer).verdict)
             endpoint.counters.count_code(answer.status)
+            if endpoint.counters.inspector is not None:
+                endpoint.counters.inspector.answered(Outcome.failure(answer), 0.0)
             return

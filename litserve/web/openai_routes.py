@@ -90,6 +90,8 @@ class ChatRoute:
         follow_client(request.scope)  # a client that left while its body was read is not served
         if isinstance(parsed, Outcome):
             return parsed
+        if self._counters.inspector is not None:
+            self._counters.inspector.hold(parsed)
         fields = parsed.model_dump(exclude={"messages"}) if context is not None else {}
         completion_id, created = new_completion_id(), int(time.time())
         bodies: list[StreamBody] = []

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, final
 
+from litserve.inspector import DEFAULT_NOTEBOOK_REQUESTS, DEFAULT_PAYLOAD_BYTES, in_notebook
+
 __all__ = ["WebOptions", "check_web_options"]
 
 
@@ -29,6 +31,8 @@ class WebOptions:
     server_timing: bool = False  # add a `Server-Timing` header (queue wait, predict time) to answers
     read_timeout_s: float | None = 30.0  # seconds a client may take to send its headers and body
     allowed_hosts: tuple[str, ...] = ()  # Host names accepted beyond loopback ones, when bound to loopback
+    inspect_requests: int = 0  # the request inspector keeps the last this many requests (0: off)
+    inspect_payload_bytes: int = DEFAULT_PAYLOAD_BYTES  # payloads up to this size (as JSON) are kept whole
 
     def paths(self) -> dict[str, str]:
         """The routes that are on, by argument name."""
@@ -51,10 +55,13 @@ def check_web_options(
     read_timeout: float | None = 30.0,
     allowed_hosts: Sequence[str] | None = None,
     disable_openapi_url: bool = False,
+    inspect_requests: int | None = None,
+    inspect_payload_bytes: int = DEFAULT_PAYLOAD_BYTES,
 ) -> WebOptions:
     """LitServer's arguments of the same names, checked; a TypeError or ValueError says what to change.
 
     `disable_openapi_url=True` (LitServe's name) turns off both the OpenAPI document and the docs page.
+    `inspect_requests=None` keeps the last 100 requests in a notebook and none in a script.
 
     The paths themselves are checked with the server's other own paths (`extensions.check_extensions`).
     """
@@ -70,7 +77,17 @@ def check_web_options(
         server_timing=server_timing,
         read_timeout_s=_read_timeout(read_timeout),
         allowed_hosts=_hosts(allowed_hosts),
+        inspect_requests=_count("inspect_requests", inspect_requests),
+        inspect_payload_bytes=_count("inspect_payload_bytes", inspect_payload_bytes),
     )
+
+
+def _count(name: str, value: Any) -> int:
+    if name == "inspect_requests" and value is None:
+        return DEFAULT_NOTEBOOK_REQUESTS if in_notebook() else 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number >= 0, got {value!r}")
+    return value
 
 
 def _read_timeout(value: Any) -> float | None:

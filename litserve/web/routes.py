@@ -117,6 +117,7 @@ class PredictRoute:
         self._envelope = None if self._spec is None else openai_error  # the specs are OpenAI's
         self._path = endpoint.path
         self._server_timing = context.options.server_timing
+        self._inspector = endpoint.counters.inspector  # None: the request inspector is off
 
     async def handle(self) -> Response:
         arrival_s = time.monotonic()
@@ -143,6 +144,8 @@ class PredictRoute:
             refusal = self._spec.check_request(payload)
             if refusal is not None:
                 return Outcome.failure(refusal)
+        if self._inspector is not None:
+            self._inspector.hold(payload)
         if self._is_stream:
             return await self._stream(payload, context, arrival_s)
         return await self._run(payload, context, arrival_s)
@@ -195,6 +198,8 @@ def settle(
         return answer
     counters.count(answer.verdict)
     counters.answered(answer.status, elapsed_s, answer.timing)
+    if counters.inspector is not None:
+        counters.inspector.answered(answer, elapsed_s)
     if ACCESS_LOG.isEnabledFor(logging.DEBUG):
         log_access(path, answer.status, elapsed_s, answer.timing)
     return with_server_timing(answer, elapsed_s) if server_timing else answer
@@ -205,6 +210,8 @@ def _client_left(submission: Submission, counters: EndpointCounters) -> None:
     # request is dropped by the worker that finds it; a running one's result is discarded.
     submission.cancel()
     counters.count(Verdict.CANCELLED)
+    if counters.inspector is not None:
+        counters.inspector.left(time.monotonic() - submission.request.queued_s)
 
 
 def guarded(context: WebContext, view: Any, accept_bearer: bool = False) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, final
 
@@ -72,6 +73,8 @@ class StreamBody:
         self._is_sent = False  # its 200 is out
         self._is_over = False  # ended and counted; nothing is left to do on any path
         self._idle = None if timeout_s is None else IdleDeadline(reply.loop, timeout_s, arrival_s, self._on_idle)
+        self._arrival_s = arrival_s
+        self._held = None if counters.inspector is None else counters.inspector.held()  # the request inspector's
 
     async def first(self) -> Outcome | StreamStart | None:
         """The stream's first item: a StreamStart, a failure Outcome, or None for an empty stream."""
@@ -135,6 +138,7 @@ class StreamBody:
         self._is_sent = True
         if start is None and self._counters is not None:
             self._counters.count(Verdict.OK)  # an empty stream: over already (`first` saw its end)
+            self._record(Verdict.OK, None)
         task = asyncio.current_task()
         if task is not None:
             task.add_done_callback(self._on_sent)
@@ -190,10 +194,16 @@ class StreamBody:
     def _last(self, item: StreamItem) -> bytes:
         """The stream's end: its error line for a failure, else its trailer; the end is counted once."""
         if isinstance(item, Outcome):
-            self._end(item.verdict)
+            self._end(item.verdict, item)
             return self._error_line(item)
         self._end(Verdict.OK)
         return self._trailer
+
+    def _record(self, verdict: Verdict, failure: Outcome | None) -> None:
+        """Tell the request inspector (when on) how the stream ended."""
+        inspector = None if self._counters is None else self._counters.inspector
+        if inspector is not None:
+            inspector.stream_ended(self._held, verdict, time.monotonic() - self._arrival_s, failure)
 
     def _on_idle(self) -> None:
         """The idle deadline passed (on the loop)."""
@@ -211,7 +221,7 @@ class StreamBody:
             self._submission.cancel()  # before a worker waiting for room wakes
             self._end(Verdict.CANCELLED)
 
-    def _end(self, verdict: Verdict | None) -> None:
+    def _end(self, verdict: Verdict | None, failure: Outcome | None = None) -> None:
         """The stream is over for its client: count how (once), stop its deadline, wake its worker."""
         if self._is_over:
             return
@@ -220,4 +230,5 @@ class StreamBody:
             self._idle.cancel()
         if verdict is not None and self._counters is not None:
             self._counters.count(verdict)
+            self._record(verdict, failure)
         self._window.release(STREAM_WINDOW)  # a worker waiting for room wakes and sees why

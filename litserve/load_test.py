@@ -1,0 +1,300 @@
+"""A built-in load test: drive a running server over real HTTP at given concurrencies, measure what clients see.
+
+`run_benchmark` is the reusable core (`server.benchmark` calls it with the server's URL and key): for each
+concurrency level it starts that many client threads, each with its own keep-alive connection
+(`http.client`), which send the same request back to back until the level's duration is over; a request
+sent before then is waited for (up to `timeout_s`), so every request sent is answered or failed and the
+server's own counters agree with the result. A streamed answer counts when its body ends; the time to its
+first chunk is measured too.
+
+The clients are threads of the calling process, like the server's: they share the GIL with the server's
+HTTP thread and workers. Results say what the server does with a client in the same process; an
+outside load generator (`benchmarks/`) measures the server alone.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, final
+
+from litserve.load_test_view import result_html, result_text
+
+__all__ = ["BenchmarkResult", "LevelResult", "run_benchmark"]
+
+_START_TIMEOUT_S = 30.0  # for the client threads of a level to start
+CONNECTION_FAILED = 0  # the status a request gets when no HTTP answer came (refused, reset, timed out)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LevelResult:
+    """What the clients saw at one concurrency. Times in seconds; percentiles over answered requests.
+
+    Stability: beta.
+
+    Attributes:
+        concurrency: clients sending at once, each on its own connection.
+        sent: requests sent (every one was answered or failed before the level ended).
+        duration_s: from the level's start until its last answer.
+        requests_per_s: answers (of any status) per second.
+        p50_s, p90_s, p99_s, mean_s: latency from sending to the end of the answer's body.
+        status_counts: (HTTP status, how many), by status; status 0: no answer (connection failed).
+        first_chunk_p50_s: streams only: the median time to the first chunk (None for plain answers).
+    """
+
+    concurrency: int
+    sent: int
+    duration_s: float
+    requests_per_s: float
+    p50_s: float | None
+    p90_s: float | None
+    p99_s: float | None
+    mean_s: float | None
+    status_counts: tuple[tuple[int, int], ...] = ()
+    first_chunk_p50_s: float | None = None
+
+    @property
+    def errors(self) -> int:
+        """Requests that failed: an error status (>= 400) or no answer at all."""
+        return sum(n for status, n in self.status_counts if status >= 400 or status == CONNECTION_FAILED)
+
+    @property
+    def errors_by_status(self) -> dict[int, int]:
+        return {status: n for status, n in self.status_counts if status >= 400 or status == CONNECTION_FAILED}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "concurrency": self.concurrency,
+            "sent": self.sent,
+            "duration_s": self.duration_s,
+            "requests_per_s": self.requests_per_s,
+            "p50_s": self.p50_s,
+            "p90_s": self.p90_s,
+            "p99_s": self.p99_s,
+            "mean_s": self.mean_s,
+            "status_counts": {str(status): n for status, n in self.status_counts},
+            "errors": self.errors,
+            "first_chunk_p50_s": self.first_chunk_p50_s,
+        }
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class BenchmarkResult:
+    """A load test's levels, in the order they ran; a table and a plot in a notebook.
+
+    Stability: beta.
+
+    Attributes:
+        url: where the requests went.
+        levels: one `LevelResult` per concurrency.
+        warmup_sent: requests sent while warming up (answered, counted by the server, not in `levels`).
+    """
+
+    url: str
+    levels: tuple[LevelResult, ...]
+    warmup_sent: int = 0
+    duration_s: float = field(default=0.0)
+
+    @property
+    def sent(self) -> int:
+        """Every request sent, warm-up included (what the server's counters grew by)."""
+        return self.warmup_sent + sum(level.sent for level in self.levels)
+
+    def level(self, concurrency: int) -> LevelResult:
+        """The level that ran at `concurrency`; KeyError if none did."""
+        for level in self.levels:
+            if level.concurrency == concurrency:
+                return level
+        raise KeyError(f"no level ran at concurrency {concurrency}; these did: {[x.concurrency for x in self.levels]}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "warmup_sent": self.warmup_sent,
+            "duration_s": self.duration_s,
+            "levels": [level.to_dict() for level in self.levels],
+        }
+
+    def _repr_html_(self) -> str:
+        return result_html(self.url, [level.to_dict() for level in self.levels])
+
+    def __repr__(self) -> str:
+        return result_text(self.url, [level.to_dict() for level in self.levels])
+
+
+@final
+class _Client:
+    """One client thread's connection and what it measured."""
+
+    def __init__(self, target: urllib.parse.SplitResult, timeout_s: float) -> None:
+        self._target = target
+        self._timeout_s = timeout_s
+        self._connection: http.client.HTTPConnection | None = None
+        self.latencies_s: list[float] = []
+        self.first_chunks_s: list[float] = []
+        self.statuses: Counter[int] = Counter()
+
+    def _connect(self) -> http.client.HTTPConnection:
+        if self._connection is None:
+            target = self._target
+            kind = http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
+            self._connection = kind(target.hostname or "127.0.0.1", target.port, timeout=self._timeout_s)
+        return self._connection
+
+    def send(self, path: str, body: bytes, headers: Mapping[str, str]) -> None:
+        started_s = time.perf_counter()
+        try:
+            connection = self._connect()
+            connection.request("POST", path, body, dict(headers))
+            response = connection.getresponse()
+            first_s = time.perf_counter()
+            response.read()
+        except (OSError, http.client.HTTPException):  # refused, reset, timed out: no answer
+            self.close()
+            self.statuses[CONNECTION_FAILED] += 1
+            return
+        ended_s = time.perf_counter()
+        self.statuses[response.status] += 1
+        self.latencies_s.append(ended_s - started_s)
+        if response.chunked:
+            self.first_chunks_s.append(first_s - started_s)
+        if response.will_close:
+            self.close()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+def _percentile(ordered: Sequence[float], percent: float) -> float | None:
+    if not ordered:
+        return None
+    index = min(len(ordered) - 1, max(0, int(percent / 100 * len(ordered) + 0.5) - 1))
+    return ordered[index]
+
+
+def _run_level(
+    target: urllib.parse.SplitResult,
+    body: bytes,
+    headers: Mapping[str, str],
+    concurrency: int,
+    run: tuple[float, float],
+) -> tuple[list[_Client], float]:
+    """`concurrency` clients sending for `duration_s`; (the clients, the seconds until the last answer)."""
+    duration_s, timeout_s = run
+    path = target.path or "/"
+    clients = [_Client(target, timeout_s) for _ in range(concurrency)]
+    start = threading.Barrier(concurrency + 1, timeout=_START_TIMEOUT_S)
+    end_s = [0.0]
+
+    def client_main(client: _Client) -> None:
+        try:
+            start.wait()
+            while time.perf_counter() < end_s[0]:
+                client.send(path, body, headers)
+        finally:
+            client.close()
+
+    threads = [
+        threading.Thread(target=client_main, args=(client,), name=f"litserve-load-{i}", daemon=True)
+        for i, client in enumerate(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    started_s = time.perf_counter()
+    end_s[0] = started_s + duration_s
+    start.wait()
+    for thread in threads:  # each ends once its last request is answered or failed (bounded by timeout_s)
+        thread.join()
+    return clients, time.perf_counter() - started_s
+
+
+def _level(concurrency: int, clients: list[_Client], elapsed_s: float) -> LevelResult:
+    latencies = sorted(x for client in clients for x in client.latencies_s)
+    first_chunks = sorted(x for client in clients for x in client.first_chunks_s)
+    statuses: Counter[int] = Counter()
+    for client in clients:
+        statuses.update(client.statuses)
+    answered = len(latencies)
+    return LevelResult(
+        concurrency=concurrency,
+        sent=sum(statuses.values()),
+        duration_s=elapsed_s,
+        requests_per_s=answered / elapsed_s if elapsed_s > 0 else 0.0,
+        p50_s=_percentile(latencies, 50),
+        p90_s=_percentile(latencies, 90),
+        p99_s=_percentile(latencies, 99),
+        mean_s=sum(latencies) / answered if answered else None,
+        status_counts=tuple(sorted(statuses.items())),
+        first_chunk_p50_s=_percentile(first_chunks, 50),
+    )
+
+
+def _check(concurrency: Sequence[int], duration_s: float, warmup_s: float) -> tuple[int, ...]:
+    levels = tuple(concurrency)
+    if not levels or not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= 1024 for c in levels):
+        raise ValueError(f"concurrency must be whole numbers from 1 to 1024, e.g. (1, 8, 32); got {concurrency!r}")
+    if not duration_s > 0 or not warmup_s >= 0:
+        raise ValueError(f"duration must be > 0 and warmup >= 0 seconds; got {duration_s!r} and {warmup_s!r}")
+    return levels
+
+
+def run_benchmark(
+    url: str,
+    payload: Any,
+    concurrency: Sequence[int] = (1, 8, 32),
+    duration_s: float = 5.0,
+    *,
+    api_key: str | None = None,
+    warmup_s: float = 1.0,
+    timeout_s: float = 30.0,
+    headers: Mapping[str, str] | None = None,
+) -> BenchmarkResult:
+    """POST `payload` (JSON, or raw bytes) to `url` at each concurrency for `duration_s` seconds.
+
+    Stability: beta.
+
+    Args:
+        url: the endpoint's full URL, e.g. "http://127.0.0.1:8000/predict".
+        payload: what each request sends: any JSON-able value, or bytes sent as they are.
+        concurrency: the levels, run in this order; each runs that many clients at once.
+        duration_s: seconds each level sends new requests (requests in flight then are waited for).
+        api_key: sent as `X-API-Key` when given.
+        warmup_s: seconds of load at the first level before measuring (not in the result's levels).
+        timeout_s: seconds a client waits for an answer before counting the request failed (status 0).
+        headers: more request headers.
+
+    Returns:
+        A BenchmarkResult with one LevelResult per concurrency.
+
+    Example:
+        >>> result = run_benchmark(server.url + "/predict", {"input": 4.0}, (1, 8), 2.0)
+        >>> result.level(8).requests_per_s  # doctest: +SKIP
+    """
+    levels = _check(concurrency, duration_s, warmup_s)
+    target = urllib.parse.urlsplit(url)
+    if target.scheme not in ("http", "https") or not target.hostname:
+        raise ValueError(f"url must be an http(s) URL with a host, e.g. http://127.0.0.1:8000/predict; got {url!r}")
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    sent_headers = {"Content-Type": "application/json", **(headers or {})}
+    if api_key is not None:
+        sent_headers["X-API-Key"] = api_key
+    began_s = time.perf_counter()
+    warmup_sent = 0
+    if warmup_s > 0:
+        clients, _ = _run_level(target, body, sent_headers, levels[0], (warmup_s, timeout_s))
+        warmup_sent = sum(sum(client.statuses.values()) for client in clients)
+    results = []
+    for level in levels:
+        clients, elapsed_s = _run_level(target, body, sent_headers, level, (duration_s, timeout_s))
+        results.append(_level(level, clients, elapsed_s))
+    return BenchmarkResult(url, tuple(results), warmup_sent, time.perf_counter() - began_s)
