@@ -138,13 +138,14 @@ class ServerTools:
         path: str | None = None,
         warmup: float = 1.0,
         timeout: float = 30.0,
+        clients: str = "process",
     ) -> BenchmarkResult:
         """Load-test this running server over real HTTP: req/s and p50/p90/p99 latency per concurrency.
 
-        Each level runs `concurrency` client threads of this process, each on its own keep-alive
-        connection, sending `payload` back to back for `duration` seconds (requests then in flight are
-        waited for). The result is a table and a plot in a notebook, `.to_dict()` in a script. See
-        `litserve.load_test.run_benchmark`. Stability: beta.
+        Each level runs `concurrency` client threads (in a child process by default, so they do not take
+        the GIL from this server), each on its own keep-alive connection, sending `payload` back to back
+        for `duration` seconds (requests then in flight are waited for). The result is a table and a plot
+        in a notebook, `.to_dict()` in a script. See `litserve.load_test.run_benchmark`. Stability: beta.
 
         Args:
             payload: the JSON body of every request.
@@ -153,6 +154,7 @@ class ServerTools:
             path: which endpoint, on a server with several.
             warmup: seconds of load at the first level before measuring.
             timeout: seconds a client waits for an answer before counting it failed.
+            clients: "process" (default) or "thread" (the clients run in this process).
         """
         running = self._life.serving("benchmark()")
         endpoint = pick_endpoint(running.endpoints, path)
@@ -164,4 +166,5 @@ class ServerTools:
             api_key=running.api_key,
             warmup_s=warmup,
             timeout_s=timeout,
+            clients=clients,
         )
