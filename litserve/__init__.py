@@ -5,7 +5,9 @@ Layout: `api` (the LitAPI users write), `server` (the LitServer facade and lifec
 thread-to-loop bridge; it knows no HTTP and no worker processes), `web/` (the Quart app and routes),
 `runtime/` (the HTTP thread, start/stop assembly, sockets), `process/` (process mode: supervisor,
 loop-owned channel, in-flight book, typed messages, the worker process), `status` (counters and
-snapshots), `timing` (a request's queue wait, batch size and predict time), `metrics` (Prometheus
+snapshots), `timing` (a request's queue wait, batch size and predict time), `inspector` and `replay`
+(the last requests, `server.requests`, and running one again, `server.replay`), `load_test`
+(`server.benchmark`), `metrics` (Prometheus
 families from the status, for `GET /metrics`), `exceptions` (errors and the one status-code table),
 `testing` (the pytest plugin), `callbacks` and `loggers` (LitServe's extension points), `extensions`
 (the server options they need).
@@ -22,10 +24,13 @@ from litserve.client import Client as Client
 from litserve.exceptions import HTTPException as HTTPException
 from litserve.exceptions import LitServeError as LitServeError
 from litserve.exceptions import PortInUseError as PortInUseError
+from litserve.exceptions import ReplayError as ReplayError
 from litserve.exceptions import RequestFailedError as RequestFailedError
 from litserve.exceptions import ServerStartError as ServerStartError
 from litserve.exceptions import ServerStateError as ServerStateError
 from litserve.exceptions import WorkerSetupError as WorkerSetupError
+from litserve.inspector import RequestRecord as RequestRecord
+from litserve.load_test import BenchmarkResult as BenchmarkResult
 from litserve.loggers import Logger as Logger
 from litserve.request_context import RequestContext as RequestContext
 from litserve.request_context import UploadedFile as UploadedFile
@@ -36,6 +41,7 @@ from litserve.status import ServerState as ServerState
 from litserve.status import ServerStatus as ServerStatus
 
 __all__ = [
+    "BenchmarkResult",
     "Callback",
     "Client",
     "HTTPException",
@@ -46,8 +52,10 @@ __all__ = [
     "OpenAIEmbeddingSpec",
     "OpenAISpec",
     "PortInUseError",
+    "ReplayError",
     "RequestContext",
     "RequestFailedError",
+    "RequestRecord",
     "ServerStartError",
     "ServerState",
     "ServerStateError",

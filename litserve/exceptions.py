@@ -11,7 +11,8 @@ Hierarchy::
         │   └── WorkerSetupError      a worker's LitAPI.setup() raised; the user's error is the __cause__
         ├── QueueFullError            an endpoint's request queue is at max_queue_size
         ├── QueueClosedError          the queue no longer takes requests (server stopping)
-        └── RequestFailedError        a request made through Client or LitServer.predict got an error answer
+        ├── RequestFailedError        a request made through Client or LitServer.predict got an error answer
+        └── ReplayError               LitServer.replay cannot run that request (not kept, payload summarised)
 
 Request-time failures reach HTTP only through `error_response`, which never leaks internals.
 """
@@ -32,6 +33,7 @@ __all__ = [
     "PortInUseError",
     "QueueClosedError",
     "QueueFullError",
+    "ReplayError",
     "RequestFailedError",
     "ServerStartError",
     "ServerStateError",
@@ -105,6 +107,14 @@ class RequestFailedError(LitServeError):
         super().__init__(f"{status_code}: {detail}")
         self.status_code = status_code
         self.detail = detail
+
+
+class ReplayError(LitServeError, LookupError):
+    """`LitServer.replay` cannot run that request: the inspector is off, the request is no longer kept, its
+    payload was only summarised (larger than `inspect_payload_bytes`), or its endpoint speaks a spec.
+
+    Stability: beta.
+    """
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,14 +25,11 @@ from litserve.engine.messages import Cancellation, DropReason, InferenceRequest,
 from litserve.engine.pipeline import NDJSON, Hooks, answer_program, stream_program
 from litserve.engine.pool import copy_api
 from litserve.engine.steps import Program, run_async, run_sync
+from litserve.exceptions import ReplayError
 from litserve.hooks import plan_hooks
 from litserve.request_context import RequestContext
 
-__all__ = ["ReplayError", "Replayer"]
-
-
-class ReplayError(LookupError):
-    """The request cannot be replayed: not kept (any more), its payload only summarised, or a spec endpoint."""
+__all__ = ["Replayer"]
 
 
 class _Raise(BaseException):

@@ -13,11 +13,12 @@ from litserve.api import LitAPI
 from litserve.client import Client
 from litserve.config import ServerSettings
 from litserve.engine.direct_call import call_directly, pick_endpoint
+from litserve.exceptions import ReplayError
 from litserve.inspector import RequestLog
 from litserve.inspector_view import RequestsView, recent_requests_html
 from litserve.load_test import BenchmarkResult, run_benchmark
 from litserve.notebook import PanelSet, status_bundle
-from litserve.replay import Replayer, ReplayError
+from litserve.replay import Replayer
 from litserve.runtime.lifecycle import Lifecycle
 from litserve.status import ServerStatus
 

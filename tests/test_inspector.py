@@ -12,10 +12,9 @@ from typing import Any
 
 import pytest
 
-from litserve import HTTPException, LitAPI, LitServer
+from litserve import HTTPException, LitAPI, LitServer, ReplayError
 from litserve.inspector import PayloadSummary, RequestLog, RequestRecord
 from litserve.inspector_view import RequestsView
-from litserve.replay import ReplayError
 from litserve.web.options import check_web_options
 from tests.apis import SquareAPI
 from tests.helpers import gathering, post
