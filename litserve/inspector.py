@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import dataclasses
 import itertools
 import sys
 import threading
@@ -274,31 +273,19 @@ class EndpointRecorder:
     ) -> None:
         log = self._log
         summary, kept = (None, None) if held is None else held
-        record = RequestRecord(
-            id=log.next_id(),
-            path=self.path,
-            arrived_at=time.time() - elapsed_s,
-            status=status,
-            outcome=verdict.value,
-            elapsed_s=elapsed_s,
-            is_stream=is_stream,
-            error=error,
-            payload=summary,
-        )
-        if timing is not None:
-            record = _with_timing(record, timing)
+        if timing is None:
+            record = RequestRecord(
+                log.next_id(), self.path, time.time() - elapsed_s, status, verdict.value, elapsed_s, is_stream,
+                error=error, payload=summary,
+            )  # fmt: skip
+        else:
+            worker = timing.worker or None
+            record = RequestRecord(
+                log.next_id(), self.path, time.time() - elapsed_s, status, verdict.value, elapsed_s, is_stream,
+                timing.queue_wait_s, timing.predict_s, timing.batch_size,
+                f"{worker}#{timing.batch_id}" if timing.batch_id else None, worker, error, summary,
+            )  # fmt: skip
         log.add(record, kept)
-
-
-def _with_timing(record: RequestRecord, timing: Timing) -> RequestRecord:
-    return dataclasses.replace(
-        record,
-        queue_wait_s=timing.queue_wait_s,
-        predict_s=timing.predict_s,
-        batch_size=timing.batch_size,
-        batch_id=f"{timing.worker}#{timing.batch_id}" if timing.batch_id else None,
-        worker=timing.worker or None,
-    )
 
 
 def request_log(max_requests: int, max_payload_bytes: int) -> RequestLog | None:
