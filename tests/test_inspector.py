@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from litserve import HTTPException, LitAPI, LitServer, ReplayError
+from litserve import HTTPException, LitAPI, LitServer, OpenAISpec, ReplayError
 from litserve.inspector import PayloadSummary, RequestLog, RequestRecord
 from litserve.inspector_view import RequestsView
+from litserve.test_examples.openai_spec_example import TestAPI
 from litserve.web.options import check_web_options
-from tests.apis import SquareAPI
-from tests.helpers import gathering, post
+from tests.apis import GatedPredictAPI, SquareAPI
+from tests.helpers import gathering, post, raw_request, wait_until
 
 Start = Callable[..., LitServer]
 
@@ -301,3 +302,39 @@ def test_replay_of_a_stream_returns_its_chunks(start_server: Start) -> None:
     assert server.replay(done.id) == [{"left": 3}, {"left": 2}, {"left": 1}]
     with pytest.raises(RuntimeError, match="the countdown broke"):
         server.replay(broken.id)
+
+
+# --- the other counting places ------------------------------------------------------------------------------
+
+
+def test_a_client_that_left_is_recorded_cancelled(start_server: Start) -> None:
+    api = GatedPredictAPI()
+    server = start_server(api, inspect_requests=10)
+    sock = raw_request(server.port or 0, "/predict", b'{"input": 2}')
+    try:
+        assert api.entered.acquire(timeout=10)
+    finally:
+        sock.close()
+    assert wait_until(lambda: len(server.requests) == 1)
+    api.gate.set()
+    record = server.requests[0]
+    assert (record.status, record.outcome, record.error) == (499, "cancelled", None)
+    assert record.payload is not None and record.payload.head == '{"input":2}'
+    assert server.status.endpoints[0].cancelled == 1
+
+
+def test_a_body_over_the_limit_is_recorded_with_its_status(start_server: Start) -> None:
+    server = start_server(SquareAPI(), inspect_requests=10, max_payload_size=100)
+    assert post(server, {"input": 1, "padding": "p" * 500}).status_code == 413
+    assert [(r.status, r.outcome, r.payload) for r in server.requests] == [(413, "client_error", None)]
+
+
+def test_an_openai_spec_request_is_recorded_but_not_replayed(start_server: Start) -> None:
+    server = start_server(TestAPI(spec=OpenAISpec()), inspect_requests=10)
+    chat = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert post(server, chat, path="/v1/chat/completions").status_code == 200
+    record = server.requests[0]
+    assert (record.path, record.status, record.outcome) == ("/v1/chat/completions", 200, "ok")
+    assert record.payload is not None and record.payload.type_name.endswith("ChatCompletionRequest")
+    with pytest.raises(ReplayError, match="OpenAISpec"):
+        server.replay(record.id)
