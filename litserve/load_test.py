@@ -7,8 +7,8 @@ sent before then is waited for (up to `timeout_s`), so every request sent is ans
 server's own counters agree with the result. A streamed answer counts when its body ends; the time to its
 first chunk is measured too.
 
-Where the clients run (`clients=`): by default in a child process (`python -m litserve.load_test`, which
-reads its orders on stdin and writes the result as JSON), so they do not take the GIL from a server that
+Where the clients run (`clients=`): by default in a child process (`_child_main`, which reads its orders
+on stdin and writes the result as JSON), so they do not take the GIL from a server that
 runs in the calling process: measured on 2 cores against a thread-mode server (c=8, a trivial API), client
 threads in the server's process cut its throughput by 20-30% and raised p50 latency as much. `"thread"`
 runs them in the calling process instead (no process start, about half a second).
@@ -348,12 +348,12 @@ def _measure(
 
 
 def _in_child_process(orders: dict[str, Any]) -> BenchmarkResult:
-    """Run the clients in `python -m litserve.load_test` (this interpreter, this sys.path); bounded in time."""
+    """Run the clients in a child process (this interpreter, this sys.path); bounded in time."""
     levels = len(orders["levels"]) + (1 if orders["warmup_s"] > 0 else 0)
     bound_s = 60.0 + levels * (orders["duration_s"] + orders["timeout_s"])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(path for path in sys.path if path))
     done = subprocess.run(
-        [sys.executable, "-m", "litserve.load_test"],
+        [sys.executable, "-c", "from litserve.load_test import _child_main; _child_main()"],
         input=json.dumps(orders),
         capture_output=True,
         text=True,
@@ -374,7 +374,3 @@ def _child_main() -> None:
     body = base64.b64decode(orders["body"])
     result = _measure(urllib.parse.urlsplit(url), url, body, orders["headers"], orders["levels"], times)
     sys.stdout.write(json.dumps(result.to_dict()))
-
-
-if __name__ == "__main__":
-    _child_main()

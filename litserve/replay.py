@@ -73,7 +73,7 @@ class _CollectingReply:
 
 @contextlib.contextmanager
 def _on_device(device: str) -> Iterator[None]:
-    if device.startswith("cuda"):
+    if device.startswith("cuda"):  # pragma: no cover - needs CUDA (tests/engine/test_gpu.py's machines)
         import torch
 
         with torch.cuda.device(device):

@@ -338,3 +338,29 @@ def test_an_openai_spec_request_is_recorded_but_not_replayed(start_server: Start
     assert record.payload is not None and record.payload.type_name.endswith("ChatCompletionRequest")
     with pytest.raises(ReplayError, match="OpenAISpec"):
         server.replay(record.id)
+
+
+class AsyncSquareAPI(LitAPI):
+    def __init__(self) -> None:
+        super().__init__(enable_async=True)
+
+    async def decode_request(self, request: Any) -> Any:
+        return request["input"]
+
+    async def predict(self, x: Any) -> Any:
+        if x == 13:
+            raise ValueError("thirteen is unlucky")
+        return x**2
+
+    async def encode_response(self, output: Any) -> Any:
+        return {"output": output}
+
+
+def test_replay_of_an_async_api_runs_on_its_own_loop(start_server: Start) -> None:
+    server = start_server(AsyncSquareAPI(), inspect_requests=10)
+    answer = post(server, {"input": 6}).json()
+    assert post(server, {"input": 13}).status_code == 500
+    done, broken = server.requests
+    assert server.replay(done.id) == answer == {"output": 36}
+    with pytest.raises(ValueError, match="thirteen"):
+        server.replay(broken.id)
