@@ -361,9 +361,12 @@ def _in_child_process(orders: dict[str, Any]) -> BenchmarkResult:
         env=env,
         check=False,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"the load test's client process failed (exit {done.returncode}):\n{done.stderr[-4000:]}")
-    return BenchmarkResult.from_dict(json.loads(done.stdout))
+    try:
+        if done.returncode != 0:
+            raise ValueError(f"exit {done.returncode}")
+        return BenchmarkResult.from_dict(json.loads(done.stdout))
+    except (ValueError, KeyError) as exc:  # it died, or wrote something else than its result
+        raise RuntimeError(f"the load test's client process failed ({exc}):\n{done.stderr[-4000:]}") from None
 
 
 def _child_main() -> None:
