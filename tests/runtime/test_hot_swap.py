@@ -97,7 +97,7 @@ def post_on(session: requests.Session, url: str, value: int) -> tuple[requests.R
     (a new connection has a new local port)."""
     response = session.post(url + "/predict", json={"input": value}, timeout=30, stream=True)
     local_port = int(response.raw.connection.sock.getsockname()[1])
-    response.content  # read the body now: the connection goes back to the session's pool
+    assert response.content  # read the body now: the connection goes back to the session's pool
     return response, local_port
 
 
