@@ -359,3 +359,33 @@ def test_swap_checks_its_apis_and_needs_a_server_on_a_socket() -> None:
         assert Caller().version(server) == "v1"
     finally:
         server.stop()
+
+
+class CudaTagged(Tagged):
+    """setup() puts `mib` MiB of weights on its CUDA device."""
+
+    def __init__(self, tag: str, mib: int) -> None:
+        super().__init__(tag)
+        self.mib = mib
+
+    def setup(self, device: str) -> None:
+        import torch
+
+        self.weights = torch.zeros(self.mib * 2**18, device=device)  # 4-byte floats
+
+
+@pytest.mark.gpu
+def test_a_swap_on_cuda_frees_the_old_workers_device_memory() -> None:
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    server = server_of(CudaTagged("v1", mib=512), "thread", devices=1).start(port=0)
+    try:
+        before = torch.cuda.memory_allocated(0)
+        assert before >= 512 * 2**20
+        server.swap(CudaTagged("v2", mib=16))
+        assert torch.cuda.memory_allocated(0) <= before - 480 * 2**20  # v1's weights are gone
+        assert torch.cuda.memory_reserved(0) < 480 * 2**20  # and returned to the driver
+        assert Caller().version(server) == "v2"
+    finally:
+        server.stop()
