@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import gc
+import http.client
+import json
 import logging
+import socket
 import threading
 import weakref
 from dataclasses import dataclass, field
@@ -206,6 +209,40 @@ def test_requests_queued_or_running_at_the_switch_finish_on_the_old_version(
     assert f"swapped GatedTagged for Tagged on http://127.0.0.1:{before.port}: 2 requests finished" in caplog.text
 
 
+def answer_on(sock: socket.socket) -> tuple[int, Any]:
+    """Read one HTTP answer from a raw socket (the connection stays open)."""
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status, json.loads(response.read())
+
+
+def test_a_body_still_being_read_at_the_switch_is_answered_by_the_old_version(worker_mode: str) -> None:
+    server = server_of(Tagged("v1"), worker_mode).start(port=0)
+    before = server._life.running
+    assert before is not None and before.version is not None
+    body = json.dumps({"input": 5}).encode()
+    head = f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n\r\n".encode()
+    with (
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+        socket.create_connection(("127.0.0.1", server.port), 20) as sock,
+    ):
+        try:
+            sock.sendall(head + body[:3])
+            assert wait_until(lambda: before.version is not None and before.version.calls == 1)  # v1 reads the body
+            swapped = pool.submit(server.swap, Tagged("v2"))
+            assert wait_until(lambda: server._life.running is not before)
+            assert not swapped.done()  # it waits for the request v1 is reading
+            sock.sendall(body[3:])
+            status, answer = answer_on(sock)
+            assert (status, answer["version"]) == (200, "v1")
+            swapped.result(20)
+            sock.sendall(head + body)  # the same connection, now served by v2
+            status, answer = answer_on(sock)
+            assert (status, answer["version"]) == (200, "v2")
+        finally:
+            server.stop()
+
+
 def test_a_failing_setup_raises_and_the_old_version_keeps_serving(worker_mode: str) -> None:
     server = server_of(Tagged("v1"), worker_mode).start(port=0)
     try:
@@ -288,9 +325,11 @@ def test_the_old_worker_processes_exit_after_a_swap() -> None:
     try:
         old_pids = {w.pid for w in server.status.endpoints[0].workers}
         assert None not in old_pids
+        old_threads = [t for t in threading.enumerate() if t.name.startswith("litserve-") and t.name != "litserve-http"]
         server.swap(Tagged("v2"))
         children = {child.pid for child in psutil.Process().children(recursive=True)}
         assert old_pids & children == set()
+        assert [t.name for t in old_threads if t.is_alive()] == []
         new_pids = {w.pid for w in server.status.endpoints[0].workers}
         assert new_pids & old_pids == set() and new_pids <= children
     finally:
@@ -333,15 +372,20 @@ def test_stop_during_a_swap_aborts_it_without_leaving_workers(worker_mode: str) 
     assert port is not None and port_is_free(port)
 
 
-def test_two_swaps_at_once_run_one_after_the_other() -> None:
-    server = server_of(Tagged("v1"), "thread").start(port=0)
+def test_two_swaps_at_once_run_one_after_the_other(worker_mode: str) -> None:
+    server = server_of(Tagged("v1"), worker_mode).start(port=0)
     try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             swaps = [pool.submit(server.swap, Tagged(tag)) for tag in ("v2", "v3")]
             for swap in swaps:
                 swap.result(30)
         assert Caller().version(server) in ("v2", "v3")
-        assert len([t for t in threading.enumerate() if t.name.startswith("litserve-worker-")]) == 1
+        assert len(server.status.endpoints[0].workers) == 1
+        if worker_mode == "thread":
+            assert len([t for t in threading.enumerate() if t.name.startswith("litserve-worker-")]) == 1
+        else:
+            alive = {child.pid for child in psutil.Process().children(recursive=True)}
+            assert {w.pid for w in server.status.endpoints[0].workers} <= alive
     finally:
         server.stop()
 
