@@ -170,7 +170,7 @@ def _retire(old: Running, abort: concurrent.futures.Future[None], settings: Serv
     concurrent.futures.wait(waited, drain_s + WORKER_JOIN_TIMEOUT_S, concurrent.futures.FIRST_COMPLETED)
     if not idle.done() or idle.cancelled() or not idle.result():
         idle.cancel()
-        logger.warning("%d requests still run on the swapped-out version; its workers stop now", version.calls)
+        logger.warning("the swapped-out version still runs %d request(s); its workers stop now", version.calls)
     old.gate.close()
     old.pool.stop(settings.graceful_timeout_s + WORKER_JOIN_TIMEOUT_S)
     _on_loop(loop, switch.retire(version), WORKER_JOIN_TIMEOUT_S)

@@ -372,6 +372,30 @@ def test_stop_during_a_swap_aborts_it_without_leaving_workers(worker_mode: str) 
     assert port is not None and port_is_free(port)
 
 
+def test_stop_while_a_swap_waits_for_the_old_version_stops_both(worker_mode: str) -> None:
+    v1 = GatedTagged("v1")
+    server = server_of(v1, worker_mode).start(port=0)
+    port, before = server.port, server._life.running
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        try:
+            running = pool.submit(post, server, {"input": 1})
+            assert v1.entered.acquire(20)
+            swapped = pool.submit(server.swap, Tagged("v2"))
+            assert wait_until(lambda: server._life.running is not before)  # switched; waiting for v1's request
+            stopped = pool.submit(server.stop)
+            assert wait_until(lambda: server.state is ServerState.STOPPING)
+            v1.gate.set()
+            assert running.result(30).json()["version"] == "v1"
+            assert swapped.result(30) is server
+            stopped.result(30)
+        finally:
+            v1.gate.set()
+            server.stop()
+    assert server.state is ServerState.STOPPED
+    assert [t.name for t in threading.enumerate() if t.name.startswith("litserve-")] == []
+    assert port is not None and port_is_free(port)
+
+
 def test_two_swaps_at_once_run_one_after_the_other(worker_mode: str) -> None:
     server = server_of(Tagged("v1"), worker_mode).start(port=0)
     try:
