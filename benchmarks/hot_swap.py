@@ -6,8 +6,9 @@ one keep-alive connection. After `--before-s` seconds the server is told to swap
 meanwhile. The load then runs `--after-s` seconds more. All of it happens in one run, for each worker mode:
 
 - the longest gap between two consecutive answers (any client) inside the swap window, and before it;
-- p50/p99 latency of the requests answered before the swap, and of those in flight during the swap window
-  (from the swap() call until it returned: V2's setup(), the switch, V1's last requests, V1's workers stopped);
+- p50/p99 latency of the requests in flight during the swap window (from the swap() call until it returned:
+  V2's setup(), the switch, V1's last requests, V1's workers stopped), and of those answered in a window as
+  long just before it;
 - failed requests, answers per version, and answers out of order (a V1 answer after that client saw V2);
 - connections the clients opened (a swap must not close one: it should equal the concurrency).
 
@@ -131,6 +132,8 @@ def summarize(
     worker_mode: str, args: argparse.Namespace, clients: list[Client], warm_s: float, start_s: float, end_s: float
 ) -> Result:
     answers = [a for c in clients for a in c.answers]
+    # "Before" is a window as long as the swap's, just before it (after the warm-up): like with like.
+    warm_s = max(warm_s, start_s - (end_s - start_s))
     before = [done - sent for sent, done, _ in answers if warm_s <= sent and done < start_s]
     during = [done - sent for sent, done, _ in answers if sent < end_s and done > start_s]
     done = sorted(d for _, d, version in answers if version != "error")
