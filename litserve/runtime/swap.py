@@ -172,10 +172,14 @@ def _retire(old: Running, abort: concurrent.futures.Future[None], settings: Serv
         idle.cancel()
         logger.warning("the swapped-out version still runs %d request(s); its workers stop now", version.calls)
     old.gate.close()
-    old.pool.stop(settings.graceful_timeout_s + WORKER_JOIN_TIMEOUT_S)
-    _on_loop(loop, switch.retire(version), WORKER_JOIN_TIMEOUT_S)
-    if old.log_drain is not None:
-        old.log_drain.stop()
+    try:
+        old.pool.stop(settings.graceful_timeout_s + WORKER_JOIN_TIMEOUT_S)
+        _on_loop(loop, switch.retire(version), WORKER_JOIN_TIMEOUT_S)
+    except Exception:  # the new version serves already: the swap is done, whatever the old one's end
+        logger.exception("the swapped-out version did not stop cleanly")
+    finally:
+        if old.log_drain is not None:  # last: worker processes' entries come through the loop
+            old.log_drain.stop()
     return version.finished_late
 
 
