@@ -414,6 +414,23 @@ def test_two_swaps_at_once_run_one_after_the_other(worker_mode: str) -> None:
         server.stop()
 
 
+def test_counts_go_on_across_a_swap_in_the_status_and_metrics() -> None:
+    server = server_of(Tagged("v1"), "thread").start(port=0)
+    try:
+        caller = Caller()
+        assert [caller.version(server) for _ in range(2)] == ["v1", "v1"]
+        server.swap([Tagged("v2"), Tagged("new", api_path="/new")])
+        assert caller.version(server) == "v2"
+        assert post(server, {"input": 1}, path="/new").status_code == 200
+        ok = {e.path: e.ok for e in server.status.endpoints}
+        assert ok == {"/predict": 3, "/new": 1}
+        metrics = requests.get(server.url + "/metrics", timeout=10).text
+        assert 'litserve_requests_total{code="200",endpoint="/predict"} 3.0' in metrics
+        assert 'litserve_requests_total{code="200",endpoint="/new"} 1.0' in metrics
+    finally:
+        server.stop()
+
+
 def test_swap_checks_its_apis_and_needs_a_server_on_a_socket() -> None:
     server = server_of(Tagged("v1"), "thread")
     with pytest.raises(ServerStateError, match="created"):
