@@ -23,6 +23,7 @@ from litserve.web.stack import Middleware, RequestTracker
 __all__ = [
     "SHUTDOWN_KEY_ENV",
     "Extensions",
+    "check_api_paths",
     "check_extensions",
     "check_middlewares",
     "check_model_metadata",
@@ -114,6 +115,14 @@ def check_extensions(
         generate_client_file=generate_client_file,
         web=web,
     )
+
+
+def check_api_paths(extensions: Extensions, apis: Sequence[LitAPI]) -> None:
+    """LitAPIs swapped into a running server: a ValueError if a path clashes with its own routes or mounts."""
+    own = {"healthcheck_path": extensions.health_path, "info_path": extensions.info_path, **extensions.web.paths()}
+    if extensions.shutdown_path is not None:
+        own["shutdown_path"] = extensions.shutdown_path
+    _check_paths(own, [api.api_path for api in apis], extensions.mounts)
 
 
 def _yield_to_mounts(web: WebOptions, mounts: Sequence[tuple[str, Any]]) -> WebOptions:

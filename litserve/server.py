@@ -30,6 +30,7 @@ from litserve.runtime.console import StopRequested, show_logs, stop_on_signals
 from litserve.runtime.lifecycle import Lifecycle
 from litserve.runtime.serving import WORKER_JOIN_TIMEOUT_S, Running, launch, web_factory, worker_factory
 from litserve.runtime.sockets import is_loopback
+from litserve.runtime.swap import Recipe, take_over
 from litserve.server_tools import ServerTools
 from litserve.status import ErrorLog, ServerState, ServerStatus
 from litserve.web.options import check_web_options
@@ -192,7 +193,11 @@ class LitServer(ServerTools):
         thread, and waits for every `setup()` (a failure raises `WorkerSetupError` with the user's
         exception as its cause). Whatever failed to start is stopped again before raising. Calling
         start() on a running server returns it unchanged. A LitServer of this process already on
-        `port` is stopped first.
+        `port` (a notebook cell run again) hands this one its socket, HTTP thread and open connections
+        (hot swap): this server's workers run setup() while the old one still serves (a failure raises
+        here and leaves the old one serving), then take the new requests, and the old server ends
+        STOPPED. With another host, `worker_mode` or devices, the old server is stopped first instead
+        (logged with the reason).
 
         Args:
             host: address to bind; default "127.0.0.1" (use "0.0.0.0" to be reachable from other machines).
@@ -232,27 +237,34 @@ class LitServer(ServerTools):
 
     def _launch(self, address: tuple[str, int] | None) -> Running:
         """STARTING -> RUNNING, or FAILED with nothing left running (the error is raised)."""
-        settings, ext = self._settings, self._ext
         try:
-            if address is not None:
-                registry.stop_holder_of(address[1], self)
-            web = web_factory(
-                settings,
-                ext,
-                self._errors,
-                status=lambda: self.status,
-                info=lambda: info_document(settings, self._apis, self._worker_mode),
-                stop=self.stop,
-                shutdown_key=self._shutdown_key,
-                tracker=self._tracker,
-                inspector=self._inspector,
-            )
-            running = launch(address, self._apis, settings, self._errors, self._workers, web, self._life.assembled, ext)
+            recipe = self._recipe()
+            # A LitServer of this process on the port hands its socket over (hot swap), or is stopped.
+            running = None if address is None else take_over(address, self, recipe)
+            if running is None:
+                r, assembled = recipe, self._life.assembled
+                running = launch(address, r.apis, r.settings, r.errors, r.make_workers, r.web, assembled, r.extensions)
         except BaseException:
             self._life.failed()
             raise
         self._life.started(running)
         return running
+
+    def _recipe(self, apis: Sequence[LitAPI] | None = None) -> Recipe:
+        """What builds this server's serving parts for `apis` (default: its own), at start() and swap()."""
+        apis, settings = self._apis if apis is None else apis, self._settings
+        web = web_factory(
+            settings,
+            self._ext,
+            self._errors,
+            status=lambda: self.status,
+            info=lambda: info_document(settings, apis, self._worker_mode),
+            stop=self.stop,
+            shutdown_key=self._shutdown_key,
+            tracker=self._tracker,
+            inspector=self._inspector,
+        )
+        return Recipe(apis, settings, self._errors, self._workers, web, self._ext, self._worker_mode)
 
     def stop(self) -> None:
         """Stop serving: refuse new requests, let in-flight ones finish, join every thread, free the port.

@@ -7,22 +7,26 @@ server exposes to its tools), so each tool lives in its own module and the facad
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from litserve.api import LitAPI
 from litserve.client import Client
-from litserve.config import ServerSettings
+from litserve.config import ServerSettings, check_apis
 from litserve.engine.direct_call import call_directly, pick_endpoint
 from litserve.exceptions import ReplayError
+from litserve.extensions import Extensions, check_api_paths
 from litserve.inspector import RequestLog
 from litserve.inspector_view import RequestsView, recent_requests_html
 from litserve.load_test import BenchmarkResult, run_benchmark
 from litserve.notebook import PanelSet, status_bundle
 from litserve.replay import Replayer
 from litserve.runtime.lifecycle import Lifecycle
+from litserve.runtime.swap import Recipe, swap_apis
 from litserve.status import ServerStatus
 
 __all__ = ["ServerParts", "ServerTools"]
+
+S = TypeVar("S", bound="ServerParts")
 
 
 class ServerParts(Protocol):
@@ -30,10 +34,13 @@ class ServerParts(Protocol):
 
     _apis: Sequence[LitAPI]
     _settings: ServerSettings
+    _ext: Extensions
     _life: Lifecycle
     _panels: PanelSet
     _inspector: RequestLog | None
     _replays: Replayer
+
+    def _recipe(self, apis: Sequence[LitAPI] | None = None) -> Recipe: ...
 
     @property
     def status(self) -> ServerStatus: ...
@@ -68,6 +75,41 @@ class ServerTools:
         """
         running = self._life.serving("predict()")
         return call_directly(pick_endpoint(running.endpoints, path), payload, self._settings.timeout_s)
+
+    def swap(self: S, lit_api: LitAPI | Sequence[LitAPI]) -> S:
+        """Serve `lit_api` instead of the current LitAPIs without a restart (hot swap).
+
+        The new LitAPIs' workers run `setup()` while the old ones keep serving; then new requests go to
+        the new version, also on open keep-alive connections, while those already queued or running finish
+        on the old one. The old workers are then stopped (worker threads drop their LitAPI copies; worker
+        processes exit). The port, the socket and the server's settings stay; the paths may change (a
+        path the new LitAPIs no longer have answers 404). An endpoint whose path stays counts on in the
+        status and `/metrics`. Re-running a cell's `LitServer(...).start(port=...)` does the same.
+
+        Example:
+            >>> server = LitServer(ModelV1(), accelerator="cpu").start(port=8000)
+            >>> server.swap(ModelV2())  # the same server, now answering with ModelV2
+            <LitServer running on http://127.0.0.1:8000 apis=['ModelV2']>
+
+        Args:
+            lit_api: a LitAPI, or a list of them each on its own `api_path`; the server's `timeout` applies.
+
+        Returns:
+            The server itself.
+
+        Raises:
+            WorkerSetupError: a new worker's `setup()` raised (the user's exception is its cause); the old
+                LitAPIs keep serving.
+            ServerStateError: the server is not running on a socket, or stop() was called before the switch.
+            TypeError, ValueError: `lit_api` is not a valid LitAPI, or a path clashes with the server's routes.
+
+        Stability: beta.
+        """
+        apis = check_apis(lit_api, self._settings.timeout_s)
+        check_api_paths(self._ext, apis)
+        swap_apis(self._life, self._recipe(apis))
+        self._apis = apis
+        return self
 
     def widget(self: ServerParts) -> Any:
         """A live ipywidgets panel: state, counts, latency, workers, last error, and a stop button.

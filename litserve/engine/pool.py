@@ -213,11 +213,15 @@ class WorkerPool:
             logger.exception("worker %s failed to end with the event loop", worker.name)
             return True
 
-    def wait_ready(self) -> None:
-        """Block until every worker finished setup(); raise WorkerSetupError on the first failure."""
+    def wait_ready(self, abort: concurrent.futures.Future[None] | None = None) -> None:
+        """Block until every worker finished setup(); raise WorkerSetupError on the first failure, or
+        `abort`'s exception as soon as it has one (a stop() during a hot swap)."""
         pending = {w.ready: w for w in self.workers}
         while pending:
-            done, _ = concurrent.futures.wait(pending, return_when=concurrent.futures.FIRST_EXCEPTION)
+            waited = [*pending] if abort is None else [*pending, abort]
+            done, _ = concurrent.futures.wait(waited, return_when=concurrent.futures.FIRST_COMPLETED)
+            if abort is not None and abort.done():
+                abort.result()
             for future in done:
                 worker = pending.pop(future)
                 exc = future.exception()

@@ -1,19 +1,17 @@
 """Which LitServer of this process holds which port, and stopping them all at interpreter exit.
 
-Starting a server on a port another LitServer of this process holds stops that one first, so
-re-running a notebook cell replaces the old server instead of failing with "address in use".
+Starting a server on a port another LitServer of this process holds takes that one's place (a hot swap,
+`runtime.swap`, or a stop and a fresh start), so re-running a notebook cell replaces the old server
+instead of failing with "address in use".
 """
 
 from __future__ import annotations
 
 import atexit
-import logging
 import threading
 from typing import Protocol
 
-__all__ = ["Stoppable", "forget", "remember", "stop_holder_of"]
-
-logger = logging.getLogger("litserve")
+__all__ = ["Stoppable", "forget", "holder_of", "remember"]
 
 
 class Stoppable(Protocol):
@@ -50,12 +48,9 @@ def forget(port: int, server: Stoppable) -> None:
             del _by_port[port]
 
 
-def stop_holder_of(port: int, newcomer: Stoppable) -> None:
-    """Stop the other LitServer of this process on `port`, if any (port 0 never collides)."""
+def holder_of(port: int) -> Stoppable | None:
+    """The LitServer of this process on `port`, if any (port 0 never collides)."""
     if port == 0:
-        return
+        return None
     with _lock:
-        previous = _by_port.get(port)
-    if previous is not None and previous is not newcomer:
-        logger.info("stopping the LitServer already on port %d to start the new one", port)
-        previous.stop()
+        return _by_port.get(port)

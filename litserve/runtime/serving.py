@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, final
 
@@ -30,8 +30,9 @@ from litserve.extensions import Extensions, ShutdownKey
 from litserve.inspector import RequestLog
 from litserve.loggers import LogDrain
 from litserve.runtime.sockets import bind_listening_socket, url_of
+from litserve.runtime.switch import AppSwitch, Version
 from litserve.runtime.thread import HttpThread
-from litserve.status import ErrorLog, ErrorRecord, ServerState, ServerStatus
+from litserve.status import EndpointCounters, ErrorLog, ErrorRecord, ServerState, ServerStatus
 from litserve.web.app import create_app, serving_stack
 from litserve.web.auth import ApiKeyCheck
 from litserve.web.context import Gate, WebContext
@@ -40,7 +41,7 @@ from litserve.web.options import WebOptions
 from litserve.web.shutdown import ShutdownApi
 from litserve.web.stack import ASGIApp, RequestTracker
 
-__all__ = ["Parts", "Running", "assemble", "launch", "web_factory", "worker_factory"]
+__all__ = ["Parts", "Running", "assemble", "assemble_observed", "launch", "version_of", "web_factory", "worker_factory"]
 
 HTTP_START_TIMEOUT_S = 30.0
 WORKER_JOIN_TIMEOUT_S = 5.0
@@ -62,6 +63,8 @@ class Running:
     app: ASGIApp  # what clients call: the Quart app, inside the middlewares and mounts asked for
     started_s: float = field(default_factory=time.monotonic)
     log_drain: LogDrain | None = None
+    switch: AppSwitch | None = None  # on a socket: what Hypercorn serves (a hot swap changes its version)
+    version: Version | None = None  # this run's version in the switch
 
     def status(self, state: ServerState, last_error: ErrorRecord | None) -> ServerStatus:
         """A snapshot of the running server, in `state`."""
@@ -181,9 +184,16 @@ def assemble(
     make_workers: WorkerFactory,
     web: WebFactory,
     observers: Observers = NO_OBSERVERS,
+    counters: Mapping[str, EndpointCounters] | None = None,
 ) -> Parts:
-    """Build what serves requests: endpoints, their workers and the app (tests drive it in-process)."""
+    """Build what serves requests: endpoints, their workers and the app (tests drive it in-process).
+
+    `counters`: an endpoint whose path is there counts on with them (a hot swap keeps the old version's counts).
+    """
     endpoints = [Endpoint(api, settings.max_queue_size, observers) for api in apis]
+    for endpoint in endpoints:
+        if counters is not None and endpoint.path in counters:
+            endpoint.counters = counters[endpoint.path]
     pool = WorkerPool(endpoints, settings.devices, settings.workers_per_device, errors, make_workers)
     gate = Gate()
     api_key = read_api_key(settings.api_key)
@@ -192,26 +202,52 @@ def assemble(
     return Parts(endpoints, pool, gate, app, api_key, serving_stack(app, context))
 
 
-def _http_thread(
-    parts: Parts,
-    sock: socket.socket | None,
-    address: tuple[str, int] | None,
+def assemble_observed(
+    apis: Sequence[LitAPI],
     settings: ServerSettings,
-    options: WebOptions,
-    asgi: ASGIApp,
+    errors: ErrorLog,
+    make_workers: WorkerFactory,
+    web: WebFactory,
+    extensions: Extensions,
+    undo: contextlib.ExitStack,
+    counters: Mapping[str, EndpointCounters] | None = None,
+) -> tuple[Parts, LogDrain | None]:
+    """`assemble`, with the extensions' worker callbacks and, when there are loggers, a started `LogDrain`
+    (a `litserve-loggers` thread that feeds them LitAPI.log's entries); `undo` stops it."""
+    drain = None
+    if extensions.loggers:
+        drain = LogDrain(extensions.loggers)
+        drain.start()
+        undo.callback(drain.stop)
+    # Workers get only the callbacks with worker events (in process mode, only those are shipped).
+    callbacks = tuple(c for c in extensions.callbacks if overrides([c], *WORKER_EVENTS))
+    observers = Observers(callbacks, None if drain is None else drain.put)
+    return assemble(apis, settings, errors, make_workers, web, observers, counters), drain
+
+
+def version_of(parts: Parts, host: str, options: WebOptions) -> Version:
+    """What the HTTP thread serves for these parts on a socket bound to `host`: the app behind the connection
+    guard (Host checks, stuck bodies)."""
+    asgi = parts.app if parts.asgi is None else parts.asgi
+    guard = ConnectionGuard(asgi, HostPolicy.for_bind(host, options.allowed_hosts), parts.endpoints)
+    return Version(guard, parts.app, parts.pool.loop_ended, guard.stop_reading)
+
+
+def _http_thread(
+    parts: Parts, sock: socket.socket | None, settings: ServerSettings, read_timeout_s: float | None, asgi: ASGIApp
 ) -> HttpThread:
-    """The HTTP thread; on a socket, it serves `asgi` behind the connection guard (Host checks, stuck bodies)."""
-    if sock is None or address is None:
+    """The HTTP thread: on a socket it serves `asgi` (the app switch), else it runs only the loop."""
+    if sock is None:
         return HttpThread(parts.app, sock, settings.graceful_timeout_s, parts.pool.loop_ended, asgi)
-    guard = ConnectionGuard(asgi, HostPolicy.for_bind(address[0], options.allowed_hosts), parts.endpoints)
+    assert isinstance(asgi, AppSwitch)
     return HttpThread(
         parts.app,
         sock,
         settings.graceful_timeout_s,
-        parts.pool.loop_ended,
-        guard,
-        read_timeout_s=options.read_timeout_s,
-        on_shutdown=guard.stop_reading,
+        asgi.loop_ended,
+        asgi,
+        read_timeout_s=read_timeout_s,
+        on_shutdown=asgi.stop_reading,
     )
 
 
@@ -229,26 +265,23 @@ def launch(
     setup() runs (None if it failed).
 
     The extensions' callbacks run in the workers around their hooks; its loggers get LitAPI.log's
-    entries on a `litserve-loggers` thread, which runs while the server does.
+    entries on a `litserve-loggers` thread, which runs while the server does. On a socket, Hypercorn serves
+    an `AppSwitch` whose first version is this run's app (`runtime.swap` switches it to another).
     """
-    loggers = extensions.loggers
     with contextlib.ExitStack() as undo:
         sock = None if address is None else bind_listening_socket(*address)
         if sock is not None:
             undo.callback(sock.close)
-        drain = None
-        if loggers:
-            drain = LogDrain(loggers)
-            drain.start()
-            undo.callback(drain.stop)
-        # Workers get only the callbacks with worker events (in process mode, only those are shipped).
-        callbacks = tuple(c for c in extensions.callbacks if overrides([c], *WORKER_EVENTS))
-        observers = Observers(callbacks, None if drain is None else drain.put)
-        parts = assemble(apis, settings, errors, make_workers, web, observers)
+        parts, drain = assemble_observed(apis, settings, errors, make_workers, web, extensions, undo)
         pool, asgi = parts.pool, parts.app if parts.asgi is None else parts.asgi
-        http = _http_thread(parts, sock, address, settings, extensions.web, asgi)
-        host, port = (None, None) if sock is None or address is None else (address[0], int(sock.getsockname()[1]))
+        host, port, switch, version = None, None, None, None
+        if sock is not None and address is not None:
+            host, port = address[0], int(sock.getsockname()[1])
+            version = version_of(parts, host, extensions.web)
+            switch = AppSwitch(version)
+        http = _http_thread(parts, sock, settings, extensions.web.read_timeout_s, asgi if switch is None else switch)
         running = Running(host, port, parts.endpoints, pool, http, parts.gate, parts.api_key, asgi, log_drain=drain)
+        running.switch, running.version = switch, version
         on_assembled(running)  # visible to status (and so /health) while setup() runs
         undo.callback(on_assembled, None)
         undo.callback(http.stop, settings.graceful_timeout_s + WORKER_JOIN_TIMEOUT_S)

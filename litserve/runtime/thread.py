@@ -35,15 +35,21 @@ logger = logging.getLogger(__name__)
 
 def _hypercorn_config(graceful_timeout_s: float, read_timeout_s: float | None) -> Config:
     config = Config()
-    config.graceful_timeout = graceful_timeout_s
-    # Hypercorn's keep-alive timer runs from the connection's start (or its last answer) until a request's
-    # headers are complete: it is also the bound on reading headers (the body's is Quart's BODY_TIMEOUT).
-    if read_timeout_s is not None:
-        config.keep_alive_timeout = min(config.keep_alive_timeout, read_timeout_s)
+    _set_timeouts(config, graceful_timeout_s, read_timeout_s)
     # Hypercorn's own lines go to our logger; the library never installs handlers.
     config.errorlog = logging.getLogger("litserve.hypercorn")
     config.accesslog = None
     return config
+
+
+def _set_timeouts(config: Config, graceful_timeout_s: float, read_timeout_s: float | None) -> None:
+    # Hypercorn reads both each time it needs them (at shutdown; as a connection goes idle), so they may change
+    # while it serves.
+    config.graceful_timeout = graceful_timeout_s
+    # Hypercorn's keep-alive timer runs from the connection's start (or its last answer) until a request's
+    # headers are complete: it is also the bound on reading headers (the body's is Quart's BODY_TIMEOUT).
+    keep_alive_s = Config.keep_alive_timeout
+    config.keep_alive_timeout = keep_alive_s if read_timeout_s is None else min(keep_alive_s, read_timeout_s)
 
 
 @final
@@ -68,7 +74,7 @@ class HttpThread:
         read_timeout_s: float | None = None,
         on_shutdown: Callable[[], None] | None = None,
     ) -> None:
-        self._app = app
+        self._app: Quart | None = app  # dropped once serving: a hot swap may replace it (`runtime.switch`)
         self._on_shutdown = on_shutdown
         self._asgi = app if asgi is None else asgi  # what Hypercorn serves: the app, or layers around it
         self._on_loop_exit = on_loop_exit
@@ -86,6 +92,17 @@ class HttpThread:
         loop = self._ready.result(timeout_s)
         assert self._thread.ident is not None
         return LoopHandle(loop, self._thread.ident)
+
+    @property
+    def loop(self) -> LoopHandle:
+        """The running loop (after `start()` returned)."""
+        loop, ident = self._loop, self._thread.ident
+        assert loop is not None and ident is not None, "the HTTP thread has not started"
+        return LoopHandle(loop, ident)
+
+    def set_timeouts(self, graceful_timeout_s: float, read_timeout_s: float | None) -> None:
+        """Change the graceful timeout and the bound on reading headers (see `__init__`) while serving."""
+        _set_timeouts(self._config, graceful_timeout_s, read_timeout_s)
 
     def close_listener(self) -> None:
         """Refuse new connections now and let Hypercorn finish the open ones (up to the graceful timeout).
@@ -166,7 +183,9 @@ class HttpThread:
             if not self._ready.done():
                 self._ready.set_result(loop)
 
-        self._app.before_serving(mark_ready)
+        app, self._app = self._app, None
+        assert app is not None
+        app.before_serving(mark_ready)
         sockets = Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])
         await worker_serve(
             wrap_app(self._asgi, self._config.wsgi_max_body_size, "asgi"),

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import requests
 
 from tests.helpers import free_port, port_is_free
 from tests.notebook.kernel import Kernel
@@ -25,6 +26,23 @@ class Doubler(LitAPI):
 
 server = LitServer(Doubler(), accelerator="cpu").start(port={port})
 server.state.value
+"""
+
+
+VERSIONED_CELL = """
+from litserve import LitAPI, LitServer
+
+class Versioned(LitAPI):
+    def setup(self, device):
+        self.version = "{version}"
+    def decode_request(self, request):
+        return request["input"]
+    def predict(self, x):
+        return x
+    def encode_response(self, output):
+        return {{"output": output, "version": self.version}}
+
+server = LitServer(Versioned(), accelerator="cpu").start(port={port})
 """
 
 
@@ -52,6 +70,27 @@ def test_a_cell_defined_api_serves_and_rerunning_the_cell_replaces_the_server(ke
         "server.state.value, sorted(t.name for t in threading.enumerate() if t.name.startswith('litserve-'))"
     )
     assert stopped.text == "('stopped', [])"
+    assert port_is_free(port)
+
+
+def test_rerunning_a_cell_in_a_real_kernel_swaps_the_api_in_place(kernel: Kernel) -> None:
+    port = free_port()
+    first = kernel.run(VERSIONED_CELL.format(version="v1", port=port))
+    assert first.status == "ok", first.error
+    url = f"http://127.0.0.1:{port}/predict"
+    with requests.Session() as session:  # a client outside the kernel
+        assert session.post(url, json={"input": 1}, timeout=30).json() == {"output": 1, "version": "v1"}
+        again = kernel.run("previous = server\n" + VERSIONED_CELL.format(version="v2", port=port))
+        assert again.status == "ok", again.error
+        assert session.post(url, json={"input": 2}, timeout=30).json() == {"output": 2, "version": "v2"}
+    states = kernel.run("previous.state.value, server.state.value, server.port")
+    assert states.text == f"('stopped', 'running', {port})"
+    stopped = kernel.run(
+        "server.stop()\n"
+        "import threading\n"
+        "sorted(t.name for t in threading.enumerate() if t.name.startswith('litserve-'))"
+    )
+    assert stopped.text == "[]"
     assert port_is_free(port)
 
 
