@@ -122,6 +122,7 @@ class EndpointCounters:
         "latencies_s",
         "ok",
         "queue_waits",
+        "retired_workers",
         "server_errors",
         "timed_out",
     )
@@ -141,6 +142,8 @@ class EndpointCounters:
         self.first_chunks = Histogram()  # streams only: arrival to the first chunk
         # The request inspector's door, where every answer counted here is also recorded (None: off).
         self.inspector: EndpointRecorder | None = None
+        # Counters of the workers a hot swap replaced: the endpoint's totals (dropped requests, batch sizes) go on.
+        self.retired_workers: list[WorkerCounters] = []
 
     def answered(self, status: int, elapsed_s: float, timing: Timing | None = None) -> None:
         """An answer with `status` is sent `elapsed_s` after its request arrived (count its verdict too)."""

@@ -94,14 +94,15 @@ class Endpoint:
     def status(self) -> EndpointStatus:
         """A snapshot of this endpoint's counters, queue and workers (read from any thread)."""
         counters = self.counters
+        workers = [
+            WorkerStatus(w.name, w.device, w.counters.state, w.counters.served, w.counters.errors, w.pid, w.restarts)
+            for w in self.workers
+        ]
+        # Every worker that served this endpoint, once each (a swap retires workers while their Running is current).
+        every = {id(c): c for c in [*counters.retired_workers, *(w.counters for w in self.workers)]}.values()
         batch_sizes: collections.Counter[int] = collections.Counter()
-        workers = []
-        for worker in self.workers:
-            c = worker.counters
+        for c in every:
             batch_sizes.update(dict(c.batch_sizes))  # dict() copies atomically under the GIL
-            workers.append(
-                WorkerStatus(worker.name, worker.device, c.state, c.served, c.errors, worker.pid, worker.restarts)
-            )
         return EndpointStatus(
             path=self.path,
             queue_depth=self.queue.qsize(),
@@ -111,8 +112,8 @@ class Endpoint:
             server_errors=counters.server_errors,
             timed_out=counters.timed_out,
             cancelled=counters.cancelled,
-            dropped_timed_out=sum(w.counters.dropped_timed_out for w in self.workers),
-            dropped_cancelled=sum(w.counters.dropped_cancelled for w in self.workers),
+            dropped_timed_out=sum(c.dropped_timed_out for c in every),
+            dropped_cancelled=sum(c.dropped_cancelled for c in every),
             workers=tuple(workers),
             latency=Latency.of(counters.latencies_s.copy()),
             batch_sizes=tuple(sorted(batch_sizes.items())),

@@ -151,6 +151,7 @@ def _swap(
     asgi = parts.app if parts.asgi is None else parts.asgi
     new = Running(old.host, old.port, parts.endpoints, parts.pool, old.http, parts.gate, parts.api_key, asgi)
     new.started_s, new.log_drain, new.switch, new.version = old.started_s, drain, old.switch, version
+    _retire_counts(old)
     on_switched(new)
     finished = _retire(old, ticket.abort, old_settings)
     logger.info(
@@ -181,6 +182,12 @@ def _retire(old: Running, abort: concurrent.futures.Future[None], settings: Serv
         if old.log_drain is not None:  # last: worker processes' entries come through the loop
             old.log_drain.stop()
     return version.finished_late
+
+
+def _retire_counts(old: Running) -> None:
+    """The old workers' counts stay in their endpoints' totals (a kept path's counters are the new version's)."""
+    for endpoint in old.endpoints:
+        endpoint.counters.retired_workers.extend(worker.counters for worker in endpoint.workers)
 
 
 def _on_loop(loop: LoopHandle, work: Coroutine[Any, Any, T], timeout_s: float) -> T:

@@ -424,6 +424,9 @@ def test_counts_go_on_across_a_swap_in_the_status_and_metrics() -> None:
         assert post(server, {"input": 1}, path="/new").status_code == 200
         ok = {e.path: e.ok for e in server.status.endpoints}
         assert ok == {"/predict": 3, "/new": 1}
+        # The totals the workers keep (batch sizes; dropped requests likewise) count the retired v1 workers too.
+        batches = {e.path: e.batch_sizes for e in server.status.endpoints}
+        assert batches == {"/predict": ((1, 3),), "/new": ((1, 1),)}
         metrics = requests.get(server.url + "/metrics", timeout=10).text
         assert 'litserve_requests_total{code="200",endpoint="/predict"} 3.0' in metrics
         assert 'litserve_requests_total{code="200",endpoint="/new"} 1.0' in metrics
