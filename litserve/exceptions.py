@@ -106,6 +106,10 @@ class RequestFailedError(LitServeError):
         self.status_code = status_code
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type[RequestFailedError], tuple[int, Any]]:
+        # Pickled as its arguments (not its message), so it crosses processes: Ray returns it from a replica.
+        return type(self), (self.status_code, self.detail)
+
 
 @dataclass(frozen=True, slots=True)
 class ErrorResponse:
