@@ -9,9 +9,12 @@ import importlib
 import logging
 import types
 from collections.abc import Mapping
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 from litserve.client import Client
+
+if TYPE_CHECKING:
+    from litserve.ray.replica import ReplicaInfo
 
 __all__ = ["RayAppStatus", "RayDeployment", "ray_module"]
 
@@ -87,6 +90,21 @@ class RayDeployment:
     def client(self, api_key: str | None = None, path: str | None = None) -> Client:
         """A `litserve.Client` for the application's URL (first endpoint unless `path` is given)."""
         return Client(self.url, api_key=api_key, path=path or self.paths[0])
+
+    def replicas(self, max_calls: int = 200) -> tuple[ReplicaInfo, ...]:
+        """Where the running replicas are (node, actor, process, devices), sorted by actor name.
+
+        Ray's handle picks a replica per call, so this asks until every running replica has
+        answered, at most `max_calls` times.
+        """
+        expected = self.status.running_replicas
+        found: dict[str, ReplicaInfo] = {}
+        for _ in range(max_calls):
+            info = _wait(lambda: self.handle.describe.remote().result(timeout_s=self.result_timeout_s))
+            found[info.actor_name] = info
+            if len(found) >= expected:
+                break
+        return tuple(found[name] for name in sorted(found))
 
     @property
     def status(self) -> RayAppStatus:
