@@ -1,0 +1,72 @@
+"""The parts of litserve.ray that need no Ray cluster: the shipped recipe, device choice, the handle's wait."""
+
+from __future__ import annotations
+
+import asyncio
+import types
+
+import cloudpickle
+import pytest
+from pydantic import BaseModel
+
+import litserve as ls
+from litserve.ray.handle import RayAppStatus, _wait
+from litserve.ray.replica import ServerRecipe, replica_devices
+
+
+class Point(BaseModel):
+    x: float
+
+
+def test_a_replica_serves_on_the_gpus_ray_gave_it_else_the_cpu() -> None:
+    assert replica_devices([], ["cpu", "cpu"]) == ["cpu", "cpu"]
+    assert replica_devices([], ["cuda:0", "cuda:1"]) == ["cpu"]  # no GPU asked of Ray: the CPU
+    assert replica_devices([], []) == ["cpu"]
+
+
+def test_the_recipe_rebuilds_the_server_with_its_options_and_a_model_annotated_by_name() -> None:
+    def make() -> ls.LitAPI:
+        class PointAPI(ls.LitAPI):  # defined in a function: cloudpickle ships it by value, as Ray does
+            def decode_request(self, request: Point) -> float:  # a string annotation here
+                return request.x
+
+            def predict(self, x: float) -> float:
+                return 2 * x
+
+            def encode_response(self, output: float) -> dict[str, float]:
+                return {"output": output}
+
+        return PointAPI()
+
+    original = ls.LitServer(make(), accelerator="cpu", timeout=7, workers_per_device=2)
+    recipe = cloudpickle.loads(cloudpickle.dumps(ServerRecipe.of(original)))
+    assert recipe.body_models == (Point,)
+    server = recipe.build(["cpu"])
+    assert server._settings.timeout_s == 7 and server._settings.workers_per_device == 2
+    assert server.state is ls.ServerState.CREATED
+    with server:
+        assert server.predict({"x": 2}) == {"output": 4.0}
+        with pytest.raises(ls.RequestFailedError) as refused:
+            server.predict({"x": "two"})
+        assert refused.value.status_code == 422
+    assert original.state is ls.ServerState.CREATED  # the recipe never touches the server it came from
+
+
+def test_the_status_counts_running_replicas() -> None:
+    status = RayAppStatus("app", "RUNNING", types.MappingProxyType({"RUNNING": 2, "STARTING": 1}), "")
+    assert status.running_replicas == 2
+
+
+def test_waits_run_off_a_running_event_loop() -> None:
+    def where() -> str:  # Ray refuses blocking waits on a thread with a running loop (a Jupyter cell's)
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return "no loop"
+        return "on a loop"
+
+    async def inside_a_loop() -> str:
+        return str(_wait(where))
+
+    assert _wait(where) == "no loop"
+    assert asyncio.run(inside_a_loop()) == "no loop"
