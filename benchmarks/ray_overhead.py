@@ -29,9 +29,9 @@ from typing import Any
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before Ray is imported: stay on loopback
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-import requests  # noqa: E402 - after the environment Ray reads at import
+import requests
 
-import litserve as ls  # noqa: E402
+import litserve as ls
 
 
 class DoubleAPI(ls.LitAPI):
@@ -125,8 +125,8 @@ def main() -> None:
     print(f"CPUs: {results['cpus']}  Ray {results['ray']}")
     print(f"c=1 p50: plain {plain['p50_ms']:.2f} ms, Ray {through_ray['p50_ms']:.2f} ms", end="")
     print(f" (+{results['ray_overhead_p50_ms']:.2f} ms); p90 {plain['p90_ms']:.2f} / {through_ray['p90_ms']:.2f} ms")
-    print(f"c=16 req/s: plain {results['plain_c16_rps']:.0f}, Ray 1 replica {results['ray_1_replicas_c16_rps']:.0f},", end="")
-    print(f" Ray 2 replicas {results['ray_2_replicas_c16_rps']:.0f}")
+    rps = [results[key] for key in ("plain_c16_rps", "ray_1_replicas_c16_rps", "ray_2_replicas_c16_rps")]
+    print("c=16 req/s: plain {:.0f}, Ray 1 replica {:.0f}, Ray 2 replicas {:.0f}".format(*rps))
 
 
 if __name__ == "__main__":

@@ -15,9 +15,10 @@ Example:
     >>> deployment.shutdown()
 """
 
+from litserve.ray.deploy import application as application
 from litserve.ray.deploy import deploy as deploy
 from litserve.ray.handle import RayAppStatus as RayAppStatus
 from litserve.ray.handle import RayDeployment as RayDeployment
 from litserve.ray.replica import ReplicaInfo as ReplicaInfo
 
-__all__ = ["RayAppStatus", "RayDeployment", "ReplicaInfo", "deploy"]
+__all__ = ["RayAppStatus", "RayDeployment", "ReplicaInfo", "application", "deploy"]

@@ -18,7 +18,7 @@ from litserve.ray.replica import LitServeReplica, ServerRecipe
 if TYPE_CHECKING:
     from litserve.server import LitServer
 
-__all__ = ["deploy"]
+__all__ = ["application", "deploy"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,45 @@ def deploy(
     owns_ray = _connect(address)
     actual_host, actual_port, ray_timeout_s = _start_serve(host, port)
     _check_timeouts(server._settings.timeout_s, ray_timeout_s)
+    app = application(
+        server,
+        num_replicas=num_replicas,
+        ray_actor_options=ray_actor_options,
+        autoscaling_config=autoscaling_config,
+        max_ongoing_requests=max_ongoing_requests,
+        max_queued_requests=max_queued_requests,
+        retry_after_s=retry_after_s,
+    )
+    handle = serve.run(app, name=name, route_prefix=route_prefix)
+    prefix = route_prefix.rstrip("/")
+    url = f"http://{_url_host(actual_host)}:{actual_port}{prefix}"
+    paths = tuple(api.api_path for api in server._apis)
+    logger.info("litserve on Ray Serve: application %r at %s", name, url)
+    return RayDeployment(name=name, url=url, paths=paths, handle=handle, owns_ray=owns_ray)
+
+
+def application(
+    api_or_server: LitAPI | Sequence[LitAPI] | LitServer,
+    *,
+    num_replicas: int | str | None = None,
+    ray_actor_options: Mapping[str, Any] | None = None,
+    autoscaling_config: Mapping[str, Any] | None = None,
+    max_ongoing_requests: int | None = None,
+    max_queued_requests: int | None = None,
+    retry_after_s: float = 1.0,
+) -> Any:
+    """The Ray Serve application for a LitServer, bound but not running: what `deploy` runs.
+
+    For Ray's declarative side: a `RayService` (KubeRay) or `serve run module:app` names it by import
+    path (see litserve/ray/KUBERAY.md). Needs no Ray connection. The options are `deploy`'s.
+
+    Example:
+        >>> app = litserve.ray.application(LitServer(MyLitAPI(), timeout=30), num_replicas=2)
+
+    Stability: beta.
+    """
+    serve = ray_module("ray.serve")
+    server = _as_server(api_or_server)
     options: dict[str, Any] = {
         "name": "LitServer",
         "max_ongoing_requests": max_ongoing_requests or _default_max_ongoing(server),
@@ -99,13 +138,7 @@ def deploy(
         "max_queued_requests": max_queued_requests,
     }
     options.update({key: value for key, value in given.items() if value is not None})
-    deployment = serve.deployment(**options)(serve.ingress()(LitServeReplica))
-    handle = serve.run(deployment.bind(ServerRecipe.of(server)), name=name, route_prefix=route_prefix)
-    prefix = route_prefix.rstrip("/")
-    url = f"http://{_url_host(actual_host)}:{actual_port}{prefix}"
-    paths = tuple(api.api_path for api in server._apis)
-    logger.info("litserve on Ray Serve: application %r at %s", name, url)
-    return RayDeployment(name=name, url=url, paths=paths, handle=handle, owns_ray=owns_ray)
+    return serve.deployment(**options)(serve.ingress()(LitServeReplica)).bind(ServerRecipe.of(server))
 
 
 def _as_server(api_or_server: LitAPI | Sequence[LitAPI] | LitServer) -> LitServer:
