@@ -7,8 +7,10 @@ One run, one machine, one trivial LitAPI (x * 2, no model), so what is measured 
 - c=16: requests per second for `--seconds`, 16 client threads, each with its own connection: the plain
   server, Ray with 1 replica, Ray with 2 replicas.
 
-Ray runs locally here (`ray.init` on 127.0.0.1, no dashboard), replicas take no CPU reservation so two
-fit on a small machine. The client runs in this process (Python threads), so on a small machine it
+Ray runs locally here (one `ray.init` on 127.0.0.1, no dashboard, for both deployments), replicas take
+no CPU reservation so two fit on a small machine; each takes Ray's `max_ongoing_requests` default of 5
+(litserve's default for a server without batching), the rest wait in Ray's router. The plain server's
+c=16 run is repeated at the end to show how far the machine drifted during the run. The client runs in this process (Python threads), so on a small machine it
 competes with the servers for the same cores: the figures compare paths on this machine, they are not
 capacity figures. The CPU count is printed with them.
 
@@ -91,22 +93,29 @@ def summary(samples: list[float]) -> dict[str, float]:
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
     import ray
+    from ray import serve
 
     results: dict[str, Any] = {"cpus": os.cpu_count(), "ray": ray.__version__}
-    with ls.LitServer(DoubleAPI(), accelerator="cpu").start(port=0) as server:
-        results["plain_c1"] = summary(latencies_ms(server.url + "/predict", args.requests))
-        results["plain_c16_rps"] = throughput(server.url + "/predict", args.seconds)
-    for replicas in (1, 2):
-        deployment = ls.LitServer(DoubleAPI(), accelerator="cpu").to_ray(
-            num_replicas=replicas, ray_actor_options={"num_cpus": 0}, port=args.port, name="bench"
-        )
-        try:
-            url = deployment.url + "/predict"
-            if replicas == 1:
-                results["ray_c1"] = summary(latencies_ms(url, args.requests))
-            results[f"ray_{replicas}_replicas_c16_rps"] = throughput(url, args.seconds)
-        finally:
-            deployment.shutdown()
+    # One local Ray for both deployments (on loopback, no dashboard), started before any timing.
+    ray.init(address="local", include_dashboard=False, _node_ip_address="127.0.0.1")
+    try:
+        with ls.LitServer(DoubleAPI(), accelerator="cpu").start(port=0) as server:
+            results["plain_c1"] = summary(latencies_ms(server.url + "/predict", args.requests))
+            results["plain_c16_rps"] = throughput(server.url + "/predict", args.seconds)
+            for replicas in (1, 2):
+                deployment = ls.LitServer(DoubleAPI(), accelerator="cpu").to_ray(
+                    num_replicas=replicas, ray_actor_options={"num_cpus": 0}, port=args.port, name="bench"
+                )
+                url = deployment.url + "/predict"
+                if replicas == 1:
+                    results["ray_c1"] = summary(latencies_ms(url, args.requests))
+                results[f"ray_{replicas}_replicas_c16_rps"] = throughput(url, args.seconds)
+                deployment.shutdown()
+            # The plain server once more, after Ray's runs: how far this machine drifted meanwhile.
+            results["plain_c16_rps_again"] = throughput(server.url + "/predict", args.seconds)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
     results["ray_overhead_p50_ms"] = results["ray_c1"]["p50_ms"] - results["plain_c1"]["p50_ms"]
     return results
 
@@ -125,8 +134,9 @@ def main() -> None:
     print(f"CPUs: {results['cpus']}  Ray {results['ray']}")
     print(f"c=1 p50: plain {plain['p50_ms']:.2f} ms, Ray {through_ray['p50_ms']:.2f} ms", end="")
     print(f" (+{results['ray_overhead_p50_ms']:.2f} ms); p90 {plain['p90_ms']:.2f} / {through_ray['p90_ms']:.2f} ms")
-    rps = [results[key] for key in ("plain_c16_rps", "ray_1_replicas_c16_rps", "ray_2_replicas_c16_rps")]
-    print("c=16 req/s: plain {:.0f}, Ray 1 replica {:.0f}, Ray 2 replicas {:.0f}".format(*rps))
+    keys = ("plain_c16_rps", "ray_1_replicas_c16_rps", "ray_2_replicas_c16_rps", "plain_c16_rps_again")
+    rps = [results[key] for key in keys]
+    print("c=16 req/s: plain {:.0f}, Ray 1 replica {:.0f}, Ray 2 replicas {:.0f}, plain again {:.0f}".format(*rps))
 
 
 if __name__ == "__main__":

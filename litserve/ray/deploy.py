@@ -42,12 +42,9 @@ def deploy(
 ) -> RayDeployment:
     """Run every endpoint of a LitServer (or of LitAPIs) as one Ray Serve application; return when it is ready.
 
-    Each replica is a Ray actor running this project's own engine (workers, batching, streaming,
-    timeouts, auth) behind Ray's HTTP proxy, on the devices Ray gives it: with `"num_gpus": 1` in
-    `ray_actor_options` Ray sets CUDA_VISIBLE_DEVICES and the replica serves on cuda:0. LitAPI
-    classes defined in a notebook cell are shipped by value. Ray restarts replicas that die.
-
-    Not blocking: returns once every replica finished `setup()` (a failing setup raises).
+    Each replica is a Ray actor running litserve's own engine behind Ray's HTTP proxy, on the GPUs
+    Ray gives it (`"num_gpus": 1` -> cuda:0); LitAPI classes from a notebook cell ship by value.
+    Returns once every replica finished `setup()` (a failing setup raises), as `start()` does.
 
     Example:
         >>> deployment = litserve.ray.deploy(SimpleLitAPI(), num_replicas=2)
@@ -62,10 +59,8 @@ def deploy(
         num_replicas: replicas to run (Ray's default 1; "auto" or None with `autoscaling_config`).
         ray_actor_options: each replica's resources, e.g. {"num_cpus": 1, "num_gpus": 1}.
         autoscaling_config: Ray Serve's autoscaling settings (min_replicas, max_replicas, ...).
-        max_ongoing_requests: requests one replica takes at once; default: enough to fill the
-            largest batch of every worker (at least Ray's default of 5).
-        max_queued_requests: requests waiting for a replica before new ones get 503 with
-            `Retry-After` (default: no bound).
+        max_ongoing_requests: requests one replica takes at once (default: every worker's largest batch, >= 5).
+        max_queued_requests: requests waiting for a replica before more get 503 (default: no bound).
         retry_after_s: the `Retry-After` seconds on that 503.
         host, port: where Serve's HTTP proxy listens when this call starts Serve (127.0.0.1:8000);
             "0.0.0.0" exposes it. A running Serve keeps its own.
@@ -75,7 +70,6 @@ def deploy(
 
     Returns:
         A `RayDeployment` with `url`, `predict()`, `status` and `shutdown()`.
-
     Raises:
         ImportError: Ray Serve is not installed (`pip install 'litserve[ray]'`).
         RuntimeError: Ray could not start the application (e.g. a replica's `setup()` failed).
@@ -87,21 +81,13 @@ def deploy(
     owns_ray = _connect(address)
     actual_host, actual_port, ray_timeout_s = _start_serve(host, port)
     _check_timeouts(server._settings.timeout_s, ray_timeout_s)
-    app = application(
-        server,
-        num_replicas=num_replicas,
-        ray_actor_options=ray_actor_options,
-        autoscaling_config=autoscaling_config,
-        max_ongoing_requests=max_ongoing_requests,
-        max_queued_requests=max_queued_requests,
-        retry_after_s=retry_after_s,
-    )
+    app = application(server, num_replicas=num_replicas, ray_actor_options=ray_actor_options,
+                      autoscaling_config=autoscaling_config, max_ongoing_requests=max_ongoing_requests,
+                      max_queued_requests=max_queued_requests, retry_after_s=retry_after_s)  # fmt: skip
     handle = serve.run(app, name=name, route_prefix=route_prefix)
-    prefix = route_prefix.rstrip("/")
-    url = f"http://{_url_host(actual_host)}:{actual_port}{prefix}"
-    paths = tuple(api.api_path for api in server._apis)
+    url = f"http://{_url_host(actual_host)}:{actual_port}{route_prefix.rstrip('/')}"
     logger.info("litserve on Ray Serve: application %r at %s", name, url)
-    return RayDeployment(name=name, url=url, paths=paths, handle=handle, owns_ray=owns_ray)
+    return RayDeployment(name, url, tuple(api.api_path for api in server._apis), handle, owns_ray)
 
 
 def application(
