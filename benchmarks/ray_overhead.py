@@ -10,9 +10,9 @@ One run, one machine, one trivial LitAPI (x * 2, no model), so what is measured 
 Ray runs locally here (one `ray.init` on 127.0.0.1, no dashboard, for both deployments), replicas take
 no CPU reservation so two fit on a small machine; each takes Ray's `max_ongoing_requests` default of 5
 (litserve's default for a server without batching), the rest wait in Ray's router. The plain server's
-c=16 run is repeated at the end to show how far the machine drifted during the run. The client runs in this process (Python threads), so on a small machine it
-competes with the servers for the same cores: the figures compare paths on this machine, they are not
-capacity figures. The CPU count is printed with them.
+c=16 run is repeated at the end to show how far the machine drifted during the run. The client runs
+in this process (Python threads), so on a small machine it competes with the servers for the same
+cores: the figures compare paths on this machine, they are not capacity figures. The CPU count is printed with them.
 
 Usage: python benchmarks/ray_overhead.py [--requests 300] [--seconds 5] [--output PATH]
 """
