@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
 import pytest
 import requests
 from pydantic import BaseModel
@@ -156,6 +157,20 @@ def cluster() -> Iterator[Cluster]:
         serve.shutdown()
         ray.shutdown()
         started.shutdown()
+        assert wait_until(lambda: not ray_processes(), timeout_s=30), f"Ray processes left: {ray_processes()}"
+
+
+def ray_processes() -> list[str]:
+    """This test process's descendants that Ray started (GCS, raylets, workers, actors), still running."""
+    found = []
+    for process in psutil.Process().children(recursive=True):
+        try:
+            name = process.name()
+            if process.status() != psutil.STATUS_ZOMBIE and ("ray" in name or "gcs_server" in name):
+                found.append(name)
+        except psutil.NoSuchProcess:
+            continue
+    return found
 
 
 @pytest.fixture(scope="module")
