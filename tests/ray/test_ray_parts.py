@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import types
 
 import cloudpickle
@@ -10,6 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 import litserve as ls
+import litserve.ray
 from litserve.ray.handle import RayAppStatus, _wait
 from litserve.ray.replica import ServerRecipe, replica_devices
 
@@ -70,3 +73,16 @@ def test_waits_run_off_a_running_event_loop() -> None:
 
     assert _wait(where) == "no loop"
     assert asyncio.run(inside_a_loop()) == "no loop"
+
+
+def test_importing_litserve_ray_does_not_import_ray() -> None:
+    code = "import litserve, litserve.ray, sys; print('ray' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_the_ray_door_lists_its_names() -> None:
+    public = {name for name in dir(litserve.ray) if not name.startswith("_")}
+    modules = {name for name in public if type(getattr(litserve.ray, name)).__name__ == "module"}
+    assert sorted(litserve.ray.__all__) == litserve.ray.__all__
+    assert set(litserve.ray.__all__) == public - modules
