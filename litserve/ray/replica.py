@@ -26,6 +26,7 @@ from litserve.api import LitAPI
 from litserve.engine.devices import resolve_devices
 from litserve.hooks import find_body_model
 from litserve.ray.handle import ray_module
+from litserve.web.guard import ConnectionGuard, HostPolicy
 
 if TYPE_CHECKING:
     from litserve.server import LitServer
@@ -130,7 +131,12 @@ class LitServeReplica:
         logger.info("litserve replica serving on %s", self._devices)
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
-        return self._server.app
+        # The connection guard, as in front of our own socket: it sees the `http.disconnect` Ray's proxy
+        # delivers when a client hangs up and cancels the request's route (a cancel of the ASGI call
+        # alone can be swallowed while Quart reads the body, and the queued request would run).
+        # Any well-formed Host is served: Ray's proxy decides who reaches it.
+        running = self._server._life.serving("a Ray replica")
+        return ConnectionGuard(self._server.app, HostPolicy(loopback_only=False), running.endpoints)
 
     async def predict(self, payload: Any, path: str | None = None) -> Any:
         """`LitServer.predict` on this replica (from a DeploymentHandle), off the replica's event loop."""
