@@ -208,6 +208,9 @@ def test_replicas_run_on_distinct_nodes_with_this_projects_engine(contract: RayD
 def test_valid_request(contract: RayDeployment) -> None:
     answer = requests.post(contract.url + "/predict", json={"input": 4}, headers=AUTH, timeout=30)
     assert (answer.status_code, answer.json()) == (200, {"output": 16.0})
+    client = contract.client(api_key=KEY)
+    assert client.predict({"input": 2}) == {"output": 4.0}
+    assert list(client.stream({"input": 2}, path="/stream")) == [{"n": 2}, {"n": 1}]
 
 
 def test_invalid_body_is_422_with_pydantics_errors(contract: RayDeployment) -> None:
