@@ -37,9 +37,6 @@ __all__ = ["LitServeReplica", "ReplicaInfo", "ServerRecipe", "pin_body_model", "
 
 logger = logging.getLogger(__name__)
 
-# What LitServer._init_lifecycle() makes: a run's state, never shipped (locks, events, threads).
-_LIFECYCLE_ATTRS = frozenset({"_life", "_errors", "_callbacks", "_tracker", "_shutdown_key", "_panels"})
-
 
 @final
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -55,7 +52,13 @@ class ServerRecipe:
 
     @classmethod
     def of(cls, server: LitServer) -> ServerRecipe:
-        kept = tuple((name, value) for name, value in vars(server).items() if name not in _LIFECYCLE_ATTRS)
+        # What `_init_lifecycle` makes is a run's state (locks, events, panels): found by making it afresh
+        # on a scratch copy, so whatever that method comes to hold is never shipped.
+        scratch = type(server).__new__(type(server))
+        vars(scratch).update(vars(server))
+        scratch._init_lifecycle()
+        run_state = {name for name, value in vars(scratch).items() if vars(server).get(name) is not value}
+        kept = tuple((name, value) for name, value in vars(server).items() if name not in run_state)
         return cls(kept, tuple(find_body_model(api) for api in server._apis))
 
     def build(self, devices: Sequence[str]) -> LitServer:

@@ -44,6 +44,7 @@ def test_the_recipe_rebuilds_the_server_with_its_options_and_a_model_annotated_b
     original = ls.LitServer(make(), accelerator="cpu", timeout=7, workers_per_device=2)
     recipe = cloudpickle.loads(cloudpickle.dumps(ServerRecipe.of(original)))
     assert recipe.body_models == (Point,)
+    assert "_life" not in dict(recipe.attributes) and "_settings" in dict(recipe.attributes)
     server = recipe.build(["cpu"])
     assert server._settings.timeout_s == 7 and server._settings.workers_per_device == 2
     assert server.state is ls.ServerState.CREATED
