@@ -13,6 +13,7 @@ from pydantic import BaseModel
 
 import litserve as ls
 import litserve.ray
+from litserve.ray.deploy import _as_server, _check_timeouts, _url_host
 from litserve.ray.handle import RayAppStatus, _wait
 from litserve.ray.replica import ServerRecipe, replica_devices
 
@@ -87,3 +88,38 @@ def test_the_ray_door_lists_its_names() -> None:
     modules = {name for name in public if type(getattr(litserve.ray, name)).__name__ == "module"}
     assert sorted(litserve.ray.__all__) == litserve.ray.__all__
     assert set(litserve.ray.__all__) == public - modules
+
+
+def test_deploy_takes_a_server_or_litapis_and_nothing_else() -> None:
+    api = ls.test_examples.SimpleLitAPI()
+    assert _as_server(api)._settings.devices == ("cpu",)  # the replica picks its devices, not the driver
+    assert len(_as_server([api, ls.test_examples.SimpleLitAPI(api_path="/other")])._apis) == 2
+    server = ls.LitServer(api, accelerator="cpu")
+    assert _as_server(server) is server
+    with pytest.raises(TypeError, match="takes a LitServer, a LitAPI or a list of LitAPIs; got int"):
+        _as_server(42)  # type: ignore[arg-type]
+
+
+def test_a_ray_timeout_at_or_below_ours_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    for ours, rays in ((30.0, None), (10.0, 30.0)):
+        _check_timeouts(ours, rays)
+    assert not caplog.records
+    for ours, rays in ((30.0, 30.0), (None, 10.0)):
+        _check_timeouts(ours, rays)
+    assert len([r for r in caplog.records if "answers 408 before litserve's 504" in r.getMessage()]) == 2
+
+
+def test_the_url_names_a_host_a_client_can_reach() -> None:
+    assert _url_host("0.0.0.0") == "127.0.0.1"
+    assert _url_host("::1") == "[::1]"
+    assert _url_host("10.1.2.3") == "10.1.2.3"
+
+
+def test_a_replica_given_a_gpu_serves_on_cuda_0() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        assert replica_devices([3], ["cpu"]) == ["cuda:0"]  # Ray's CUDA_VISIBLE_DEVICES=3: torch's cuda:0
+    else:
+        with pytest.raises(ValueError, match="torch sees no CUDA device"):
+            replica_devices([3], ["cpu"])
