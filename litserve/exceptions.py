@@ -108,6 +108,10 @@ class RequestFailedError(LitServeError):
         self.status_code = status_code
         self.detail = detail
 
+    def __reduce__(self) -> tuple[type[RequestFailedError], tuple[int, Any]]:
+        # Pickled as its arguments (not its message), so it crosses processes: Ray returns it from a replica.
+        return type(self), (self.status_code, self.detail)
+
 
 class ReplayError(LitServeError, LookupError):
     """`LitServer.replay` cannot run that request: the inspector is off, the request is no longer kept, its

@@ -6,8 +6,8 @@ server exposes to its tools), so each tool lives in its own module and the facad
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Protocol, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from litserve.api import LitAPI
 from litserve.client import Client
@@ -23,6 +23,9 @@ from litserve.replay import Replayer
 from litserve.runtime.lifecycle import Lifecycle
 from litserve.runtime.swap import Recipe, swap_apis
 from litserve.status import ServerStatus
+
+if TYPE_CHECKING:
+    from litserve.ray import RayDeployment
 
 __all__ = ["ServerParts", "ServerTools"]
 
@@ -110,6 +113,36 @@ class ServerTools:
         swap_apis(self._life, self._recipe(apis))
         self._apis = apis
         return self
+
+    def to_ray(
+        self: ServerParts,
+        num_replicas: int | str | None = None,
+        ray_actor_options: Mapping[str, Any] | None = None,
+        autoscaling_config: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> RayDeployment:
+        """Deploy this server's endpoints as a Ray Serve application (`litserve.ray.deploy(self, ...)`).
+
+        Each replica runs its own copy of this server (not this running one: it need not be started).
+        Returns once every replica is ready; see `litserve.ray.deploy` for every option.
+
+        Example:
+            >>> deployment = server.to_ray(num_replicas=2, ray_actor_options={"num_gpus": 1})
+            >>> deployment.predict({"input": 4.0})
+            {'output': 16.0}
+            >>> deployment.shutdown()
+
+        Stability: beta (needs `pip install 'litserve[ray]'`).
+        """
+        from litserve.ray import deploy
+
+        return deploy(
+            self,  # type: ignore[arg-type]  # self is the LitServer these tools are mixed into
+            num_replicas=num_replicas,
+            ray_actor_options=ray_actor_options,
+            autoscaling_config=autoscaling_config,
+            **options,
+        )
 
     def widget(self: ServerParts) -> Any:
         """A live ipywidgets panel: state, counts, latency, workers, last error, and a stop button.

@@ -10,6 +10,7 @@ import pytest
 from nbclient import NotebookClient
 
 from litserve.engine.devices import resolve_devices
+from litserve.utils import is_package_installed
 
 pytestmark = [pytest.mark.notebook, pytest.mark.timeout(300)]
 
@@ -101,3 +102,17 @@ def test_openai_chat() -> None:
     assert value(out["status"]) == "('/v1/chat/completions', 3, 1)"
     assert out["stop"] == []
     assert value(out["stopped"]) == "('stopped', False)"
+
+
+@pytest.mark.skipif(not is_package_installed("ray"), reason="Ray Serve is not installed (pip install 'litserve[ray]')")
+def test_scale_out_ray() -> None:
+    out = run_notebook("scale_out_ray.ipynb")
+    assert value(out["cluster"]) == "3"
+    assert value(out["deploy"]).startswith("<RayDeployment 'litserve' http://127.0.0.1:8123")
+    assert value(out["requests"]) == "{'output': 16.0}"
+    assert value(out["handle"]) == "{'output': 9.0}"
+    assert value(out["status"]) == "('RUNNING', 2)"
+    assert value(out["nodes"]) == "2"
+    assert value(out["shutdown"]) == "'NOT_STARTED'"
+    assert value(out["back"]) == "{'output': 25.0}"
+    assert value(out["down"]) == "False"
