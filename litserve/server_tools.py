@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from litserve.api import LitAPI
+from litserve.batch_tuning import DEFAULT_BATCH_SIZES, DEFAULT_BATCH_TIMEOUTS, TuningResult, batching_settings, tune
 from litserve.client import Client
 from litserve.config import ServerSettings, check_apis
 from litserve.engine.direct_call import call_directly, pick_endpoint
@@ -54,6 +55,12 @@ class ServerParts(Protocol):
     def stop(self) -> None: ...
 
     def widget(self) -> Any: ...
+
+    def swap(self, lit_api: LitAPI | Sequence[LitAPI]) -> Any: ...
+
+    def benchmark(
+        self, payload: Any, concurrency: Sequence[int], duration: float, **options: Any
+    ) -> BenchmarkResult: ...
 
 
 class ServerTools:
@@ -244,3 +251,49 @@ class ServerTools:
             timeout_s=timeout,
             clients=clients,
         )
+
+    def tune_batching(
+        self: ServerParts,
+        payload: Any,
+        *,
+        max_batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
+        batch_timeouts: Sequence[float] = DEFAULT_BATCH_TIMEOUTS,
+        p99_bound: float | None = None,
+        concurrency: int = 16,
+        duration: float = 2.0,
+        path: str | None = None,
+        apply: bool = True,
+        clients: str = "process",
+    ) -> TuningResult:
+        """Find the batching setting with the best throughput whose p99 latency stays under `p99_bound`.
+
+        Each `max_batch_size` x `batch_timeout` is tried on this running server by a hot swap (`swap()`: no
+        restart, the port and connections stay) of a copy of the endpoint's LitAPI with that setting, then
+        load-tested over HTTP (`benchmark()`) at `concurrency` for `duration` seconds. Size 1 (no batching)
+        is tried once. The LitAPI's `predict` must take batches (LitServe's `batch`/`unbatch` contract).
+        Live traffic during the sweep is served by whichever setting is being tried. Stability: beta.
+
+        Args:
+            payload: the JSON body of every request.
+            max_batch_sizes, batch_timeouts: the settings to try (timeouts in seconds).
+            p99_bound: the largest acceptable p99 latency, in seconds (None: no bound).
+            concurrency: clients sending at once while a setting is measured.
+            duration: seconds each setting is measured.
+            path: which endpoint, on a server with several.
+            apply: serve the recommended setting afterwards (else the original LitAPI again).
+            clients: where the load test's clients run: "process" (default) or "thread".
+
+        Returns:
+            A TuningResult: every trial, the recommendation (`best`), whether it was applied.
+        """
+        running = self._life.serving("tune_batching()")
+        endpoint = pick_endpoint(running.endpoints, path)
+        target = next(api for api in self._apis if api.api_path == endpoint.path)
+        settings = batching_settings(max_batch_sizes, batch_timeouts)
+
+        def measure() -> BenchmarkResult:
+            return self.benchmark(
+                payload, (concurrency,), duration, path=path, warmup=min(0.5, duration / 4), clients=clients
+            )
+
+        return tune(self._apis, target, self.swap, measure, settings, p99_bound, apply)
