@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -234,3 +235,54 @@ def test_lean_counts_as_quart() -> None:
     # every request went once through each layer, and each counted it the same way
     assert (status.ok, status.client_errors, status.server_errors) == (2, 4, 2)
     assert dict(status.status_codes) == {200: 2, 400: 2, 413: 2, 500: 2}
+
+
+class Held(ls.LitAPI):
+    """predict waits until the test lets it go (bounded), so a client can leave while it runs.
+
+    The events are the class's: each worker runs its own copy of the LitAPI.
+    """
+
+    started = threading.Event()
+    release = threading.Event()
+
+    def setup(self, device: str) -> None:
+        pass
+
+    def predict(self, x: Any) -> Any:
+        self.started.set()
+        self.release.wait(30)
+        return x
+
+
+async def _leave_while_running(app: Any, api: Held) -> list[Message]:
+    sent: list[Message] = []
+    body = [{"type": "http.request", "body": b'{"a": 1}', "more_body": False}]
+
+    async def receive() -> Message:
+        if body:
+            return body.pop(0)
+        await asyncio.get_running_loop().run_in_executor(None, api.started.wait, 30)
+        return {"type": "http.disconnect"}  # the client leaves while predict runs
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await asyncio.wait_for(app(_scope("/predict", [JSON], b""), receive, send), 30)
+    return sent
+
+
+@pytest.mark.parametrize("layer", ["quart", "lean"])
+def test_a_client_that_leaves_while_predict_runs_is_not_answered_and_counts_cancelled(layer: str) -> None:
+    Held.started, Held.release = threading.Event(), threading.Event()
+    api = Held()
+    client = AppClient(api)
+    try:
+        parts = client._parts
+        sent = client._run(_leave_while_running(parts.app if layer == "quart" else parts.asgi, api))
+        status = client.status.endpoints[0]
+    finally:
+        Held.release.set()
+        client.close()
+    assert sent == []
+    assert status.cancelled == 1 and status.ok == 0
