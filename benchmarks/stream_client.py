@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -183,6 +184,8 @@ CHAT_REQUEST = b'{"model":"m","messages":[{"role":"user","content":"hi"}],"strea
 FORMATS = {
     "token": _ndjson(token_line),
     "content": _ndjson(content_line),
+    # LitServe 0.2.19 sends its NDJSON lines with no Content-Type (side_by_side.py): the same lines, any type.
+    "token-untyped": dataclasses.replace(_ndjson(token_line), media_type=b""),
     "sse": Format(
         b"/v1/chat/completions", CHAT_REQUEST, b"text/event-stream", sse_first_token, SseCheck(), lambda _: None
     ),

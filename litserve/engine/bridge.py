@@ -10,6 +10,7 @@ once, without a wake-up (process mode reads answers on the loop itself).
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import threading
 from collections.abc import Callable, Hashable, Sequence
@@ -103,9 +104,14 @@ class StreamReply:
     the response body gives it back as it sends, so a slow client slows its stream, not the memory;
     when the stream ends, for whatever reason, the body gives back enough to wake a waiting worker.
     `is_finished` turns True when the worker's last item (STREAM_END or a failure) is on its way.
+
+    Items cross to the loop in runs: a worker thread appends to `_pending` and asks the loop to drain
+    it only when no drain is due already, so a worker that is ahead of the loop pays one wake-up for
+    all the chunks it made meanwhile, not one per chunk. The loop clears `_due` before it drains: an
+    item appended after the drain's last look finds `_due` clear and asks again (an empty drain at worst).
     """
 
-    __slots__ = ("is_finished", "loop", "queue", "thread_id", "window")
+    __slots__ = ("_due", "_pending", "is_finished", "loop", "queue", "thread_id", "window")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[StreamItem], window: threading.Semaphore
@@ -115,6 +121,8 @@ class StreamReply:
         self.window = window
         self.thread_id = threading.get_ident()
         self.is_finished = False  # set by the worker's thread (or the loop), read on the loop: a hint
+        self._pending: collections.deque[StreamItem] = collections.deque()
+        self._due = False  # a drain is scheduled on the loop and has not begun
 
     @property
     def batch_key(self) -> Hashable:
@@ -130,13 +138,24 @@ class StreamReply:
     def push(self, item: StreamItem) -> None:
         if item is STREAM_END or type(item) is Outcome:
             self.is_finished = True
+        if threading.get_ident() == self.thread_id:
+            self.queue.put_nowait(item)
+            return
+        self._pending.append(item)
+        if self._due:
+            return  # the drain scheduled earlier has not begun: it takes this item too
+        self._due = True
         try:
-            if threading.get_ident() == self.thread_id:
-                self.queue.put_nowait(item)
-            else:
-                self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
+            self.loop.call_soon_threadsafe(self._drain)
         except RuntimeError:
             pass  # the loop is closed: the stream is gone with the server
+
+    def _drain(self) -> None:
+        # On the loop: everything the worker appended so far, in order.
+        self._due = False
+        pending, put = self._pending, self.queue.put_nowait
+        while pending:
+            put(pending.popleft())
 
     def abandon(self, reason: DropReason) -> None:
         """The response body ended the stream already."""

@@ -23,6 +23,7 @@ from litserve.codec import NonFiniteNumberError
 from litserve.engine import bridge
 from litserve.engine.batcher import Batch, RequestSource, collect_batch
 from litserve.engine.bridge import LoopHandle, deliver_all
+from litserve.engine.cpu_hint import CpuMeter
 from litserve.engine.device_errors import clear_frames, is_sticky_device_error
 from litserve.engine.device_runtime import DeviceRuntime
 from litserve.engine.messages import InferenceRequest, Outcome
@@ -64,8 +65,10 @@ class Worker:
         on_batch: Callable[[int], None] | None = None,
         others_coming: Callable[[], bool] | None = None,
         on_device_failure: Callable[[BaseException], None] | None = None,
+        cpu_meter: CpuMeter | None = None,
     ) -> None:
         self.name = name
+        self._cpu_meter = cpu_meter  # thread mode: hints at worker processes when the hooks are CPU-bound
         self.device = device
         self._path = api.api_path
         self._on_batch = on_batch  # told each batch's size (a worker process reports them to the server)
@@ -218,6 +221,8 @@ class Worker:
             if not requests:
                 continue
             self.counters.state = WorkerState.BUSY
+            meter = self._cpu_meter
+            cpu_s = time.thread_time() if meter is not None and meter.active else None
             try:
                 with self._runtime.running():  # answers leave only once the stream's work is done
                     if is_stream:
@@ -229,6 +234,8 @@ class Worker:
                     self._deliver(requests, outcomes)
             except BaseException as exc:  # noqa: B036 - even SystemExit from a hook must not end the worker
                 self._internal_error(requests, exc)
+            if cpu_s is not None and meter is not None:
+                meter.ran(time.thread_time() - cpu_s, len(requests))
             if self._runtime.sync_failure is not None:
                 self._note_device_error(self._runtime.sync_failure)
             if self._device_failure is not None:
@@ -369,6 +376,7 @@ class Worker:
 
 def thread_workers(endpoint: Endpoint, placements: Sequence[Placement], errors: ErrorLog) -> list[WorkerHandle]:
     """The default worker kind: one thread of this process per worker name, each with its own LitAPI copy."""
+    meter = CpuMeter(endpoint.path)
     return [
         Worker(
             name,
@@ -380,6 +388,7 @@ def thread_workers(endpoint: Endpoint, placements: Sequence[Placement], errors: 
             observers=endpoint.observers,
             others_coming=endpoint.queue.others_coming,
             on_device_failure=lambda _exc: endpoint.refuse_if_no_worker_left(),
+            cpu_meter=meter,
         )
         for placement in placements
         for name in placement.worker_names

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import logging
-
 from quart import Quart, Response, request
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 
-from litserve.exceptions import INTERNAL_ERROR, refusal
 from litserve.specs.openai import OpenAISpec
-from litserve.web.context import WebContext, count_refusal
+from litserve.web.context import WebContext
 from litserve.web.docs import add_docs_routes
+from litserve.web.lean import LeanRoutes, refused, unexpected
 from litserve.web.metrics import add_metrics_route
 from litserve.web.openai_routes import ChatRoute, models
 from litserve.web.routes import PredictRoute, error, guarded, health, info, root
@@ -20,7 +18,7 @@ from litserve.web.status_page import add_status_page
 
 __all__ = ["create_app", "serving_stack"]
 
-logger = logging.getLogger(__name__)
+_PREDICT_ROUTES = "litserve.predict_routes"  # app.extensions key: {path: PredictRoute}, for `web.lean`
 
 
 def create_app(context: WebContext) -> Quart:
@@ -34,6 +32,7 @@ def create_app(context: WebContext) -> Quart:
     # A body not received within read_timeout is a 408 (RequestTimeout, answered from our table below).
     app.config["BODY_TIMEOUT"] = context.options.read_timeout_s
     chat_models = []
+    predict_routes: dict[str, PredictRoute] = app.extensions.setdefault(_PREDICT_ROUTES, {})
     for endpoint in context.endpoints:
         endpoint.counters.inspector = None if context.inspector is None else context.inspector.recorder(endpoint.path)
         route: PredictRoute | ChatRoute
@@ -41,7 +40,7 @@ def create_app(context: WebContext) -> Quart:
             route = ChatRoute(endpoint, context)
             chat_models.append(endpoint.api.spec.model_name or type(endpoint.api).__name__)
         else:
-            route = PredictRoute(endpoint, context)
+            route = predict_routes[endpoint.path] = PredictRoute(endpoint, context)
         app.add_url_rule(endpoint.path, route.name, view_func=route.handle, methods=["POST"])
     if chat_models:
         listing = guarded(context, models(context, chat_models), accept_bearer=True)
@@ -65,9 +64,7 @@ def _answer_errors(app: Quart, context: WebContext) -> None:
     @app.errorhandler(WerkzeugHTTPException)
     async def http_error(exc: WerkzeugHTTPException) -> Response:
         # Quart's own refusals (404, 405, 413, ...), answered from the one status-code table.
-        answer = refusal(exc.code or INTERNAL_ERROR.status)
-        count_refusal(context.endpoints, request.path, request.method, answer)
-        response = error(answer)
+        response = error(refused(context, request.path, request.method, exc.code))
         allow = dict(exc.get_headers()).get("Allow")
         if allow:  # 405 says which methods the path takes
             response.headers["Allow"] = allow
@@ -76,12 +73,11 @@ def _answer_errors(app: Quart, context: WebContext) -> None:
     @app.errorhandler(Exception)
     async def unexpected_error(exc: Exception) -> Response:
         # Handled here so Quart never logs through its own logger (which would add a handler).
-        logger.error("unexpected error while answering a request", exc_info=exc)
-        context.errors.record("litserve-http", exc)
-        count_refusal(context.endpoints, request.path, request.method, INTERNAL_ERROR)
-        return error(INTERNAL_ERROR)
+        return error(unexpected(context, request.path, request.method, exc))
 
 
 def serving_stack(app: Quart, context: WebContext) -> ASGIApp:
-    """What Hypercorn serves: the app inside users' middlewares, loggers' mounts and request tracking."""
-    return build_stack(app, context.middlewares, context.mounts, context.tracker, context.own_paths)
+    """What Hypercorn serves: the app behind its lean predict routes (`web.lean`), inside users' middlewares,
+    loggers' mounts and request tracking."""
+    served = LeanRoutes(app, app.extensions.get(_PREDICT_ROUTES, {}), context)
+    return build_stack(served, context.middlewares, context.mounts, context.tracker, context.own_paths)

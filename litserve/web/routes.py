@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, final
+from typing import Any, TypeVar, final
 
 from quart import Response, request
 
@@ -25,9 +25,10 @@ from litserve.web.compression import GZIP_MIN_BYTES, gzip_outcome
 from litserve.web.context import WebContext
 from litserve.web.dependencies import prepare_authorize
 from litserve.web.guard import follow_client
+from litserve.web.incoming import QUART_INCOMING, Incoming
 from litserve.web.openai_errors import openai_error
-from litserve.web.streaming import StreamBody
-from litserve.web.validation import read_payload, while_coming
+from litserve.web.streaming import StreamBody, StreamStarted
+from litserve.web.validation import while_coming
 
 __all__ = ["Admission", "PredictRoute", "error", "guarded", "health", "info", "respond", "root", "settle"]
 
@@ -55,12 +56,6 @@ def respond(outcome: Outcome) -> Response:
     return response
 
 
-def _request_context() -> RequestContext:
-    client = request.remote_addr
-    headers = {name.lower(): value for name, value in request.headers.items()}
-    return RequestContext(request.method, request.path, request.args, headers, client or None)
-
-
 @final
 class Admission:
     """Who may call an endpoint, checked before its body is read: open gate, API key, `authorize()`.
@@ -79,20 +74,19 @@ class Admission:
         self._api_key = context.api_key if self._authorize is None else None
         self._accept_bearer = accept_bearer
 
-    async def check(self) -> tuple[Outcome | None, RequestContext | None]:
+    async def check(self, incoming: Incoming = QUART_INCOMING) -> tuple[Outcome | None, RequestContext | None]:
         """(the refusal or None, the request's context when its hooks want one)."""
         if not self._gate.is_open:
             return _STOPPING_EARLY, None
         api_key = self._api_key
         if api_key is not None:
-            headers = request.headers
             if self._accept_bearer:
-                denied = api_key.check_either(headers.get(API_KEY_HEADER), headers.get("Authorization"))
+                denied = api_key.check_either(incoming.header(API_KEY_HEADER), incoming.header("Authorization"))
             else:
-                denied = api_key.check(headers.get(API_KEY_HEADER))
+                denied = api_key.check(incoming.header(API_KEY_HEADER))
             if denied is not None:
                 return _early(Outcome.failure(denied)), None
-        context = _request_context() if self._wants_context else None
+        context = incoming.context() if self._wants_context else None
         if self._authorize is not None:
             assert context is not None
             denied = await run_authorize(self._authorize, context)
@@ -103,7 +97,10 @@ class Admission:
 
 @final
 class PredictRoute:
-    """POST handler of one endpoint."""
+    """POST handler of one endpoint: every decision is taken in `answer`, whichever layer carries the request.
+
+    Quart serves it through `handle` (its view); `web.lean` serves the same route straight from ASGI.
+    """
 
     def __init__(self, endpoint: Endpoint, context: WebContext) -> None:
         self.name = f"predict:{endpoint.path}"
@@ -120,24 +117,32 @@ class PredictRoute:
         self._inspector = endpoint.counters.inspector  # None: the request inspector is off
 
     async def handle(self) -> Response:
+        """The Quart view."""
+        answer = await self.answer(QUART_INCOMING)
+        if isinstance(answer, StreamStarted):
+            return answer.body.response(answer.start)
+        return respond(answer)
+
+    async def answer(self, incoming: Incoming) -> Outcome | StreamStarted:
+        """The request's answer, counted: a whole one, or a stream whose 200 is to be sent."""
         arrival_s = time.monotonic()
-        answer = await self._answer(arrival_s)
+        answer = await self._answer(incoming, arrival_s)
         elapsed_s = time.monotonic() - arrival_s
         answer = settle(self._counters, self._path, answer, elapsed_s, self._server_timing)
-        if isinstance(answer, Response):
+        if isinstance(answer, StreamStarted):
             return answer
         if self._envelope is not None and answer.status >= 400:
             answer = self._envelope(answer)
         if len(answer.body) >= GZIP_MIN_BYTES:  # small answers pay this comparison only
-            answer = await gzip_outcome(answer, request.headers.get("Accept-Encoding"))
-        return respond(answer)
+            answer = await gzip_outcome(answer, incoming.header("Accept-Encoding"))
+        return answer
 
-    async def _answer(self, arrival_s: float) -> Outcome | Response:
-        refused, context = await self._admission.check()
+    async def _answer(self, incoming: Incoming, arrival_s: float) -> Outcome | StreamStarted:
+        refused, context = await self._admission.check(incoming)
         if refused is not None:
             return refused
-        payload = await while_coming(self._queue, read_payload(request, self._body_model))
-        follow_client(request.scope)  # a client that left while its body was read is not served
+        payload = await while_coming(self._queue, incoming.payload(self._body_model))
+        follow_client(incoming.scope)  # a client that left while its body was read is not served
         if isinstance(payload, ErrorResponse):
             return Outcome.failure(payload)
         if self._spec is not None:
@@ -150,7 +155,7 @@ class PredictRoute:
             return await self._stream(payload, context, arrival_s)
         return await self._run(payload, context, arrival_s)
 
-    async def _stream(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome | Response:
+    async def _stream(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome | StreamStarted:
         queue: asyncio.Queue[StreamItem] = asyncio.Queue()
         reply = StreamReply(asyncio.get_running_loop(), queue, StreamWindow())
         submission = submit(self._queue, payload, reply, context, self._timeout_s, arrival_s)
@@ -165,7 +170,7 @@ class PredictRoute:
             counters.in_flight -= 1
         if isinstance(first, Outcome):
             return first
-        return body.response(first)
+        return StreamStarted(body, first)
 
     async def _run(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome:
         loop = asyncio.get_running_loop()
@@ -187,11 +192,13 @@ class PredictRoute:
                 timer.cancel()
 
 
-def settle(
-    counters: EndpointCounters, path: str, answer: Outcome | Response, elapsed_s: float, server_timing: bool
-) -> Outcome | Response:
+# What settle() passes on: a whole answer, or a started stream (Quart's Response or StreamStarted).
+Answer = TypeVar("Answer", Outcome, Outcome | Response, Outcome | StreamStarted)
+
+
+def settle(counters: EndpointCounters, path: str, answer: Answer, elapsed_s: float, server_timing: bool) -> Answer:
     """Count an endpoint's answer (or its stream that started) and add its timing where asked for."""
-    if isinstance(answer, Response):  # a stream's status line goes with its first chunk
+    if not isinstance(answer, Outcome):  # a stream's status line goes with its first chunk
         counters.stream_started(elapsed_s)
         if ACCESS_LOG.isEnabledFor(logging.DEBUG):
             log_access(path, answer.status_code, elapsed_s, None, is_stream=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, final
 
 from quart import Response
@@ -16,7 +17,7 @@ from litserve.engine.stream_window import STREAM_WINDOW
 from litserve.engine.submit import IdleDeadline, Submission
 from litserve.status import EndpointCounters, Verdict
 
-__all__ = ["STREAM_WINDOW", "StreamBody", "ndjson_error_line"]
+__all__ = ["STREAM_WINDOW", "StreamBody", "StreamStarted", "ndjson_error_line"]
 
 
 NDJSON = "application/x-ndjson"
@@ -232,3 +233,13 @@ class StreamBody:
             self._counters.count(verdict)
             self._record(verdict, failure)
         self._window.release(STREAM_WINDOW)  # a worker waiting for room wakes and sees why
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StreamStarted:
+    """A stream whose first item is here: its 200 is to be sent, then `body.iterate(start)`."""
+
+    body: StreamBody
+    start: StreamStart | None
+    status_code: int = 200

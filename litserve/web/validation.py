@@ -13,7 +13,7 @@ from litserve.engine.request_queue import RequestQueue
 from litserve.exceptions import INVALID_JSON, ErrorResponse, invalid_body
 from litserve.request_context import UploadedFile
 
-__all__ = ["FORM_MIMETYPES", "read_payload", "refused_body", "while_coming"]
+__all__ = ["FORM_MIMETYPES", "parse_payload", "read_payload", "refused_body", "while_coming"]
 
 FORM_MIMETYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 
@@ -49,7 +49,11 @@ async def read_payload(request: Request, body_model: type[BaseModel] | None) -> 
             return body_model.model_validate(fields)
         except ValidationError as exc:
             return invalid_body(exc)
-    body = await request.get_data(cache=False, as_text=False)
+    return parse_payload(await request.get_data(cache=False, as_text=False), body_model)
+
+
+def parse_payload(body: str | bytes, body_model: type[BaseModel] | None) -> Any:
+    """A JSON body parsed (and validated by `body_model`), or the `ErrorResponse` that refuses it."""
     if body_model is not None:
         try:
             return body_model.model_validate_json(body)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from litserve.engine.bridge import LoopHandle, LoopReply
-from litserve.engine.messages import Outcome
+from litserve.engine.bridge import LoopHandle, LoopReply, StreamReply
+from litserve.engine.messages import STREAM_END, Outcome, StreamItem
+from litserve.engine.stream_window import StreamWindow
 
 ANSWER = Outcome(200, b"{}")
 
@@ -36,3 +37,32 @@ def test_a_closed_loop_is_never_touched_even_from_a_thread_that_reuses_its_id() 
     assert ran == []
     reply.deliver(ANSWER)  # the request is gone with its loop: a late answer must not raise in the worker
     reply.deliver_batch([(reply, ANSWER)])
+
+
+def test_stream_items_from_a_worker_thread_cross_to_the_loop_in_runs_and_in_order() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        queue: asyncio.Queue[StreamItem] = asyncio.Queue()
+        reply = StreamReply(loop, queue, StreamWindow())  # made on this thread, which runs the loop below
+
+        def worker(first: int, count: int) -> None:
+            for i in range(first, first + count):
+                reply.push(f"{i}".encode())
+
+        thread = threading.Thread(target=worker, args=(0, 100))
+        thread.start()
+        thread.join(10)  # the loop is not running: every push waits for one drain
+        assert loop._ready and len(loop._ready) == 1  # type: ignore[attr-defined]  # one wake-up for the run
+        loop.run_until_complete(asyncio.sleep(0))
+        assert [queue.get_nowait() for _ in range(100)] == [f"{i}".encode() for i in range(100)]
+        thread = threading.Thread(target=worker, args=(100, 1))  # after a drain, the next push asks again
+        thread.start()
+        thread.join(10)
+        reply.push(
+            STREAM_END
+        )  # on the loop's own thread: straight into the queue (as before: not behind items still crossing)
+        loop.run_until_complete(asyncio.sleep(0))
+        assert {queue.get_nowait(), queue.get_nowait()} == {b"100", STREAM_END}
+        assert reply.is_finished
+    finally:
+        loop.close()
