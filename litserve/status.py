@@ -151,7 +151,7 @@ class EndpointCounters:
         self.durations.observe(elapsed_s)
         codes = self.codes
         codes[status] = codes.get(status, 0) + 1
-        if timing is not None:
+        if timing is not None and status < 400:  # the answers that ran (a failed batch's timing is the inspector's)
             self.queue_waits.observe(timing.queue_wait_s)
 
     def count_code(self, status: int) -> None:

@@ -191,7 +191,9 @@ def test_failed_requests_carry_their_error_and_traceback(start_server: Start) ->
     assert (refused.status, refused.outcome) == (400, "client_error")
     assert refused.error is not None and refused.error.type_name == "litserve.exceptions.HTTPException"
     assert "in decode_request" in refused.error.traceback
-    assert broken.batch_id is None and broken.worker is None  # no batch ran to an answer
+    # The batch predict failed in is shown (which worker, how big); a request decode refused ran in none.
+    assert broken.batch_id is not None and broken.worker is not None and broken.batch_size == 1
+    assert refused.batch_id is None and refused.worker is None
 
 
 def test_a_refused_request_is_recorded_without_a_payload(start_server: Start) -> None:

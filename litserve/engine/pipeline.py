@@ -8,6 +8,7 @@ request's reply as they come instead of returning one Outcome per request.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -163,6 +164,7 @@ def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fai
     if not live:
         return [outcomes[i] for i in range(len(requests))]
     contexts = hooks.contexts([requests[i] for i in live])
+    predict_started_s = started_s
     try:
         if hooks.is_batched:
             batched = yield call(hooks.batch, inputs, contexts)
@@ -177,7 +179,10 @@ def answer_program(hooks: Hooks, requests: Sequence[InferenceRequest], fail: Fai
         predict_s = monotonic() - predict_started_s
     except Exception as exc:
         failure = failure_of(fail, exc)
-        outcomes.update((i, failure) for i in live)
+        ran = Timing(0.0, len(live), monotonic() - predict_started_s, hooks.worker, next(_BATCH_IDS))
+        for i in live:  # the inspector shows which batch and worker a failed request ran in
+            wait_s = max(0.0, started_s - requests[i].queued_s)
+            outcomes[i] = dataclasses.replace(failure, timing=dataclasses.replace(ran, queue_wait_s=wait_s))
     else:
         yield from _encode_all(hooks, requests, live, outputs, outcomes, (started_s, predict_s), fail)
     return [outcomes[i] for i in range(len(requests))]

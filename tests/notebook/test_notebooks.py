@@ -116,3 +116,19 @@ def test_scale_out_ray() -> None:
     assert value(out["shutdown"]) == "'NOT_STARTED'"
     assert value(out["back"]) == "{'output': 25.0}"
     assert value(out["down"]) == "False"
+
+
+def test_iterate_in_a_notebook() -> None:
+    out = run_notebook("iterate_in_a_notebook.ipynb")
+    assert value(out["v1"]) == "1"
+    # Re-running the start cell swapped the model in place: the old object stopped, same port, same client.
+    assert value(out["swap"]) == "(2, 'stopped', True)"
+    assert "RequestFailedError 500" in printed(out["requests"])
+    assert "<table" in out["requests"][-1]["data"]["text/html"]
+    assert value(out["failed"]) == "(500, 'RuntimeError', 1)"
+    assert printed(out["replay"]) == "replayed: RuntimeError\n"
+    assert value(out["replay"]) == "True"
+    assert "<svg" in out["benchmark"][-1]["data"]["text/html"]
+    assert value(out["benchmark_counts"]) == "([1, 8], True, 0)"
+    assert value(out["tuned"]) == "(2, True, True)"
+    assert value(out["stop"]) == "'stopped'"
