@@ -160,7 +160,7 @@ def tune(
     """Try each setting on `target` (one of the server's `apis`) by swapping it in and calling `measure`.
 
     Whatever happens (a setup() that fails, an interrupt), the server ends serving the recommendation or
-    its original LitAPIs, never a half-tried setting.
+    its original LitAPIs, never a half-tried setting (unless stop() ended it meanwhile).
     """
     position = list(apis).index(target)
     for size, timeout in settings:  # every setting is checked before the first swap
@@ -181,9 +181,14 @@ def tune(
                 _ms(level.p99_s),
             )
         best = _recommend(trials, p99_bound_s)
-    finally:
-        final = list(apis)
-        if apply and best is not None:
-            final[position] = _with_batching(target, best.max_batch_size, best.batch_timeout)
-        swap(final)
+    except BaseException:  # serve the original again; the error the user sees is the first one
+        try:
+            swap(list(apis))
+        except Exception:
+            logger.exception("tune_batching could not serve the original LitAPI again")
+        raise
+    final = list(apis)
+    if apply and best is not None:
+        final[position] = _with_batching(target, best.max_batch_size, best.batch_timeout)
+    swap(final)
     return TuningResult(tuple(trials), best, p99_bound_s, apply and best is not None)

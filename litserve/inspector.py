@@ -139,7 +139,7 @@ def _snapshot(payload: Any, limit_bytes: int) -> _Held:
     type_name = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
     try:
         dump = getattr(payload, "model_dump_json", None)  # a request model: as its client sent it
-        data = dump().encode() if callable(dump) else encode_json(payload)
+        data = dump(by_alias=True).encode() if callable(dump) else encode_json(payload)
     except Exception:  # not JSON (e.g. NaN in a model): summarised only
         return PayloadSummary(type_name, -1, repr(payload)[:_HEAD_CHARS], False), None
     head = data[: _HEAD_CHARS * 4].decode("utf-8", "replace")[:_HEAD_CHARS]
@@ -254,6 +254,7 @@ class EndpointRecorder:
     def left(self, elapsed_s: float) -> None:
         """A plain request's client went away before its answer (counted cancelled)."""
         self._add(_HELD.get(), 499, Verdict.CANCELLED, elapsed_s, None)
+        _HELD.set(None)  # recorded once: a later refusal in the same task (the guard's) has no payload
 
     def stream_ended(self, held: _Held | None, verdict: Verdict, elapsed_s: float, failure: Outcome | None) -> None:
         """A stream whose 200 was sent ended (counted by `verdict`); `failure`: its error line's outcome."""

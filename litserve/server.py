@@ -237,17 +237,26 @@ class LitServer(ServerTools):
 
     def _launch(self, address: tuple[str, int] | None) -> Running:
         """STARTING -> RUNNING, or FAILED with nothing left running (the error is raised)."""
+        adopted: list[Running] = []
+
+        def adopt(running: Running) -> None:  # at the switch: this server runs (while the old one drains)
+            self._life.started(running)
+            registry.remember(running.port or 0, self)
+            adopted.append(running)
+
         try:
             recipe = self._recipe()
             # A LitServer of this process on the port hands its socket over (hot swap), or is stopped.
-            running = None if address is None else take_over(address, self, recipe)
+            running = None if address is None else take_over(address, self, recipe, adopt)
             if running is None:
                 r, assembled = recipe, self._life.assembled
                 running = launch(address, r.apis, r.settings, r.errors, r.make_workers, r.web, assembled, r.extensions)
         except BaseException:
-            self._life.failed()
+            if not adopted:  # once switched, this server serves (and owns the socket) whatever happened after
+                self._life.failed()
             raise
-        self._life.started(running)
+        if not adopted:  # adopted: RUNNING since the switch (or stopped since, and stays so)
+            self._life.started(running)
         return running
 
     def _recipe(self, apis: Sequence[LitAPI] | None = None) -> Recipe:
@@ -287,6 +296,7 @@ class LitServer(ServerTools):
             if running.port is not None:
                 registry.forget(running.port, self)
             self._life.ended()
+            self._replays.clear()  # replay's LitAPI copies (their models, their device memory) go too
             self._panels.join(WORKER_JOIN_TIMEOUT_S)
         self._callbacks.trigger_event(EventTypes.ON_SERVER_END.value, litserver=self)
         logger.info("litserve stopped (was %s)", running.where)

@@ -117,8 +117,12 @@ class ServerTools:
         """
         apis = check_apis(lit_api, self._settings.timeout_s)
         check_api_paths(self._ext, apis)
-        swap_apis(self._life, self._recipe(apis))
-        self._apis = apis
+
+        def switched() -> None:  # at the switch, under the swap lock: replay and client() see what is served
+            self._apis = apis
+            self._replays.clear()
+
+        swap_apis(self._life, self._recipe(apis), switched)
         return self
 
     def to_ray(

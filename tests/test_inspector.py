@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from pydantic import BaseModel, Field
 
 from litserve import HTTPException, LitAPI, LitServer, OpenAISpec, ReplayError
 from litserve.inspector import PayloadSummary, RequestLog, RequestRecord
@@ -264,6 +265,40 @@ def test_replay_gives_the_answer_http_gave(start_server: Start) -> None:
     server = start_server(SquareAPI(), inspect_requests=10)
     answer = post(server, {"input": 7}).json()
     assert server.replay(_record(server).id) == answer
+
+
+class AliasedBody(BaseModel):
+    value: int = Field(alias="input")
+
+
+class AliasedAPI(LitAPI):
+    def decode_request(self, request: AliasedBody) -> int:
+        return request.value
+
+    def predict(self, x: int) -> int:
+        return x * x
+
+    def encode_response(self, output: int) -> dict[str, int]:
+        return {"output": output}
+
+
+def test_replay_of_a_model_with_aliases_sends_it_as_the_client_did(start_server: Start) -> None:
+    server = start_server(AliasedAPI(), inspect_requests=10)
+    answer = post(server, {"input": 6}).json()
+    assert server.replay(_record(server).id) == answer == {"output": 36}
+
+
+def test_replay_copies_go_at_stop_and_at_a_swap(start_server: Start) -> None:
+    server = start_server(SquareAPI(), inspect_requests=10)
+    post(server, {"input": 3})
+    server.replay(_record(server).id)
+    assert server._replays._copies  # set up once, kept for later replays
+    server.swap(SquareAPI())
+    assert not server._replays._copies  # the swapped-out LitAPI's copy (and its model) went with it
+    post(server, {"input": 3})
+    server.replay(_record(server).id)
+    server.stop()
+    assert not server._replays._copies
 
 
 def test_replay_of_a_batched_api_runs_a_batch_of_one(start_server: Start) -> None:

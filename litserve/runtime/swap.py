@@ -30,6 +30,7 @@ from typing import Any, Protocol, TypeVar, cast, final
 from litserve.api import LitAPI
 from litserve.callbacks import CallbackRunner, EventTypes
 from litserve.config import ServerSettings
+from litserve.engine import bridge
 from litserve.engine.bridge import LoopHandle
 from litserve.engine.pool import WorkerFactory
 from litserve.exceptions import ServerStateError
@@ -74,23 +75,34 @@ class Holder(Protocol):
     def stop(self) -> None: ...
 
 
-def swap_apis(life: Lifecycle, recipe: Recipe) -> Running:
+def swap_apis(life: Lifecycle, recipe: Recipe, on_switched: Callable[[], None]) -> Running:
     """Swap a running server's LitAPIs for `recipe.apis` (`server.swap`); returns the new running parts.
 
+    `on_switched` runs at the switch, under the swap lock (the server records its new LitAPIs).
     Raises WorkerSetupError (the old version keeps serving) or ServerStateError (not running on a socket,
     or stop() was called before the switch).
     """
+
+    def switched(running: Running) -> None:
+        life.replaced(running)
+        on_switched()
+
     with life.swapping() as ticket:
         if ticket is None:
             raise ServerStateError(
                 f"the server is {life.state.value}; swap() needs a server started on a socket with start()"
             )
-        return _swap(ticket, recipe, recipe.settings, life.replaced)
+        return _swap(ticket, recipe, recipe.settings, switched)
 
 
-def take_over(address: tuple[str, int], newcomer: object, recipe: Recipe) -> Running | None:
+def take_over(
+    address: tuple[str, int], newcomer: object, recipe: Recipe, on_adopted: Callable[[Running], None]
+) -> Running | None:
     """The running parts of `newcomer` after it adopted the socket of the LitServer of this process on
-    `address`'s port; None when there is none, or after stopping it because it cannot be swapped in place."""
+    `address`'s port; None when there is none, or after stopping it because it cannot be swapped in place.
+
+    `on_adopted` runs at the switch (the newcomer serves from then on), before the old version has drained.
+    """
     host, port = address
     found = registry.holder_of(port)
     if found is None or found is newcomer:
@@ -100,7 +112,7 @@ def take_over(address: tuple[str, int], newcomer: object, recipe: Recipe) -> Run
     if reason is None:
         with holder._life.swapping() as ticket:
             if ticket is not None:
-                return _adopt(holder, ticket, recipe)
+                return _adopt(holder, ticket, recipe, on_adopted)
         reason = f"it is {holder._life.state.value}"
     logger.info("stopping the LitServer on port %d and starting the new one (no hot swap: %s)", port, reason)
     holder.stop()
@@ -119,10 +131,11 @@ def _why_not_in_place(holder: Holder, host: str, recipe: Recipe) -> str | None:
     return None
 
 
-def _adopt(holder: Holder, ticket: SwapTicket, recipe: Recipe) -> Running:
+def _adopt(holder: Holder, ticket: SwapTicket, recipe: Recipe, on_adopted: Callable[[Running], None]) -> Running:
     def switched(running: Running) -> None:
         running.http.set_timeouts(recipe.settings.graceful_timeout_s, recipe.extensions.web.read_timeout_s)
         holder._life.handed_over()
+        on_adopted(running)
 
     running = _swap(ticket, recipe, holder._settings, switched)
     holder._callbacks.trigger_event(EventTypes.ON_SERVER_END.value, litserver=holder)
@@ -146,7 +159,8 @@ def _swap(
         undo.callback(parts.pool.stop, WORKER_JOIN_TIMEOUT_S)
         parts.pool.start(loop)
         parts.pool.wait_ready(ticket.abort)  # a failing setup() raises here: nothing switched
-        _on_loop(loop, old.switch.switch_to(version), STARTUP_TIMEOUT_S)
+        switch = old.switch
+        _on_loop(loop, lambda: switch.switch_to(version), STARTUP_TIMEOUT_S)
         undo.pop_all()
     asgi = parts.app if parts.asgi is None else parts.asgi
     new = Running(old.host, old.port, parts.endpoints, parts.pool, old.http, parts.gate, parts.api_key, asgi)
@@ -168,20 +182,29 @@ def _retire(old: Running, abort: concurrent.futures.Future[None], settings: Serv
     drain_s = (NO_TIMEOUT_DRAIN_S if settings.timeout_s is None else settings.timeout_s) + settings.graceful_timeout_s
     idle = asyncio.run_coroutine_threadsafe(switch.wait_idle(version, drain_s), loop.loop)
     waited: list[concurrent.futures.Future[Any]] = [idle, abort]
-    concurrent.futures.wait(waited, drain_s + WORKER_JOIN_TIMEOUT_S, concurrent.futures.FIRST_COMPLETED)
-    if not idle.done() or idle.cancelled() or not idle.result():
-        idle.cancel()
-        logger.warning("the swapped-out version still runs %d request(s); its workers stop now", version.calls)
+    try:  # an interrupted wait (Ctrl+C) still stops the old version below: nothing else would
+        concurrent.futures.wait(waited, drain_s + WORKER_JOIN_TIMEOUT_S, concurrent.futures.FIRST_COMPLETED)
+    finally:
+        if not idle.done() or idle.cancelled() or not idle.result():
+            idle.cancel()
+            logger.warning("the swapped-out version still runs %d request(s); its workers stop now", version.calls)
+        _stop_version(old, settings)
+    return version.finished_late
+
+
+def _stop_version(old: Running, settings: ServerSettings) -> None:
+    """Stop a switched-out version's workers, shut its app down, end its log drain."""
+    switch, version, loop = old.switch, old.version, old.http.loop
+    assert switch is not None and version is not None
     old.gate.close()
     try:
         old.pool.stop(settings.graceful_timeout_s + WORKER_JOIN_TIMEOUT_S)
-        _on_loop(loop, switch.retire(version), WORKER_JOIN_TIMEOUT_S)
+        _on_loop(loop, lambda: switch.retire(version), WORKER_JOIN_TIMEOUT_S)
     except Exception:  # the new version serves already: the swap is done, whatever the old one's end
         logger.exception("the swapped-out version did not stop cleanly")
     finally:
         if old.log_drain is not None:  # last: worker processes' entries come through the loop
             old.log_drain.stop()
-    return version.finished_late
 
 
 def _retire_counts(old: Running) -> None:
@@ -190,14 +213,35 @@ def _retire_counts(old: Running) -> None:
         endpoint.counters.retired_workers.extend(worker.counters for worker in endpoint.workers)
 
 
-def _on_loop(loop: LoopHandle, work: Coroutine[Any, Any, T], timeout_s: float) -> T:
-    """Run `work` on the HTTP loop and wait for its result from this (another) thread; cancel it on timeout."""
-    future = asyncio.run_coroutine_threadsafe(work, loop.loop)
+def _on_loop(loop: LoopHandle, make_work: Callable[[], Coroutine[Any, Any, T]], timeout_s: float) -> T:
+    """Run `make_work()` on the HTTP loop and wait for its result from this (another) thread; cancel it on timeout.
+
+    The coroutine is made on the loop, so a loop that ends first (a stop() meanwhile) leaves none unawaited.
+    """
+    future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+    def begin() -> None:
+        if future.set_running_or_notify_cancel():
+            task = asyncio.ensure_future(make_work())
+            task.add_done_callback(lambda done: _settle(done, future))
+            future.add_done_callback(lambda _: task.cancel() if future.cancelled() else None)
+
+    if not bridge.call_in_loop(loop.loop, begin):
+        raise ServerStateError("the server's event loop has ended")
     try:
         return future.result(timeout_s)
     except concurrent.futures.TimeoutError:
         future.cancel()
         raise
+
+
+def _settle(task: asyncio.Future[T], future: concurrent.futures.Future[T]) -> None:
+    if task.cancelled():
+        future.cancel()
+    elif task.exception() is not None:
+        future.set_exception(task.exception())
+    else:
+        future.set_result(task.result())
 
 
 def _names(running: Running) -> str:

@@ -201,9 +201,11 @@ class LeanRoutes:
 
     async def _serve(self, route: PredictRoute, incoming: LeanIncoming, send: Send) -> None:
         path = incoming.scope["path"]
+        started = False  # a stream's status line went out: an error after it cannot be answered again
         try:
             answer = await route.answer(incoming)
             if isinstance(answer, StreamStarted):
+                started = True
                 await _send_stream(send, answer)
             else:
                 await send_outcome(send, answer)
@@ -216,6 +218,10 @@ class LeanRoutes:
                 raise
             _uncancel()  # the client left: the request ends quietly, as Quart's cancelled view did
         except Exception as exc:
+            if started:  # counted by how the stream ended; the connection is Hypercorn's to close
+                logger.error("unexpected error while streaming an answer", exc_info=exc)
+                self._context.errors.record("litserve-http", exc)
+                return
             await send_outcome(send, Outcome.failure(unexpected(self._context, path, "POST", exc)))
         finally:
             incoming.close()
