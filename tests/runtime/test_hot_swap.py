@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import gc
 import http.client
 import json
@@ -10,6 +11,7 @@ import logging
 import socket
 import threading
 import weakref
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -283,7 +285,21 @@ def test_rerunning_the_cell_on_the_same_port_swaps_in_place(worker_mode: str) ->
     assert port_is_free(port)
 
 
-def test_a_rerun_cell_serves_and_runs_while_the_old_version_drains(worker_mode: str) -> None:
+@dataclass
+class TakeOver:
+    """A re-run cell taking over while v1 holds a request: `new.start()` runs in `pool` and waits for v1."""
+
+    v1: GatedTagged
+    old: LitServer
+    new: LitServer
+    port: int
+    pool: concurrent.futures.ThreadPoolExecutor
+    held: concurrent.futures.Future[requests.Response]
+    started: concurrent.futures.Future[LitServer]
+
+
+@contextlib.contextmanager
+def taking_over_while_v1_holds_a_request(worker_mode: str) -> Iterator[TakeOver]:
     v1 = GatedTagged("v1")
     old = server_of(v1, worker_mode).start(port=0)
     port = old.port
@@ -294,47 +310,37 @@ def test_a_rerun_cell_serves_and_runs_while_the_old_version_drains(worker_mode: 
             held = pool.submit(post, old, {"input": 1})
             assert v1.entered.acquire(20)
             started = pool.submit(new.start, port=port)  # returns once v1's request is answered
-            # From the switch on, the new server is RUNNING and healthy, though the old version still drains.
-            assert wait_until(lambda: new.state is ServerState.RUNNING)
-            assert not started.done()
-            assert requests.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code == 200
-            assert Caller().version(new) == "v2"
-            v1.gate.set()
-            assert held.result(20).json()["version"] == "v1"
-            assert started.result(20) is new
-            assert (old.state, new.state) == (ServerState.STOPPED, ServerState.RUNNING)
+            assert wait_until(lambda: new.state is ServerState.RUNNING)  # from the switch on
+            yield TakeOver(v1, old, new, port, pool, held, started)
         finally:
             v1.gate.set()
             new.stop()
             old.stop()
     assert port_is_free(port)
+
+
+def test_a_rerun_cell_serves_and_runs_while_the_old_version_drains(worker_mode: str) -> None:
+    with taking_over_while_v1_holds_a_request(worker_mode) as take:
+        # The new server is RUNNING and healthy, though the old version still drains.
+        assert not take.started.done()
+        assert requests.get(f"http://127.0.0.1:{take.port}/health", timeout=10).status_code == 200
+        assert Caller().version(take.new) == "v2"
+        take.v1.gate.set()
+        assert take.held.result(20).json()["version"] == "v1"
+        assert take.started.result(20) is take.new
+        assert (take.old.state, take.new.state) == (ServerState.STOPPED, ServerState.RUNNING)
 
 
 def test_stopping_the_new_server_while_the_old_version_drains_stops_everything(worker_mode: str) -> None:
-    v1 = GatedTagged("v1")
-    old = server_of(v1, worker_mode).start(port=0)
-    port = old.port
-    assert port is not None
-    new = server_of(Tagged("v2"), worker_mode)
-    with concurrent.futures.ThreadPoolExecutor(3) as pool:
-        try:
-            held = pool.submit(post, old, {"input": 1})
-            assert v1.entered.acquire(20)
-            started = pool.submit(new.start, port=port)
-            assert wait_until(lambda: new.state is ServerState.RUNNING)
-            stopped = pool.submit(new.stop)
-            assert wait_until(lambda: new.state is not ServerState.RUNNING)
-            v1.gate.set()
-            held.result(30)  # answered or refused at the stop: either way, it returns
-            started.result(30)
-            stopped.result(30)
-            assert new.state is ServerState.STOPPED  # a stop during the drain is not undone by start() returning
-        finally:
-            v1.gate.set()
-            new.stop()
-            old.stop()
+    with taking_over_while_v1_holds_a_request(worker_mode) as take:
+        stopped = take.pool.submit(take.new.stop)
+        assert wait_until(lambda: take.new.state is not ServerState.RUNNING)
+        take.v1.gate.set()
+        take.held.result(30)  # answered or refused at the stop: either way, it returns
+        take.started.result(30)
+        stopped.result(30)
+        assert take.new.state is ServerState.STOPPED  # a stop during the drain is not undone by start() returning
     assert [t.name for t in threading.enumerate() if t.name.startswith("litserve-")] == []
-    assert port_is_free(port)
 
 
 def test_rerunning_the_cell_with_another_worker_mode_restarts_and_says_why(caplog: pytest.LogCaptureFixture) -> None:
