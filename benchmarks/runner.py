@@ -108,6 +108,28 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _signal_group(group: int, signum: int) -> bool:
+    """Send `signum` to the process group `group`; False when no process of it is left."""
+    try:
+        os.killpg(group, signum)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _end_group(group: int, name: str) -> None:
+    """The server ended: its group's leftovers (orphaned children) get SIGTERM, then SIGKILL, bounded."""
+    for signum in (signal.SIGTERM, signal.SIGKILL):
+        if not _signal_group(group, signum):
+            return
+        deadline_s = time.monotonic() + 5.0
+        while time.monotonic() < deadline_s:
+            if not _signal_group(group, 0):  # signal 0: is any process of the group left?
+                return
+            time.sleep(0.05)
+        print(f"{name}: processes of its group still up after {signum.name}", file=sys.stderr)
+
+
 class ServerProcess:
     """A benchmark server subprocess, its log file, and a bounded stop by PID."""
 
@@ -133,6 +155,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             env=env,
             cwd=source,
+            start_new_session=True,  # its own process group: stop() ends the processes it forks too
         )
 
     @property
@@ -159,18 +182,25 @@ class ServerProcess:
             raise RuntimeError(f"{self.name} died under load (exit {self.process.returncode}); see {self.log_path}")
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
-        """SIGINT, wait; then SIGTERM, wait; then SIGKILL. Returns the exit code (None if it never ended)."""
+        """SIGINT, wait; then SIGTERM, wait; then SIGKILL. Returns the exit code (None if it never ended).
+
+        Each signal goes to the server's process group (its own session, made at start): a server that
+        forks API-server or worker processes (LitServe does) leaves none of them running to eat the
+        next cell's CPU. Whatever of the group outlives the server itself is killed.
+        """
         process = self.process
+        group = process.pid  # the session leader's PID is its group's ID
         try:
             for signum, wait_s in ((signal.SIGINT, timeout_s), (signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
                 if process.poll() is not None:
                     break
-                os.kill(process.pid, signum)
+                _signal_group(group, signum)
                 try:
                     process.wait(wait_s)
                 except subprocess.TimeoutExpired:
                     note = f"{self.name} (pid {process.pid}) still up {wait_s:.0f} s after {signum.name}"
                     print(note, file=sys.stderr)
+            _end_group(group, self.name)
             self.returncode = process.poll()
             return self.returncode
         finally:
