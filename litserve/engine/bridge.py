@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, cast, final
 
 from litserve.engine.messages import STREAM_END, DropReason, Outcome, Reply, StreamItem
+from litserve.engine.stream_window import StreamWindow
 
 __all__ = ["FutureReply", "LoopHandle", "LoopReply", "StreamReply", "call_in_loop", "deliver_all"]
 
@@ -113,9 +114,7 @@ class StreamReply:
 
     __slots__ = ("_due", "_pending", "is_finished", "loop", "queue", "thread_id", "window")
 
-    def __init__(
-        self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[StreamItem], window: threading.Semaphore
-    ) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[StreamItem], window: StreamWindow) -> None:
         self.loop = loop
         self.queue = queue
         self.window = window

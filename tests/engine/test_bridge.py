@@ -66,3 +66,39 @@ def test_stream_items_from_a_worker_thread_cross_to_the_loop_in_runs_and_in_orde
         assert reply.is_finished
     finally:
         loop.close()
+
+
+def test_a_stream_window_holds_its_worker_when_full_and_a_release_lets_it_on() -> None:
+    window = StreamWindow(2)
+    window.acquire()
+    window.acquire()  # both slots are taken: the next chunk must wait for the client
+    took_third = threading.Event()
+
+    def worker() -> None:
+        window.acquire()
+        took_third.set()
+
+    thread = threading.Thread(target=worker, daemon=True)
+    thread.start()
+    try:
+        deadline_s = 10.0
+        while window._sleeper is None and deadline_s > 0:  # the worker is asleep on its own lock
+            took_third.wait(0.01)
+            deadline_s -= 0.01
+        assert window._sleeper is not None and not took_third.is_set()
+        window.release()  # the response body sent a chunk
+        assert took_third.wait(10)
+    finally:
+        window.release(2)
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def test_a_stream_windows_releases_go_to_its_listener_in_process_mode() -> None:
+    window = StreamWindow(1)
+    given: list[int] = []
+    window.listener = given.append
+    window.release(3)
+    assert given == [3]
+    window.acquire()  # the local slots are untouched by the listener's releases
+    assert window._sleeper is None
