@@ -5,6 +5,11 @@ through a request's `Reply` (see `engine.messages`), and the replies here hop to
 is resolved only if it is still pending, so a late result for a request that timed out or whose client
 left is dropped on the loop, silently. A reply called on its own loop's thread sets its result at
 once, without a wake-up (process mode reads answers on the loop itself).
+
+Answers cross in runs: each loop has one `LoopInbox`, and a thread that hands it a call while a drain is
+already due adds the call without waking the loop again (`call_soon_threadsafe` writes to the loop's
+self-pipe, and the write lets the loop take the GIL from the worker in the middle of its batch). A loaded
+loop so takes many answers per wake-up; an idle one is woken for the first at once, as before.
 """
 
 from __future__ import annotations
@@ -12,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import logging
 import threading
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast, final
@@ -20,7 +27,9 @@ from typing import Any, cast, final
 from litserve.engine.messages import STREAM_END, DropReason, Outcome, Reply, StreamItem
 from litserve.engine.stream_window import StreamWindow
 
-__all__ = ["FutureReply", "LoopHandle", "LoopReply", "StreamReply", "call_in_loop", "deliver_all"]
+logger = logging.getLogger(__name__)
+
+__all__ = ["FutureReply", "LoopHandle", "LoopInbox", "LoopReply", "StreamReply", "call_in_loop", "deliver_all"]
 
 
 @final
@@ -53,37 +62,87 @@ def call_in_loop(loop: asyncio.AbstractEventLoop, callback: Callable[..., Any], 
 
 
 @final
+class LoopInbox:
+    """Calls handed to one loop from other threads, run on the loop in order, with one wake-up per run.
+
+    `call` appends and asks the loop to drain only when no drain is due already. The drain clears `_due`
+    before it takes the first call, so a call appended after its last look finds `_due` clear and asks
+    again (an empty drain at worst). Two threads that both find `_due` clear both ask: two drains, no loss.
+    """
+
+    __slots__ = ("__weakref__", "_calls", "_due", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._calls: collections.deque[tuple[Callable[..., Any], tuple[Any, ...]]] = collections.deque()
+        self._due = False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> LoopInbox:
+        """The loop's one inbox (made on first use; it goes with the loop)."""
+        inbox = _INBOXES.get(loop)
+        if inbox is None:
+            inbox = _INBOXES[loop] = cls(loop)
+        return inbox
+
+    def call(self, callback: Callable[..., Any], *args: Any) -> None:
+        """Run `callback(*args)` on the loop, soon; nothing runs if the loop is closed."""
+        self._calls.append((callback, args))
+        if self._due:
+            return  # the drain asked for earlier has not begun: it takes this call too
+        self._due = True
+        try:
+            self._loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            self._calls.clear()  # the loop is closed: its requests are gone with it
+
+    def _drain(self) -> None:
+        self._due = False
+        calls = self._calls
+        while calls:
+            callback, args = calls.popleft()
+            try:
+                callback(*args)
+            except Exception:  # one failed call must not strand the calls behind it
+                logger.exception("a call handed to the HTTP loop raised")
+
+
+_INBOXES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox] = weakref.WeakKeyDictionary()
+
+
+@final
 class LoopReply:
     """A request awaited on the HTTP loop: its answer resolves `future`. Made on the loop's thread."""
 
-    __slots__ = ("future", "loop", "thread_id")
+    __slots__ = ("_inbox", "future", "loop", "thread_id")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, future: asyncio.Future[Outcome]) -> None:
         self.loop = loop
         self.future = future
         self.thread_id = threading.get_ident()
+        self._inbox = LoopInbox.of(loop)
 
     @property
     def batch_key(self) -> Hashable:
         return self.loop
 
     def deliver(self, outcome: Outcome) -> None:
+        if threading.get_ident() != self.thread_id:
+            self._inbox.call(_set_if_pending, self.future, outcome)
+            return
         try:
-            if threading.get_ident() == self.thread_id:
-                _set_if_pending(self.future, outcome)
-            else:
-                self.loop.call_soon_threadsafe(_set_if_pending, self.future, outcome)
+            _set_if_pending(self.future, outcome)
         except RuntimeError:
             pass  # the loop is closed: the server stopped and the request is gone with it
 
     def deliver_batch(self, answers: Sequence[tuple[Reply, Outcome]]) -> None:
         # Every reply of the group shares this loop (its batch_key), so each is a LoopReply.
         pairs = [(cast(LoopReply, reply).future, outcome) for reply, outcome in answers]
+        if threading.get_ident() != self.thread_id:
+            self._inbox.call(_set_all_pending, pairs)
+            return
         try:
-            if threading.get_ident() == self.thread_id:
-                _set_all_pending(pairs)
-            else:
-                self.loop.call_soon_threadsafe(_set_all_pending, pairs)
+            _set_all_pending(pairs)
         except RuntimeError:
             pass  # the loop is closed
 
@@ -108,11 +167,12 @@ class StreamReply:
 
     Items cross to the loop in runs: a worker thread appends to `_pending` and asks the loop to drain
     it only when no drain is due already, so a worker that is ahead of the loop pays one wake-up for
-    all the chunks it made meanwhile, not one per chunk. The loop clears `_due` before it drains: an
+    all the chunks it made meanwhile, not one per chunk (and the loop's `LoopInbox` joins
+    the drains of several streams and answers into one wake-up). The loop clears `_due` before it drains: an
     item appended after the drain's last look finds `_due` clear and asks again (an empty drain at worst).
     """
 
-    __slots__ = ("_due", "_pending", "is_finished", "loop", "queue", "thread_id", "window")
+    __slots__ = ("_due", "_inbox", "_pending", "is_finished", "loop", "queue", "thread_id", "window")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[StreamItem], window: StreamWindow) -> None:
         self.loop = loop
@@ -122,6 +182,7 @@ class StreamReply:
         self.is_finished = False  # set by the worker's thread (or the loop), read on the loop: a hint
         self._pending: collections.deque[StreamItem] = collections.deque()
         self._due = False  # a drain is scheduled on the loop and has not begun
+        self._inbox = LoopInbox.of(loop)
 
     @property
     def batch_key(self) -> Hashable:
@@ -144,10 +205,7 @@ class StreamReply:
         if self._due:
             return  # the drain scheduled earlier has not begun: it takes this item too
         self._due = True
-        try:
-            self.loop.call_soon_threadsafe(self._drain)
-        except RuntimeError:
-            pass  # the loop is closed: the stream is gone with the server
+        self._inbox.call(self._drain)  # (a closed loop: the stream is gone with the server)
 
     def _drain(self) -> None:
         # On the loop: everything the worker appended so far, in order.

@@ -102,3 +102,32 @@ def test_a_stream_windows_releases_go_to_its_listener_in_process_mode() -> None:
     assert given == [3]
     window.acquire()  # the local slots are untouched by the listener's releases
     assert window._sleeper is None
+
+
+def test_a_loops_inbox_runs_calls_from_other_threads_in_order_with_one_wake_up_per_run() -> None:
+    from litserve.engine.bridge import LoopInbox
+
+    loop = asyncio.new_event_loop()
+    try:
+        inbox = LoopInbox.of(loop)
+        assert LoopInbox.of(loop) is inbox  # one per loop
+        ran: list[int] = []
+
+        def fail() -> None:
+            raise ValueError("a broken call")
+
+        def hand_over() -> None:  # from a worker thread, while the loop is not draining
+            inbox.call(ran.append, 1)
+            inbox.call(fail)
+            inbox.call(ran.append, 2)
+
+        thread = threading.Thread(target=hand_over)
+        thread.start()
+        thread.join(10)
+        assert len(loop._ready) == 1  # type: ignore[attr-defined]  # three calls, one drain scheduled
+        loop.run_until_complete(asyncio.sleep(0))
+        assert ran == [1, 2]  # in order, and the broken call stranded nothing behind it
+    finally:
+        loop.close()
+    inbox.call(ran.append, 3)  # the loop is closed: nothing runs, nothing raises
+    assert ran == [1, 2]
