@@ -19,7 +19,6 @@ import collections
 import concurrent.futures
 import logging
 import threading
-import weakref
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast, final
@@ -70,7 +69,7 @@ class LoopInbox:
     again (an empty drain at worst). Two threads that both find `_due` clear both ask: two drains, no loss.
     """
 
-    __slots__ = ("__weakref__", "_calls", "_due", "_loop")
+    __slots__ = ("_calls", "_due", "_loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -79,10 +78,11 @@ class LoopInbox:
 
     @classmethod
     def of(cls, loop: asyncio.AbstractEventLoop) -> LoopInbox:
-        """The loop's one inbox (made on first use; it goes with the loop)."""
-        inbox = _INBOXES.get(loop)
+        """The loop's one inbox: made on first use, kept on the loop itself, so it goes with the loop."""
+        inbox: LoopInbox | None = getattr(loop, _INBOX_ATTRIBUTE, None)
         if inbox is None:
-            inbox = _INBOXES[loop] = cls(loop)
+            inbox = cls(loop)
+            setattr(loop, _INBOX_ATTRIBUTE, inbox)
         return inbox
 
     def call(self, callback: Callable[..., Any], *args: Any) -> None:
@@ -107,7 +107,7 @@ class LoopInbox:
                 logger.exception("a call handed to the HTTP loop raised")
 
 
-_INBOXES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopInbox] = weakref.WeakKeyDictionary()
+_INBOX_ATTRIBUTE = "_litserve_inbox"  # where a loop keeps its inbox
 
 
 @final

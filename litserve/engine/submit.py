@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, final
 
+from litserve.engine.deadlines import Deadline, Deadlines
 from litserve.engine.messages import TIMED_OUT_OUTCOME, Cancellation, DropReason, InferenceRequest, Outcome, Reply
 from litserve.engine.request_queue import RequestQueue
 from litserve.exceptions import SERVER_OVERLOADED, SHUTTING_DOWN, QueueClosedError, QueueFullError
@@ -49,12 +50,14 @@ class Submission:
         """The client went away: a queued request is dropped, a running stream is ended at its next chunk."""
         self.request.cancellation.cancel(DropReason.DISCONNECTED)
 
-    def expire_on(self, loop: asyncio.AbstractEventLoop) -> asyncio.TimerHandle | None:
-        """Call `expire` on `loop` (the caller's own, running loop) at the deadline; None without one."""
+    def expire_on(self, loop: asyncio.AbstractEventLoop) -> Deadline | None:
+        """Call `expire` on `loop` (the caller's own, running loop) at the deadline; None without one.
+
+        The loop keeps every request's deadline under one timer (`engine.deadlines`)."""
         deadline_s = self.request.deadline_s
         if deadline_s is None:
             return None
-        return loop.call_later(deadline_s - time.monotonic(), self.expire)
+        return Deadlines.of(loop, "request").at(deadline_s, self.expire)
 
 
 @final

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, MutableMapping
 from typing import Any, final
 from urllib.parse import parse_qsl
@@ -32,6 +33,7 @@ from werkzeug.datastructures import ImmutableMultiDict
 from werkzeug.exceptions import HTTPException as WerkzeugHTTPException
 from werkzeug.exceptions import RequestEntityTooLarge, RequestTimeout
 
+from litserve.engine.deadlines import Deadlines
 from litserve.engine.messages import Outcome
 from litserve.exceptions import INTERNAL_ERROR, ErrorResponse, refusal
 from litserve.request_context import RequestContext
@@ -70,7 +72,17 @@ class _ClientLeft(Exception):
 class LeanIncoming:
     """A request read from its ASGI scope and `receive`, as Quart would have read it (see `web.incoming`)."""
 
-    __slots__ = ("_headers", "_max_bytes", "_read_timeout_s", "_receive", "_timed_out", "_watcher", "scope", "watch")
+    __slots__ = (
+        "_headers",
+        "_max_bytes",
+        "_read_timeout_s",
+        "_receive",
+        "_task",
+        "_timed_out",
+        "_watcher",
+        "scope",
+        "watch",
+    )
 
     def __init__(
         self, scope: MutableMapping[str, Any], receive: Receive, max_bytes: int | None, read_timeout_s: float | None
@@ -80,6 +92,7 @@ class LeanIncoming:
         self._max_bytes = max_bytes
         self._read_timeout_s = read_timeout_s
         self._timed_out = False
+        self._task: asyncio.Task[Any] | None = None  # the task reading the body (cancelled at the read deadline)
         self._watcher: asyncio.Future[None] | None = None
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
@@ -123,10 +136,11 @@ class LeanIncoming:
         length = self._headers.get("content-length")
         if max_bytes is not None and length is not None and length.isdigit() and int(length) > max_bytes:
             raise RequestEntityTooLarge()
-        task = asyncio.current_task()
-        timer = None
+        self._task = task = asyncio.current_task()
+        deadline = None
         if self._read_timeout_s is not None and task is not None:
-            timer = asyncio.get_running_loop().call_later(self._read_timeout_s, self._time_out, task)
+            loop = asyncio.get_running_loop()
+            deadline = Deadlines.of(loop, "read").at(time.monotonic() + self._read_timeout_s, self._time_out)
         try:
             return await self._read(max_bytes)
         except asyncio.CancelledError:
@@ -136,8 +150,8 @@ class LeanIncoming:
                 task.uncancel()
             raise RequestTimeout() from None
         finally:
-            if timer is not None:
-                timer.cancel()
+            if deadline is not None:
+                deadline.cancel()
 
     async def _read(self, max_bytes: int | None) -> bytes:
         receive = self._receive
@@ -158,9 +172,10 @@ class LeanIncoming:
             if not message.get("more_body", False):
                 return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _time_out(self, task: asyncio.Task[Any]) -> None:
+    def _time_out(self) -> None:
         self._timed_out = True
-        task.cancel()
+        if self._task is not None:
+            self._task.cancel()
 
     async def _watch_client(self) -> None:
         """After the body: wait for the client to leave, and say so to the request's `ClientWatch`."""

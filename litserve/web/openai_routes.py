@@ -19,6 +19,7 @@ from quart import Response, request
 
 from litserve.codec import encode_json
 from litserve.engine.bridge import StreamReply
+from litserve.engine.deadlines import Deadline
 from litserve.engine.messages import Outcome, StreamItem
 from litserve.engine.pool import Endpoint
 from litserve.engine.stream_window import StreamWindow
@@ -95,7 +96,7 @@ class ChatRoute:
         fields = parsed.model_dump(exclude={"messages"}) if context is not None else {}
         completion_id, created = new_completion_id(), int(time.time())
         bodies: list[StreamBody] = []
-        timers: list[asyncio.TimerHandle] = []
+        timers: list[Deadline] = []
         try:
             for index in range(parsed.n):
                 choice = parsed if parsed.n == 1 else parsed.model_copy(update={"n": 1})
@@ -126,7 +127,7 @@ class ChatRoute:
         context: RequestContext | None,
         shape: ChatShape,
         arrival_s: float,
-        timers: list[asyncio.TimerHandle],
+        timers: list[Deadline],
         trailer: bytes,
     ) -> StreamBody | Outcome:
         loop = asyncio.get_running_loop()
@@ -177,7 +178,7 @@ class ChatRoute:
         response.timeout = None
         return response
 
-    async def _collect(self, bodies: list[StreamBody], timers: list[asyncio.TimerHandle]) -> Outcome:
+    async def _collect(self, bodies: list[StreamBody], timers: list[Deadline]) -> Outcome:
         counters = self._counters
         counters.in_flight += 1
         try:
