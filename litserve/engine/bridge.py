@@ -88,8 +88,10 @@ class LoopInbox:
     def call(self, callback: Callable[..., Any], *args: Any) -> None:
         """Run `callback(*args)` on the loop, soon; nothing runs if the loop is closed."""
         self._calls.append((callback, args))
-        if self._due:
-            return  # the drain asked for earlier has not begun: it takes this call too
+        if self._due:  # the drain asked for earlier has not begun: it takes this call too
+            if self._loop.is_closed():  # ... unless the loop closed before it ran: nothing will
+                self._calls.clear()
+            return
         self._due = True
         try:
             self._loop.call_soon_threadsafe(self._drain)

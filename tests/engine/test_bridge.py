@@ -131,3 +131,15 @@ def test_a_loops_inbox_runs_calls_from_other_threads_in_order_with_one_wake_up_p
         loop.close()
     inbox.call(ran.append, 3)  # the loop is closed: nothing runs, nothing raises
     assert ran == [1, 2]
+
+
+def test_a_loop_closed_with_a_drain_due_keeps_no_answers() -> None:
+    from litserve.engine.bridge import LoopInbox
+
+    loop = asyncio.new_event_loop()
+    inbox = LoopInbox.of(loop)
+    ran: list[int] = []
+    inbox.call(ran.append, 1)  # a drain is due ...
+    loop.close()  # ... and never runs: the server stopped
+    inbox.call(ran.append, 2)
+    assert ran == [] and not inbox._calls  # late answers are dropped, not kept with the loop

@@ -87,3 +87,31 @@ def test_a_callback_that_raises_leaves_the_later_deadlines_armed(caplog: pytest.
         assert "a deadline's callback raised" in caplog.text
     finally:
         loop.close()
+
+
+def test_an_earlier_deadline_after_a_cancelled_later_one_fires_at_its_own_time() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        deadlines = Deadlines.of(loop, "read")
+        done = asyncio.Event()
+        start_s = time.monotonic()
+        deadlines.at(start_s + 30, lambda: None).cancel()  # the timer was armed for 30 s
+        deadlines.at(start_s + 0.02, done.set)  # e.g. a shorter timeout after a hot swap
+        _run_until(loop, done)
+        assert time.monotonic() - start_s < 10
+    finally:
+        loop.close()
+
+
+def test_cancelled_deadlines_behind_a_live_one_do_not_pile_up() -> None:
+    loop = asyncio.new_event_loop()
+    try:
+        deadlines = Deadlines.of(loop, "request")
+        now_s = time.monotonic()
+        slow = deadlines.at(now_s + 30, lambda: None)  # one request still running
+        for i in range(10_000):  # every later one answered at once
+            deadlines.at(now_s + 30 + i * 1e-6, lambda: None).cancel()
+        assert len(deadlines) < 200
+        slow.cancel()
+    finally:
+        loop.close()
