@@ -123,11 +123,14 @@ def _address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 class ClientWatch:
     """Whether a request's client is still there, and which task to cancel when it leaves. On the loop only."""
 
-    __slots__ = ("has_left", "_task")
+    __slots__ = ("_task", "has_left", "receive")
 
-    def __init__(self) -> None:
+    def __init__(self, receive: Receive | None = None) -> None:
         self.has_left = False
         self._task: asyncio.Task[Any] | None = None
+        # The server's own `receive` under the guard's: a route may listen on it for the client leaving
+        # once the body is read (`web.disconnect_listener`). None without a guard.
+        self.receive = receive
 
     def left(self) -> None:
         self.has_left = True
@@ -157,7 +160,7 @@ class _Exchange:
 
     def __init__(self, receive: Receive, send: Send, readers: _Readers) -> None:
         self._receive, self._send, self._readers = receive, send, readers
-        self.watch = ClientWatch()
+        self.watch = ClientWatch(receive)
         self.body_done = False
         self.started = False
         self.aborted = False

@@ -38,6 +38,7 @@ from litserve.engine.messages import Outcome
 from litserve.exceptions import INTERNAL_ERROR, ErrorResponse, refusal
 from litserve.request_context import RequestContext
 from litserve.web.context import WebContext, count_refusal
+from litserve.web.disconnect_listener import QueueListener, listen_on
 from litserve.web.guard import CLIENT_WATCH, ClientWatch
 from litserve.web.routes import PredictRoute
 from litserve.web.stack import ASGIApp, Receive, Send
@@ -74,6 +75,7 @@ class LeanIncoming:
 
     __slots__ = (
         "_headers",
+        "_listener",
         "_max_bytes",
         "_read_timeout_s",
         "_receive",
@@ -94,6 +96,7 @@ class LeanIncoming:
         self._timed_out = False
         self._task: asyncio.Task[Any] | None = None  # the task reading the body (cancelled at the read deadline)
         self._watcher: asyncio.Future[None] | None = None
+        self._listener: QueueListener | None = None
         headers: dict[str, str] = {}
         for name, value in scope["headers"]:
             key = name.decode("latin-1").lower()
@@ -123,13 +126,24 @@ class LeanIncoming:
 
     async def payload(self, body_model: type[BaseModel] | None) -> Any:
         body = await self._body()
-        self._watcher = asyncio.ensure_future(self._watch_client())
+        self._watch_client_leave()
         return parse_payload(body, body_model)
 
     def close(self) -> None:
         """The request is answered (or abandoned): stop watching its client."""
+        if self._listener is not None:
+            self._listener.stop()
         if self._watcher is not None:
             self._watcher.cancel()
+
+    def _watch_client_leave(self) -> None:
+        """From now on, a client that leaves is told to the request's `ClientWatch`: by a listener on the
+        server's receive queue behind the connection guard, else by a task that waits in `receive()`."""
+        watch, raw = self.watch, self.watch.receive
+        if raw is not None:
+            self._listener = listen_on(raw, watch.left)
+        if self._listener is None:
+            self._watcher = asyncio.ensure_future(self._watch_client())
 
     async def _body(self) -> bytes:
         max_bytes = self._max_bytes
