@@ -167,7 +167,11 @@ class _Exchange:
         self.reader: asyncio.Task[Any] | None = None  # the task waiting for more of the body
 
     async def receive(self) -> MutableMapping[str, Any]:
-        message = await (self._receive() if self.body_done else self._read_body())
+        try:
+            message = await (self._receive() if self.body_done else self._read_body())
+        except Exception:  # the server's receive failed (Ray's raises when its proxy cancelled the request)
+            self.watch.left()
+            raise
         if message["type"] == "http.disconnect":
             self.watch.left()
         return message
@@ -247,6 +251,10 @@ class ConnectionGuard:
             if self._readers.stopping and not exchange.started and not exchange.watch.has_left:
                 self._count(scope, STOPPED_READING)
                 await _answer(send, STOPPED_READING)
+            # The call is over for its client, whoever cancelled it. Quart runs the route in a task of its
+            # own, which a cancelled call can leave running (Ray cancels the call when its proxy's client
+            # hangs up, sometimes before the disconnect reaches Quart): the route's task is cancelled too.
+            exchange.watch.left()
             raise
         if exchange.aborted and not exchange.started:
             self._count(scope, STOPPED_READING)

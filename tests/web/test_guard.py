@@ -122,3 +122,70 @@ def test_follow_client_without_a_guard_does_nothing() -> None:
 
     asyncio.run(main())
     assert CLIENT_WATCH not in {"type": "http"}
+
+
+class _RouteInATaskOfItsOwn:
+    """An app that runs its route in a task of its own, as Quart does, which follows the client."""
+
+    def __init__(self, read_after_body: bool) -> None:
+        self.entered = asyncio.Event()
+        self.route_cancelled = asyncio.Event()
+        self._read_after_body = read_after_body
+
+    async def __call__(self, scope: Message, receive: Any, send: Any) -> None:
+        await receive()  # the body
+        route = asyncio.ensure_future(self._route(scope))
+        if self._read_after_body:
+            await receive()  # Quart's reader: here it fails, as Ray's receive does for a cancelled request
+        await route
+
+    async def _route(self, scope: Message) -> None:
+        follow_client(scope)
+        self.entered.set()
+        try:
+            await asyncio.Event().wait()  # waiting for a worker's answer
+        except asyncio.CancelledError:
+            self.route_cancelled.set()
+            raise
+
+
+def test_a_cancelled_call_cancels_a_route_running_in_a_task_of_its_own() -> None:
+    async def scenario() -> None:
+        app = _RouteInATaskOfItsOwn(read_after_body=False)
+        wire = _Wire()
+        await wire.incoming.put({"type": "http.request", "body": b"{}", "more_body": False})
+        guard = ConnectionGuard(app, HostPolicy(loopback_only=False), ())
+        call = asyncio.ensure_future(guard(_scope(), wire.receive, wire.send))
+        await asyncio.wait_for(app.entered.wait(), 10)
+        call.cancel()  # e.g. Ray cancels the ASGI call when its proxy's client hangs up
+        await asyncio.wait_for(app.route_cancelled.wait(), 10)
+        with pytest.raises(asyncio.CancelledError):
+            await call
+
+    asyncio.run(scenario())
+
+
+def test_a_receive_that_fails_after_the_body_cancels_the_route() -> None:
+    class _Cancelled(Exception):
+        """What Ray's receive raises for a request its proxy cancelled."""
+
+    async def scenario() -> None:
+        app = _RouteInATaskOfItsOwn(read_after_body=True)
+        wire = _Wire()
+        await wire.incoming.put({"type": "http.request", "body": b"{}", "more_body": False})
+        failing = {"first": True}
+
+        async def receive() -> Message:
+            if failing["first"]:
+                failing["first"] = False
+                return await wire.receive()
+            await app.entered.wait()
+            raise _Cancelled("the request was cancelled")
+
+        guard = ConnectionGuard(app, HostPolicy(loopback_only=False), ())
+        call = asyncio.ensure_future(guard(_scope(), receive, wire.send))
+        await asyncio.wait_for(app.route_cancelled.wait(), 10)
+        with pytest.raises(_Cancelled):
+            await call
+
+    asyncio.run(scenario())
