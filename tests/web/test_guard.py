@@ -137,7 +137,7 @@ class _RouteInATaskOfItsOwn:
         route = asyncio.ensure_future(self._route(scope))
         if self._read_after_body:
             await receive()  # Quart's reader: here it fails, as Ray's receive does for a cancelled request
-        await route
+        await asyncio.wait([route])  # as Quart waits for its tasks: a cancel of this call does not reach the route
 
     async def _route(self, scope: Message) -> None:
         follow_client(scope)
