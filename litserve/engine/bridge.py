@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, cast, final
 
 from litserve.engine.messages import STREAM_END, DropReason, Outcome, Reply, StreamItem
+from litserve.engine.stream_items import StreamItems
 from litserve.engine.stream_window import StreamWindow
 
 logger = logging.getLogger(__name__)
@@ -176,7 +177,7 @@ class StreamReply:
 
     __slots__ = ("_due", "_inbox", "_pending", "is_finished", "loop", "queue", "thread_id", "window")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[StreamItem], window: StreamWindow) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, queue: StreamItems, window: StreamWindow) -> None:
         self.loop = loop
         self.queue = queue
         self.window = window
@@ -212,9 +213,9 @@ class StreamReply:
     def _drain(self) -> None:
         # On the loop: everything the worker appended so far, in order.
         self._due = False
-        pending, put = self._pending, self.queue.put_nowait
-        while pending:
-            put(pending.popleft())
+        pending = self._pending
+        run = [pending.popleft() for _ in range(len(pending))]  # a worker may append meanwhile: it asks again
+        self.queue.extend(run)
 
     def abandon(self, reason: DropReason) -> None:
         """The response body ended the stream already."""

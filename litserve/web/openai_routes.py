@@ -20,8 +20,9 @@ from quart import Response, request
 from litserve.codec import encode_json
 from litserve.engine.bridge import StreamReply
 from litserve.engine.deadlines import Deadline
-from litserve.engine.messages import Outcome, StreamItem
+from litserve.engine.messages import Outcome
 from litserve.engine.pool import Endpoint
+from litserve.engine.stream_items import StreamItems
 from litserve.engine.stream_window import StreamWindow
 from litserve.engine.submit import submit
 from litserve.request_context import RequestContext
@@ -131,8 +132,7 @@ class ChatRoute:
         trailer: bytes,
     ) -> StreamBody | Outcome:
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[StreamItem] = asyncio.Queue()
-        reply = StreamReply(loop, queue, StreamWindow())
+        reply = StreamReply(loop, StreamItems(), StreamWindow())
         submission = submit(self._queue, payload, reply, context, self._timeout_s, arrival_s, shape)
         if isinstance(submission, Outcome):
             return submission

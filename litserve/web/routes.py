@@ -12,8 +12,9 @@ from quart import Response, request
 from litserve.codec import encode_json, error_body
 from litserve.engine.bridge import LoopReply, StreamReply
 from litserve.engine.health import all_healthy
-from litserve.engine.messages import Outcome, StreamItem
+from litserve.engine.messages import Outcome
 from litserve.engine.pool import Endpoint
+from litserve.engine.stream_items import StreamItems
 from litserve.engine.stream_window import StreamWindow
 from litserve.engine.submit import STOPPING, Submission, submit
 from litserve.exceptions import NOT_READY, ErrorResponse
@@ -156,8 +157,7 @@ class PredictRoute:
         return await self._run(payload, context, arrival_s)
 
     async def _stream(self, payload: Any, context: RequestContext | None, arrival_s: float) -> Outcome | StreamStarted:
-        queue: asyncio.Queue[StreamItem] = asyncio.Queue()
-        reply = StreamReply(asyncio.get_running_loop(), queue, StreamWindow())
+        reply = StreamReply(asyncio.get_running_loop(), StreamItems(), StreamWindow())
         submission = submit(self._queue, payload, reply, context, self._timeout_s, arrival_s)
         if isinstance(submission, Outcome):
             return submission

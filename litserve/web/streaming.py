@@ -160,7 +160,9 @@ class StreamBody:
             yield first_data
         queue, idle, window = self._queue, self._idle, self._window
         while not finished:
-            item = await queue.get()
+            item = queue.take()
+            if item is None:
+                item = await queue.get()
             if isinstance(item, bytes):
                 window.release()
                 if coalesce and not queue.empty():

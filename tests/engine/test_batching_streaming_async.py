@@ -445,12 +445,13 @@ def test_only_server_sent_events_join_waiting_items_into_one_write(media_type: s
     from litserve.engine.bridge import StreamReply
     from litserve.engine.messages import STREAM_END, StreamStart
     from litserve.engine.request_queue import RequestQueue
+    from litserve.engine.stream_items import StreamItems
     from litserve.engine.submit import Submission, submit
     from litserve.status import EndpointCounters
     from litserve.web.streaming import STREAM_WINDOW, StreamBody
 
     async def body_writes() -> list[bytes]:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        queue = StreamItems()
         reply = StreamReply(asyncio.get_running_loop(), queue, threading.Semaphore(STREAM_WINDOW))
         submission = submit(RequestQueue(), {}, reply, None, None, time.monotonic())
         assert isinstance(submission, Submission)

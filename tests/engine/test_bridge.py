@@ -6,7 +6,8 @@ import asyncio
 import threading
 
 from litserve.engine.bridge import LoopHandle, LoopReply, StreamReply
-from litserve.engine.messages import STREAM_END, Outcome, StreamItem
+from litserve.engine.messages import STREAM_END, Outcome
+from litserve.engine.stream_items import StreamItems
 from litserve.engine.stream_window import StreamWindow
 
 ANSWER = Outcome(200, b"{}")
@@ -42,7 +43,7 @@ def test_a_closed_loop_is_never_touched_even_from_a_thread_that_reuses_its_id() 
 def test_stream_items_from_a_worker_thread_cross_to_the_loop_in_runs_and_in_order() -> None:
     loop = asyncio.new_event_loop()
     try:
-        queue: asyncio.Queue[StreamItem] = asyncio.Queue()
+        queue = StreamItems()
         reply = StreamReply(loop, queue, StreamWindow())  # made on this thread, which runs the loop below
 
         def worker(first: int, count: int) -> None:

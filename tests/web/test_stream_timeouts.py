@@ -33,6 +33,7 @@ from litserve.engine.messages import (
     StreamStart,
 )
 from litserve.engine.pipeline import Hooks, StreamFanout, stream
+from litserve.engine.stream_items import StreamItems
 from litserve.engine.submit import Submission
 from litserve.exceptions import INTERNAL_ERROR
 from litserve.hooks import plan_hooks
@@ -311,7 +312,7 @@ class _ThreadGatedStreamAPI(LitAPI):
 
 
 def _stream_request(loop: asyncio.AbstractEventLoop) -> tuple[StreamReply, InferenceRequest]:
-    reply = StreamReply(loop, asyncio.Queue(), threading.Semaphore(64))
+    reply = StreamReply(loop, StreamItems(), threading.Semaphore(64))
     return reply, InferenceRequest({}, reply, None, Cancellation())
 
 
@@ -402,7 +403,7 @@ def test_a_worker_waiting_for_room_wakes_when_the_loop_ends_the_stream() -> None
     When the loop ends the stream (here: its idle deadline passed), it cancels, then gives room back."""
     loop = asyncio.new_event_loop()
     try:
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        queue = StreamItems()
         window = threading.Semaphore(2)  # the client has room for two unsent chunks
         request = InferenceRequest({}, StreamReply(loop, queue, window), None, Cancellation())
         fanout = StreamFanout([request])
