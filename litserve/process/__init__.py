@@ -80,7 +80,11 @@ class Dispatch:
         self._workers = tuple(workers)
 
     def __call__(self) -> None:
-        for worker in sorted(self._workers, key=_preference):
+        workers = self._workers
+        if len(workers) == 1:  # one device: no order to choose
+            workers[0].offer()
+            return
+        for worker in sorted(workers, key=_preference):
             worker.offer()
 
 

@@ -129,10 +129,12 @@ class InFlightBook:
 
     def pump(self) -> None:
         """Send queued requests while the process has room; `Stop` after the last one when stopping."""
-        channel = self._channel
+        channel, source = self._channel, self._source
         while channel is not None and channel.is_open and len(self._pending) < self._credits:
+            if not source.qsize() and not source.is_closed:
+                return  # nothing waits (after every answer, usually): no exception raised and caught
             try:
-                request = self._source.get_nowait()
+                request = source.get_nowait()
             except queue.Empty:
                 return
             if request is None:  # closed and empty: the server is stopping
@@ -226,9 +228,13 @@ class InFlightBook:
     def receive(self, message: ToChild | FromChild | BadFrame) -> None:
         """Handle one message from the process (on the loop)."""
         match message:
-            case Answer(request_id, outcome):
+            case Answer(request_id, outcome, batches):
+                if batches:
+                    self._counters.batch_sizes.update(batches)
                 self._answer(request_id, outcome)
-            case Answers(items):
+            case Answers(items, batches):
+                if batches:
+                    self._counters.batch_sizes.update(batches)
                 for request_id, outcome in items:
                     self._answer(request_id, outcome)
             case Chunk(request_id, item):

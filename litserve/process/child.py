@@ -171,12 +171,22 @@ class _Session:
         for request_id in finished:
             self.cancellations.pop(request_id, None)
             self.rooms.pop(request_id, None)
-        pieces = encode(message)
-        if self._batch_sizes:
+        if not self._batch_sizes:
+            self.link.send(encode(message))
+            return
+        with self._batch_lock:
+            sizes, self._batch_sizes = tuple(self._batch_sizes), []
+        try:
+            if type(message) is Answer:
+                pieces = encode(Answer(message.request_id, message.outcome, sizes))
+            elif type(message) is Answers:
+                pieces = encode(Answers(message.items, sizes))
+            else:
+                pieces = encode(Batches(sizes)) + encode(message)
+        except BaseException:  # a payload that cannot be pickled: the sizes go with the next message
             with self._batch_lock:
-                sizes, self._batch_sizes = self._batch_sizes, []
-            if sizes:
-                pieces = encode(Batches(tuple(sizes))) + pieces
+                self._batch_sizes[:0] = sizes
+            raise
         self.link.send(pieces)
 
     def answer(self, message: Answer | Answers | Chunk, finished: tuple[int, ...]) -> None:

@@ -135,6 +135,7 @@ class SetupFailed:
 class Answer:
     request_id: int
     outcome: Outcome
+    batches: tuple[int, ...] = ()  # the sizes of batches collected since the last message (see `Batches`)
 
 
 @final
@@ -143,6 +144,7 @@ class Answers:
     """A batch's answers in one message."""
 
     items: tuple[tuple[int, Outcome], ...]
+    batches: tuple[int, ...] = ()  # as Answer's
 
 
 @final
@@ -194,7 +196,11 @@ class LogEntry:
 @final
 @dataclass(frozen=True, slots=True)
 class Batches:
-    """The sizes of batches the worker process's workers collected since its last `Batches`."""
+    """The sizes of batches the worker process's workers collected since its last message told them.
+
+    An `Answer` or `Answers` carries them itself (one frame, one unpickling per answer: the common case);
+    any other message is preceded by a `Batches`.
+    """
 
     sizes: tuple[int, ...]
 

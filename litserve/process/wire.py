@@ -64,6 +64,8 @@ def send_all(sock: socket.socket, pieces: list[bytes | memoryview]) -> None:
 
 def unsent_part(pieces: list[bytes | memoryview], sent: int) -> list[bytes | memoryview]:
     """What is left of `pieces` after the first `sent` bytes went out."""
+    if len(pieces) == 1 and type(pieces[0]) is bytes and sent == len(pieces[0]):
+        return []  # the common case: one frame without buffers, all of it taken
     rest: list[bytes | memoryview] = []
     for piece in pieces:
         view = memoryview(piece).cast("B")
