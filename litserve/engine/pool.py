@@ -105,7 +105,7 @@ class Endpoint:
             batch_sizes.update(dict(c.batch_sizes))  # dict() copies atomically under the GIL
         return EndpointStatus(
             path=self.path,
-            queue_depth=self.queue.qsize(),
+            queue_depth=self.queue.depth(),
             in_flight=counters.in_flight,
             ok=counters.ok,
             client_errors=counters.client_errors,

@@ -48,14 +48,21 @@ class RequestQueue(Generic[T]):
         self.on_put: Callable[[], None] | None = None
         # Requests admitted and being read, not yet put (written on the HTTP loop only, read by workers).
         self.coming = 0
+        # Requests taken by a worker process that wait inside it to start (process mode; written on the
+        # HTTP loop only): they still wait, so they count toward the queue's depth and its bound.
+        self.parked = 0
 
     @property
     def is_closed(self) -> bool:
         return self._is_closed
 
     def qsize(self) -> int:
-        """How many requests wait."""
+        """How many requests wait here."""
         return len(self._items)
+
+    def depth(self) -> int:
+        """How many requests wait to start: here, and `parked` in worker processes."""
+        return len(self._items) + self.parked
 
     def others_coming(self) -> bool:
         """A request waits here or is on its way (`coming`): a worker gathering a batch should wait for it."""
@@ -70,7 +77,7 @@ class RequestQueue(Generic[T]):
         with self._lock:
             if self._is_closed:
                 raise QueueClosedError("the queue takes no new requests", self._closed_answer)
-            if self._max_size is not None and len(self._items) >= self._max_size:
+            if self._max_size is not None and len(self._items) + self.parked >= self._max_size:
                 raise QueueFullError(f"{self._max_size} requests are already waiting")
             self._items.append(item)
             if self._sleepers:

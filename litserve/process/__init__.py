@@ -32,7 +32,7 @@ from litserve.process.messages import ChildInit
 from litserve.process.supervisor import ProcessWorker
 from litserve.status import ErrorLog
 
-__all__ = ["Dispatch", "ProcessWorkers", "credits_for"]
+__all__ = ["Dispatch", "ProcessWorkers", "capacity_for", "credits_for"]
 
 
 @final
@@ -48,7 +48,9 @@ class ProcessWorkers:
         processes = []
         for placement in placements:
             init = ChildInit(api_bytes, placement.device, placement.worker_names, tuple(sys.path))
-            credits = credits_for(api.max_batch_size, len(placement.worker_names), api.enable_async)
+            workers = len(placement.worker_names)
+            capacity = capacity_for(api.max_batch_size, workers, api.enable_async)
+            credits = credits_for(capacity, api.max_batch_size, workers)
             label = placement.device.replace(":", "")
             processes.append(
                 ProcessWorker(
@@ -58,6 +60,7 @@ class ProcessWorkers:
                     errors,
                     endpoint.plan,
                     credits,
+                    capacity,
                     self._restart,
                     log=endpoint.observers.log,
                 )
@@ -93,14 +96,24 @@ def _preference(worker: ProcessWorker) -> tuple[int, float]:
     return worker.book.held, -worker.book.answered_at_s
 
 
-def credits_for(max_batch_size: int, workers: int, enable_async: bool) -> int:
-    """How many requests a worker process may hold: what its workers can run at once, no more.
-
-    That is one full batch per worker thread (an async worker runs many batches at once). The price
-    is a short gap between batches while an answer travels back and the next request travels over.
-    """
+def capacity_for(max_batch_size: int, workers: int, enable_async: bool) -> int:
+    """How many requests a worker process's workers can run at once: one full batch per worker thread
+    (an async worker runs many batches at once)."""
     batches = ASYNC_MAX_BATCHES_IN_FLIGHT if enable_async else 1
     return max_batch_size * workers * batches
+
+
+def credits_for(capacity: int, max_batch_size: int, workers: int) -> int:
+    """How many requests a worker process may hold: its capacity, and one more batch per worker waiting
+    inside it.
+
+    Without the one waiting, a worker that finished sat idle while its answer travelled back and the
+    next request travelled over, and on a busy server both wait for the HTTP loop's next turn: one
+    request per turn of the loop. The price: a request may wait in a busy process while another device
+    frees up (for one batch at most), and a process holds more that its death could touch, which is why
+    a dead process's requests beyond its capacity go back to the queue (`InFlightBook.fail_all`).
+    """
+    return capacity + max_batch_size * workers
 
 
 def _ship_api(api: LitAPI, callbacks: tuple[Callback, ...], body_model: type[BaseModel] | None) -> bytes:

@@ -72,12 +72,14 @@ class InFlightBook:
         counters: WorkerCounters,
         errors: ErrorLog,
         log: LogSink | None = None,
+        capacity: int | None = None,
     ) -> None:
         self._name = name
         self._log = warn_unlogged if log is None else log  # where the process's LitAPI.log entries go
         self._source = source
         self._body_model = plan.body_model
-        self._credits = credits
+        self._credits = credits  # how many it may hold
+        self._capacity = credits if capacity is None else capacity  # how many of those can run at once
         self._counters = counters
         self._errors = errors
         self._ids = itertools.count(1)  # request ids and health tokens
@@ -112,14 +114,27 @@ class InFlightBook:
         self._stop_deadline_s = deadline_s
         self.pump()
 
-    def fail_all(self, outcome: Outcome) -> int:
-        """The process is gone: answer every request it held; returns how many."""
+    def fail_all(self, outcome: Outcome, keep_unstarted: bool = False) -> int:
+        """The process is gone: answer the requests it held with `outcome`; returns how many.
+
+        With `keep_unstarted`, those it cannot have started go back to the head of the queue instead, for
+        the next process that can take them. Its workers take requests in the order they were sent, so
+        the ones started and not answered are the oldest it holds, at most `capacity` of them: the rest
+        waited inside it (see `credits_for`), and a request that killed it is never among them.
+        """
         self._channel = None
         for request_id in self._pending:
             self._streams.forget(request_id)
-        lost, self._pending = list(self._pending.values()), {}
+        held, self._pending = list(self._pending.values()), {}
+        self._source.parked -= max(0, len(held) - self._capacity)
+        lost = held[: self._capacity] if keep_unstarted else held
+        unstarted = held[len(lost) :]
+        for request in reversed(unstarted):
+            self._source.put_back(request)
         for request in lost:
             self._finish(request, outcome)
+        if unstarted and self._source.on_put is not None:
+            self._source.on_put()  # another process may have room for them now
         for future in self._health.values():
             if not future.done():
                 future.set_result(False)
@@ -185,6 +200,8 @@ class InFlightBook:
         if not sent:
             return False
         self._pending[request_id] = request
+        if len(self._pending) > self._capacity:  # it waits inside the process: still queued (see `credits_for`)
+            self._source.parked += 1
         self._counters.state = WorkerState.BUSY
         window = getattr(request.reply, "window", None)
         if isinstance(window, StreamWindow):
@@ -262,8 +279,11 @@ class InFlightBook:
         self.pump()
 
     def _take(self, request_id: int) -> InferenceRequest | None:
-        request = self._pending.pop(request_id, None)
+        pending = self._pending
+        request = pending.pop(request_id, None)
         if request is not None:
+            if len(pending) >= self._capacity:  # one fewer waits inside the process
+                self._source.parked -= 1
             self._streams.forget(request_id)
             self.answered_at_s = time.monotonic()
             if not self._pending:

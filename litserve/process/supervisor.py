@@ -74,6 +74,7 @@ class ProcessWorker:
         errors: ErrorLog,
         plan: HookPlan,
         credits: int,
+        capacity: int,
         restart: bool,
         log: LogSink | None = None,
     ) -> None:
@@ -85,7 +86,7 @@ class ProcessWorker:
         self._init = init
         self._errors = errors
         self._restart = restart
-        self.book = InFlightBook(name, source, plan, credits, self.counters, errors, log)
+        self.book = InFlightBook(name, source, plan, credits, self.counters, errors, log, capacity)
         self._ready: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._gone = threading.Event()  # the current process's channel ended
         # Set once, by join() or when the loop ends: decides "no restart" and 503 rather than 500, so no
@@ -260,7 +261,7 @@ class ProcessWorker:
         stopping = self._stopping.is_set()
         if not stopping:
             self._set_state(ChildState.STARTING, WorkerState.STARTING)
-        lost = self.book.fail_all(_SHUTTING_DOWN if stopping else _PROCESS_DIED)
+        lost = self.book.fail_all(_SHUTTING_DOWN if stopping else _PROCESS_DIED, keep_unstarted=not stopping)
         if lost:
             logger.error("worker process %s ended holding %d requests", self.name, lost)
         self._gone.set()

@@ -292,7 +292,7 @@ def test_each_worker_process_sees_its_own_gpu() -> None:
 # --- the socket to a worker process: failures on the way -------------------------------------------------
 
 
-def _book_on_a_socket(credits: int) -> tuple[Any, Any, Any, Any, Any]:
+def _book_on_a_socket(credits: int, capacity: int | None = None) -> tuple[Any, Any, Any, Any, Any]:
     """An in-flight book and its channel over one end of a socket pair, on a loop this thread runs."""
     from litserve.engine.bridge import LoopHandle
     from litserve.engine.messages import InferenceRequest
@@ -304,7 +304,9 @@ def _book_on_a_socket(credits: int) -> tuple[Any, Any, Any, Any, Any]:
     from litserve.status import ErrorLog, WorkerCounters
 
     source: RequestQueue[InferenceRequest] = RequestQueue()
-    book = InFlightBook("litserve-proxy-cpu-0", source, plan_hooks(SquareAPI()), credits, WorkerCounters(), ErrorLog())
+    book = InFlightBook(
+        "litserve-proxy-cpu-0", source, plan_hooks(SquareAPI()), credits, WorkerCounters(), ErrorLog(), None, capacity
+    )
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     loop = asyncio.new_event_loop()
     closed = loop.create_future()
@@ -338,6 +340,44 @@ def test_a_write_to_a_worker_process_that_just_died_puts_the_request_back_and_st
         assert source.get_nowait().payload == {"input": 0}  # back at the head, in order
         assert loop.run_until_complete(asyncio.wait_for(closed, 10))  # then its end of stream ends the channel
     finally:
+        theirs.close()
+        loop.close()
+
+
+def test_a_dead_worker_process_fails_only_what_it_could_have_started_and_the_rest_waits_for_the_next() -> None:
+    """It holds its capacity (one running here) and one more waiting inside it; its workers take them in
+    the order they were sent. When it dies, the oldest one fails; the one that waited goes back to the
+    head of the queue, ahead of what never left it."""
+    from litserve.engine.messages import Outcome
+
+    source, book, (channel, handle), theirs, (loop, _) = _book_on_a_socket(credits=2, capacity=1)
+    try:
+        running, waited, queued = _queue(source, 1, 2, 3)
+        book.attach(channel, handle)
+        assert book.held == 2 and source.qsize() == 1
+        assert source.parked == 1 and source.depth() == 2  # the one waiting inside still counts as queued
+        assert book.fail_all(Outcome(500, b"died"), keep_unstarted=True) == 1
+        assert source.parked == 0 and source.depth() == 2
+        assert running.result(0).status == 500 and not waited.done() and not queued.done()
+        assert [source.get_nowait().payload for _ in range(2)] == [{"input": 2}, {"input": 3}]
+        assert book.held == 0
+    finally:
+        channel.close()
+        theirs.close()
+        loop.close()
+
+
+def test_a_stopping_server_answers_everything_a_worker_process_held() -> None:
+    from litserve.engine.messages import Outcome
+
+    source, book, (channel, handle), theirs, (loop, _) = _book_on_a_socket(credits=2, capacity=1)
+    try:
+        held = _queue(source, 1, 2)
+        book.attach(channel, handle)
+        assert book.fail_all(Outcome(503, b"stopping")) == 2
+        assert [f.result(0).status for f in held] == [503, 503] and source.qsize() == 0
+    finally:
+        channel.close()
         theirs.close()
         loop.close()
 
@@ -442,7 +482,14 @@ def test_a_stop_is_never_undone_by_a_later_state_change() -> None:
 
     source: RequestQueue[InferenceRequest] = RequestQueue()
     worker = ProcessWorker(
-        "litserve-proxy-cpu-0", ChildInit(b"", "cpu", ("w",), ()), source, ErrorLog(), plan_hooks(SquareAPI()), 1, True
+        "litserve-proxy-cpu-0",
+        ChildInit(b"", "cpu", ("w",), ()),
+        source,
+        ErrorLog(),
+        plan_hooks(SquareAPI()),
+        2,
+        1,
+        True,
     )
     worker._stopping.set()  # what join() does first
     worker._set_state(ChildState.SERVING, WorkerState.IDLE)  # the loop opening a channel
