@@ -61,11 +61,15 @@ class StreamItems:
 
     async def get(self) -> StreamItem:
         """The next item, waiting for it if none is here yet."""
+        await self.wait()
+        return self._items.popleft()
+
+    async def wait(self) -> None:
+        """Until an item waits (at once if one does)."""
         items = self._items
         while not items:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
             await waiter
-        return items.popleft()
 
     def _wake(self) -> None:
         waiter = self._waiter

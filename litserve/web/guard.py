@@ -123,14 +123,17 @@ def _address(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
 class ClientWatch:
     """Whether a request's client is still there, and which task to cancel when it leaves. On the loop only."""
 
-    __slots__ = ("_task", "has_left", "receive")
+    __slots__ = ("_task", "has_left", "receive", "send")
 
-    def __init__(self, receive: Receive | None = None) -> None:
+    def __init__(self, receive: Receive | None = None, send: Send | None = None) -> None:
         self.has_left = False
         self._task: asyncio.Task[Any] | None = None
         # The server's own `receive` under the guard's: a route may listen on it for the client leaving
         # once the body is read (`web.disconnect_listener`). None without a guard.
         self.receive = receive
+        # The server's own `send`: once the response started through the guard's, a route may send the
+        # rest of its body on it (a stream's chunks skip a wrapper each). None without a guard.
+        self.send = send
 
     def left(self) -> None:
         self.has_left = True
@@ -160,7 +163,7 @@ class _Exchange:
 
     def __init__(self, receive: Receive, send: Send, readers: _Readers) -> None:
         self._receive, self._send, self._readers = receive, send, readers
-        self.watch = ClientWatch(receive)
+        self.watch = ClientWatch(receive, send)
         self.body_done = False
         self.started = False
         self.aborted = False

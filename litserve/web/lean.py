@@ -235,7 +235,7 @@ class LeanRoutes:
             answer = await route.answer(incoming)
             if isinstance(answer, StreamStarted):
                 started = True
-                await _send_stream(send, answer)
+                await _send_stream(send, answer, incoming.watch.send)
             else:
                 await send_outcome(send, answer)
         except _ClientLeft:
@@ -273,10 +273,10 @@ async def send_outcome(send: Send, outcome: Outcome) -> None:
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _send_stream(send: Send, started: StreamStarted) -> None:
+async def _send_stream(send: Send, started: StreamStarted, body_send: Send | None) -> None:
+    """The status line through `send`, then the chunks through `body_send` (the server's own `send`
+    under the connection guard's, which only needed to see the start) when there is one."""
     body, start = started.body, started.start
     media_type = NDJSON if start is None else start.media_type
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", media_type.encode())]})
-    async for chunk in body.iterate(start):
-        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+    await body.send_asgi(start, body_send or send)

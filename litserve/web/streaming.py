@@ -16,6 +16,7 @@ from litserve.engine.messages import STREAM_END, Outcome, StreamItem, StreamStar
 from litserve.engine.stream_window import STREAM_WINDOW
 from litserve.engine.submit import IdleDeadline, Submission
 from litserve.status import EndpointCounters, Verdict
+from litserve.web.stack import Send
 
 __all__ = ["STREAM_WINDOW", "StreamBody", "StreamStarted", "ndjson_error_line"]
 
@@ -73,6 +74,9 @@ class StreamBody:
         self._trailer = trailer  # sent after a stream that ended normally (e.g. SSE's `data: [DONE]`)
         self._is_sent = False  # its 200 is out
         self._is_over = False  # ended and counted; nothing is left to do on any path
+        self._is_drained = False  # its last item was taken: nothing more to write after its last bytes
+        self._coalesce = False  # join the items already waiting into one write (`_gather`)
+        self._owed = 0  # window slots of chunks taken since the last release (given back per run)
         self._idle = None if timeout_s is None else IdleDeadline(reply.loop, timeout_s, arrival_s, self._on_idle)
         self._arrival_s = arrival_s
         self._held = None if counters.inspector is None else counters.inspector.held()  # the request inspector's
@@ -136,6 +140,26 @@ class StreamBody:
         Call it in the task that sends the response: that task ends however the body does, even when
         the body never started (the client left first), and a stream not over by then is cancelled.
         """
+        return self._body(self._begin(start))
+
+    async def send_asgi(self, start: StreamStart | None, send: Send) -> None:
+        """Send the stream's bytes as ASGI body messages, then its end: what `iterate` yields, without an
+        async generator's step per chunk (the lean route's way; same rules for the calling task)."""
+        first_data = self._begin(start)
+        if first_data:
+            await send({"type": "http.response.body", "body": first_data, "more_body": True})
+        queue = self._queue
+        while not self._is_drained:
+            data = self._next_write()
+            if data is None:
+                await queue.wait()
+            elif data:
+                await send({"type": "http.response.body", "body": data, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _begin(self, start: StreamStart | None) -> bytes:
+        """The 200 is being sent (by the calling task): count an empty stream, end the stream with the task;
+        the first chunk's bytes."""
         self._is_sent = True
         if start is None and self._counters is not None:
             self._counters.count(Verdict.OK)  # an empty stream: over already (`first` saw its end)
@@ -144,8 +168,10 @@ class StreamBody:
         if task is not None:
             task.add_done_callback(self._on_sent)
         if start is None:
-            return self._body(b"", False, False)
-        return self._body(start.data, True, start.media_type.partition(";")[0] == SSE)
+            self._is_drained = True
+            return b""
+        self._coalesce = start.media_type.partition(";")[0] == SSE
+        return start.data
 
     def response(self, start: StreamStart | None) -> Response:
         """The 200 response whose body yields the rest of the stream."""
@@ -154,27 +180,41 @@ class StreamBody:
         response.timeout = None  # our own deadline governs the stream, not Quart's RESPONSE_TIMEOUT
         return response
 
-    async def _body(self, first_data: bytes, is_open: bool, coalesce: bool) -> AsyncIterator[bytes]:
-        finished = not is_open
+    async def _body(self, first_data: bytes) -> AsyncIterator[bytes]:
         if first_data:
             yield first_data
-        queue, idle, window = self._queue, self._idle, self._window
-        while not finished:
-            item = queue.take()
-            if item is None:
-                item = await queue.get()
-            if isinstance(item, bytes):
-                window.release()
-                if coalesce and not queue.empty():
-                    item, finished = self._gather(item)
-                if idle is not None:
-                    idle.moved()
-                yield item
-                continue
-            finished = True
-            last = self._last(item)
-            if last:
-                yield last
+        queue = self._queue
+        while not self._is_drained:
+            data = self._next_write()
+            if data is None:
+                await queue.wait()
+            elif data:
+                yield data
+
+    def _next_write(self) -> bytes | None:
+        """The next bytes to write from the items that came; None when none waits yet. The last item marks
+        the stream drained and gives its last bytes (the error line or the trailer, maybe none).
+
+        The window's slots of the chunks taken go back once per run, when the items run out (before the
+        body waits), not one lock round per chunk: a worker waiting for room has it once the body has
+        taken every chunk that waited, as the window is all chunks either waiting or taken.
+        """
+        queue = self._queue
+        item = queue.take()
+        if item is None:
+            if self._owed:
+                self._window.release(self._owed)
+                self._owed = 0
+            return None
+        if isinstance(item, bytes):
+            self._owed += 1
+            if self._coalesce and not queue.empty():
+                item, self._is_drained = self._gather(item)
+            if self._idle is not None:
+                self._idle.moved()
+            return item
+        self._is_drained = True
+        return self._last(item)
 
     def _gather(self, data: bytes) -> tuple[bytes, bool]:
         """`data` and the items already waiting, joined into one write; True when the stream ended there.
@@ -183,7 +223,7 @@ class StreamBody:
         for a client while the worker is ahead. NDJSON and text streams never join items: LitServe's
         clients (its own tests too) parse each HTTP chunk they read as one JSON line.
         """
-        queue, window = self._queue, self._window
+        queue = self._queue
         parts = [data]
         while not queue.empty():
             item = queue.get_nowait()
@@ -191,7 +231,7 @@ class StreamBody:
                 parts.append(self._last(item))
                 return b"".join(parts), True
             parts.append(item)
-            window.release()
+            self._owed += 1
         return b"".join(parts), False
 
     def _last(self, item: StreamItem) -> bytes:
