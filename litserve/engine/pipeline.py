@@ -128,6 +128,8 @@ def check_batch_size(outputs: Any, expected: int) -> list[Any]:
 
 def encode_chunk(chunk: Any) -> tuple[bytes, str]:
     """One stream chunk as bytes, and the media type it implies: JSON objects become NDJSON lines."""
+    if type(chunk) is dict:  # the usual chunk, before the isinstance checks (pydantic's is not cheap)
+        return encode_json(chunk) + b"\n", NDJSON
     if isinstance(chunk, bytes):
         return chunk, "application/octet-stream"
     if isinstance(chunk, str):
