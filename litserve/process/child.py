@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -325,6 +326,10 @@ class _Session:
 
 
 def main() -> None:
+    # Ctrl+C in a terminal reaches the whole foreground process group, this process too. The server
+    # decides how its workers end (`Stop` lets them finish what they hold; its socket closing ends them
+    # at once): a worker process interrupted here would fail its requests in the middle of a graceful stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=int(sys.argv[1]))
     link = Link(sock)
     try:

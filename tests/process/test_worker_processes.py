@@ -244,6 +244,76 @@ def test_worker_processes_exit_when_the_server_process_is_killed_and_never_run_m
             parent.stdout.close()
 
 
+def test_ctrl_c_in_a_terminal_lets_the_worker_process_finish_what_it_holds(tmp_path: Any) -> None:
+    """A terminal's Ctrl+C goes to the whole foreground process group: the worker processes as well as
+    the server. The server stops gracefully; its worker processes must not die of the same SIGINT first."""
+    entered, gate, port = tmp_path / "entered", tmp_path / "gate", free_port()
+    script = tmp_path / "serve.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, time
+            from litserve import LitAPI, LitServer
+
+            class Slow(LitAPI):
+                def predict(self, x):
+                    open({str(entered)!r}, "w").close()
+                    deadline = time.monotonic() + 30
+                    while not os.path.exists({str(gate)!r}) and time.monotonic() < deadline:
+                        time.sleep(0.01)
+                    return x
+
+            if __name__ == "__main__":
+                LitServer(Slow(), accelerator="cpu", worker_mode="process").run(port={port}, generate_client_file=False)
+            """
+        )
+    )
+    server = subprocess.Popen(
+        [sys.executable, str(script)], stderr=subprocess.PIPE, text=True, cwd=tmp_path, start_new_session=True
+    )
+    assert server.stderr is not None
+    log = _LogTail(server.stderr)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_until(lambda: _answers(url + "/health"), 60), "the server never became ready"
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            held = pool.submit(requests.post, url + "/predict", json={"input": 7}, timeout=60)
+            assert wait_until(entered.exists, 20)
+            os.killpg(server.pid, signal.SIGINT)  # as the terminal does
+            assert wait_until(lambda: "stopping on request" in log.text(), 20)  # the server heard it
+            gate.touch()
+            answer = held.result(30)
+        assert (answer.status_code, answer.json()) == (200, {"input": 7})
+        assert server.wait(30) == 0
+        log.reader.join(10)
+        assert "KeyboardInterrupt" not in log.text() and "Traceback" not in log.text(), log.text()
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(10)
+        log.reader.join(10)
+        server.stderr.close()
+
+
+class _LogTail:
+    """What a process wrote to a pipe so far, read by a thread until the pipe ends."""
+
+    def __init__(self, stream: Any) -> None:
+        self._lines: list[str] = []
+        self.reader = threading.Thread(target=lambda: self._lines.extend(iter(stream.readline, "")), daemon=True)
+        self.reader.start()
+
+    def text(self) -> str:
+        return "".join(self._lines)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return requests.get(url, timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
 def test_the_status_views_show_each_worker_process() -> None:
     from litserve.notebook import status_html, status_text
 
