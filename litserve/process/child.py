@@ -329,7 +329,9 @@ def main() -> None:
     # Ctrl+C in a terminal reaches the whole foreground process group, this process too. The server
     # decides how its workers end (`Stop` lets them finish what they hold; its socket closing ends them
     # at once): a worker process interrupted here would fail its requests in the middle of a graceful stop.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # A handler, not SIG_IGN: an ignored signal stays ignored in the processes a LitAPI starts (a
+    # DataLoader's workers, an engine's server); a handler goes back to the default in them.
+    signal.signal(signal.SIGINT, _ignore_interrupt)
     sock = socket.socket(fileno=int(sys.argv[1]))
     link = Link(sock)
     try:
@@ -349,6 +351,10 @@ def main() -> None:
         pass
     # Worker threads may still sit in a user's hook; the server is gone or asked us to stop.
     os._exit(0)
+
+
+def _ignore_interrupt(signum: int, frame: object) -> None:
+    """SIGINT in a worker process: nothing (the server ends its workers)."""
 
 
 def _serve(link: Link, init: ChildInit) -> None:

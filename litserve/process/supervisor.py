@@ -261,7 +261,10 @@ class ProcessWorker:
         stopping = self._stopping.is_set()
         if not stopping:
             self._set_state(ChildState.STARTING, WorkerState.STARTING)
-        lost = self.book.fail_all(_SHUTTING_DOWN if stopping else _PROCESS_DIED, keep_unstarted=not stopping)
+        # What it held but cannot have started waits for the restarted process; without a restart, nothing
+        # would ever take it: it fails too, as a dead worker's requests do.
+        keep_unstarted = self._restart and not stopping
+        lost = self.book.fail_all(_SHUTTING_DOWN if stopping else _PROCESS_DIED, keep_unstarted=keep_unstarted)
         if lost:
             logger.error("worker process %s ended holding %d requests", self.name, lost)
         self._gone.set()

@@ -217,6 +217,9 @@ class LeanRoutes:
         self._context = context
         self._max_bytes = context.max_payload_bytes
         self._read_timeout_s = context.options.read_timeout_s
+        # A stream's chunks may skip the connection guard's `send` wrapper (it only needs the start), but
+        # never a user's middleware: one may hold the start back until the body comes (gzip) or count it.
+        self._direct_body_send = not context.middlewares
 
     async def __call__(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and not scope.get("root_path"):
@@ -235,7 +238,7 @@ class LeanRoutes:
             answer = await route.answer(incoming)
             if isinstance(answer, StreamStarted):
                 started = True
-                await _send_stream(send, answer, incoming.watch.send)
+                await _send_stream(send, answer, incoming.watch.send if self._direct_body_send else None)
             else:
                 await send_outcome(send, answer)
         except _ClientLeft:
@@ -274,8 +277,8 @@ async def send_outcome(send: Send, outcome: Outcome) -> None:
 
 
 async def _send_stream(send: Send, started: StreamStarted, body_send: Send | None) -> None:
-    """The status line through `send`, then the chunks through `body_send` (the server's own `send`
-    under the connection guard's, which only needed to see the start) when there is one."""
+    """The status line through `send`, then the chunks through `body_send` when there is one (the server's
+    own `send` under the connection guard's, which only needed to see the start; no middleware between)."""
     body, start = started.body, started.start
     media_type = NDJSON if start is None else start.media_type
     await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", media_type.encode())]})

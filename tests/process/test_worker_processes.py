@@ -162,11 +162,15 @@ def test_without_restarts_a_dead_worker_process_leaves_the_server_not_ready() ->
     ) as server:
         pid = server.status.workers[0].pid
         assert pid is not None
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
             doomed = pool.submit(post, server, {"input": "crash"})
             assert api.entered.acquire(20)
+            waiting = pool.submit(post, server, {"input": 3})  # held by the process, waiting to start
+            assert wait_until(lambda: server.status.endpoints[0].in_flight == 2)
+            assert wait_until(lambda: server.status.endpoints[0].queue_depth == 1)  # not in the endpoint's queue
             os.kill(pid, signal.SIGKILL)
             assert doomed.result(20).status_code == 500
+            assert waiting.result(20).status_code == 500  # no process will come for it: not left to time out
         assert wait_until(lambda: server.status.workers[0].state is WorkerState.FAILED)
         assert requests.get(server.url + "/health", timeout=10).status_code == 503
         assert post(server, {"input": 2}).status_code == 504  # nobody left to run it

@@ -94,6 +94,50 @@ def test_gzip_compresses_big_answers(lit_server: Start) -> None:
     assert gzip.decompress(raw.raw.read()) == b'{"output":"' + b"x" * 5000 + b'"}'
 
 
+class BodyLog:
+    """A plain ASGI middleware that keeps every response body message it passes on."""
+
+    seen: list[dict[str, Any]] = []
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        async def logged(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                BodyLog.seen.append(message)
+            await send(message)
+
+        await self.app(scope, receive, logged)
+
+
+class CountingStreamAPI(LitAPI):
+    def predict(self, x: Any) -> Any:
+        for i in range(5):
+            yield {"i": i}
+
+    def encode_response(self, output: Any) -> Any:
+        yield from output
+
+
+def test_every_chunk_of_a_stream_passes_through_the_middlewares(lit_server: Start) -> None:
+    """The lean route may send a stream's chunks beneath the connection guard, never beneath a middleware."""
+    BodyLog.seen = []
+    server = lit_server(CountingStreamAPI(stream=True), middlewares=[BodyLog])
+    with requests.post(server.url + "/predict", json={}, stream=True, timeout=10) as response:
+        lines = [line for line in response.iter_lines() if line]
+    assert lines == [b'{"i":%d}' % i for i in range(5)]
+    assert [m["body"] for m in BodyLog.seen if m["body"]] == [b'{"i":%d}\n' % i for i in range(5)]
+    assert BodyLog.seen[-1].get("more_body", False) is False  # the end went through it too
+
+
+def test_gzip_compresses_a_stream(lit_server: Start) -> None:
+    server = lit_server(CountingStreamAPI(stream=True), middlewares=[(GZipMiddleware, {"minimum_size": 0})])
+    raw = requests.post(server.url + "/predict", json={}, headers={"Accept-Encoding": "gzip"}, stream=True, timeout=10)
+    assert raw.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(raw.raw.read()) == b"".join(b'{"i":%d}\n' % i for i in range(5))
+
+
 def test_middlewares_serve_both_worker_modes(start_server: Start) -> None:
     server = start_server(SquareAPI(), middlewares=[Trace])
     assert post(server, {"input": 6}).headers["x-trace"] == "trace"
