@@ -20,7 +20,8 @@ are not pinned, so multi-process servers may use both cores, as they would in us
 servers (the order flips every cell) and the table gives medians: on a shared machine, prefer
 `--rounds 3` and read the ratios, not the absolute figures.
 
-Usage: python benchmarks/side_by_side.py [--rounds 2] [--duration 4] [--workloads json,stream] [--venv DIR]
+Usage: python benchmarks/side_by_side.py [--rounds 2] [--duration 4] [--workloads json,stream] [--concurrency 16]
+       [--venv DIR]
 """
 
 from __future__ import annotations
@@ -110,6 +111,8 @@ def cells(args: argparse.Namespace) -> list[tuple[str, int, str]]:
     order = []
     for workload in args.workloads:
         for concurrency in CONCURRENCY[workload]:
+            if args.concurrency and concurrency not in args.concurrency:
+                continue
             names = [s for s in args.servers if s != "bare" or workload in BARE]
             order.append((workload, concurrency, names))
     runs, flip = [], False
@@ -159,6 +162,8 @@ def table(results: dict[tuple[str, int, str], list[dict[str, Any]]], args: argpa
     rows = []
     for workload in args.workloads:
         for concurrency in CONCURRENCY[workload]:
+            if args.concurrency and concurrency not in args.concurrency:
+                continue
             row = [workload, str(concurrency)]
             for name in SERVERS:
                 runs = results.get((workload, concurrency, name))
@@ -191,6 +196,25 @@ def ratios(results: dict[tuple[str, int, str], list[dict[str, Any]]]) -> dict[st
     return found
 
 
+def paired_ratios(results: dict[tuple[str, int, str], list[dict[str, Any]]]) -> dict[str, tuple[float, float, float]]:
+    """ours/other within each round (the two ran minutes apart at most): median, lowest and highest.
+
+    Rounds interleave the servers, so pairing them cancels the machine's drift between rounds, which a
+    ratio of medians over few rounds does not."""
+    found: dict[str, tuple[float, float, float]] = {}
+    for (workload, concurrency, name), runs in sorted(results.items()):
+        if name != "ours":
+            continue
+        for other in ("ls-best", "ls-default", "bare"):
+            theirs = results.get((workload, concurrency, other))
+            if not theirs:
+                continue
+            pairs = [a["rate"] / b["rate"] for a, b in zip(runs, theirs, strict=False) if b["rate"]]
+            if pairs:
+                found[f"{workload} c={concurrency}: ours/{other}"] = (statistics.median(pairs), min(pairs), max(pairs))
+    return found
+
+
 TARGETS = {
     "ours/ls-best": 1.0,
     "json c=16: ours/ls-default": 3.0,
@@ -216,6 +240,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--workloads", type=lambda t: t.split(","), default=list(CONCURRENCY))
     parser.add_argument("--servers", type=lambda t: t.split(","), default=SERVERS)
+    parser.add_argument(
+        "--concurrency",
+        type=lambda t: [int(c) for c in t.split(",")],
+        default=[],
+        help="only these concurrencies, e.g. 16 (default: each workload's)",
+    )
     parser.add_argument("--venv", type=Path, default=None, help="LitServe's environment (default: the cache)")
     parser.add_argument("--pin", action=argparse.BooleanOptionalAction, default=True, help="load on core 2")
     parser.add_argument("--startup-timeout", type=float, default=120.0)
@@ -231,8 +261,11 @@ def main(argv: list[str] | None = None) -> None:
     results = run_all(args, upstream_python)
     print("\n" + table(results, args) + "\n")
     found = ratios(results)
+    per_round = paired_ratios(results)
     for name, value in found.items():
-        print(f"{name}: {value:.3f}  {verdict(name, value)}")
+        spread = per_round.get(name)
+        rounds = "" if spread is None else f"  (per round: median {spread[0]:.3f}, {spread[1]:.3f} to {spread[2]:.3f})"
+        print(f"{name}: {value:.3f}  {verdict(name, value)}{rounds}")
     cells_json = [{"workload": w, "concurrency": c, "server": s, "runs": r} for (w, c, s), r in results.items()]
     write_report(
         args.output,
