@@ -115,12 +115,15 @@ def cells(args: argparse.Namespace) -> list[tuple[str, int, str]]:
                 continue
             names = [s for s in args.servers if s != "bare" or workload in BARE]
             order.append((workload, concurrency, names))
-    runs, flip = [], False
-    for _ in range(args.rounds):
-        for workload, concurrency, names in order:
+    # Each cell's order flips from one round to the next. (Flipping after every cell, as before, gave a
+    # cell the same order in every round whenever a round had an even number of cells: ours always ran
+    # the streams last, right after LitServe's two servers.)
+    runs = []
+    for round_index in range(args.rounds):
+        for cell_index, (workload, concurrency, names) in enumerate(order):
+            flip = (round_index + cell_index) % 2 == 1
             for name in reversed(names) if flip else names:
                 runs.append((workload, concurrency, name))
-            flip = not flip
     return runs
 
 
