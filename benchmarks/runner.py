@@ -72,6 +72,18 @@ def busy_cores(seconds: float = 1.0) -> float | None:
     return 0.0 if spent <= 0 else (os.cpu_count() or 1) * (spent - (idle_after - idle_before)) / spent
 
 
+def wait_until_quiet(limit_cores: float = 0.1, longest_s: float = 15.0) -> float:
+    """Wait until the machine uses less than `limit_cores` over a quarter second (what a stopped server
+    leaves behind: its processes exiting, their memory being given back), at most `longest_s`; returns
+    the seconds waited."""
+    start_s = time.monotonic()
+    while time.monotonic() - start_s < longest_s:
+        busy = busy_cores(0.25)
+        if busy is None or busy < limit_cores:
+            break
+    return time.monotonic() - start_s
+
+
 def say_if_busy() -> None:
     """Print how busy the machine is before a run, loudly when something else takes a share of it."""
     busy = busy_cores()

@@ -37,7 +37,17 @@ from typing import Any
 import upstream_env
 from mlp_servers import write_lua
 from report import git_state, markdown_table, write_report
-from runner import HERE, RESULTS_DIR, SERVERS_DIR, ServerProcess, free_port, logs_dir, pick_cpus, say_if_busy
+from runner import (
+    HERE,
+    RESULTS_DIR,
+    SERVERS_DIR,
+    ServerProcess,
+    free_port,
+    logs_dir,
+    pick_cpus,
+    say_if_busy,
+    wait_until_quiet,
+)
 from wrk import run_wrk
 
 SIDE_SERVER = SERVERS_DIR / "side_server.py"
@@ -132,6 +142,9 @@ def run_all(args: argparse.Namespace, upstream_python: Path) -> dict[tuple[str, 
     lua = write_lua("light", _light_vector())
     results: dict[tuple[str, int, str], list[dict[str, Any]]] = {}
     for workload, concurrency, name in cells(args):
+        waited_s = wait_until_quiet()  # the previous cell's server may still be going away
+        if waited_s > 1.0:
+            print(f"(waited {waited_s:.1f} s for the machine to go quiet)", flush=True)
         port = free_port()
         log = logs_dir() / f"side-{workload}-{name}-c{concurrency}.log"
         server = ServerProcess(name, port, command(name, workload, port, upstream_python), None, log)
