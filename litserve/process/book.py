@@ -20,7 +20,7 @@ import queue
 import time
 from typing import final
 
-from litserve.engine.bridge import LoopHandle
+from litserve.engine.bridge import LoopHandle, call_in_loop
 from litserve.engine.messages import DropReason, InferenceRequest, Outcome, StreamEnd, StreamItem
 from litserve.engine.request_queue import RequestQueue
 from litserve.engine.stream_window import StreamWindow
@@ -135,9 +135,8 @@ class InFlightBook:
             self._finish(request, outcome)
         if unstarted and self._source.on_put is not None:
             self._source.on_put()  # another process may have room for them now
-        for future in self._health.values():
-            if not future.done():
-                future.set_result(False)
+        for future in list(self._health.values()):
+            _resolve(future, False)
         return len(lost)
 
     # --- requests out ------------------------------------------------------------------------------------
@@ -229,13 +228,24 @@ class InFlightBook:
             channel.send(Cancel(request_id, reason))
 
     def ask_health(self, future: asyncio.Future[bool]) -> int | None:
-        """Ask the process whether its workers are healthy; the answer resolves `future`. None if not sent."""
-        channel = self._channel
-        token = next(self._ids)
-        if channel is None or not channel.send(HealthQuery(token)):
+        """Ask the process whether its workers are healthy; the answer resolves `future`. None if not sent.
+
+        From any loop: a test client calls the app on a loop of its own, and the question still goes out
+        on the server's loop (the channel's), the answer back to `future`'s loop."""
+        loop = self._loop
+        if self._channel is None or loop is None:
             return None
+        token = next(self._ids)
         self._health[token] = future
+        if not loop.call(self._send_health_query, token):
+            self._health.pop(token, None)
+            return None
         return token
+
+    def _send_health_query(self, token: int) -> None:
+        channel = self._channel
+        if channel is None or not channel.send(HealthQuery(token)):
+            _resolve(self._health.pop(token, None), False)
 
     def forget_health(self, token: int) -> None:
         self._health.pop(token, None)
@@ -266,9 +276,7 @@ class InFlightBook:
             case LogEntry(key, value):
                 self._log(key, value)
             case HealthAnswer(token, healthy):
-                future = self._health.pop(token, None)
-                if future is not None and not future.done():
-                    future.set_result(healthy)
+                _resolve(self._health.pop(token, None), healthy)
             case BadFrame(error):  # its request, if any, ends at its deadline
                 self._errors.record(self._name, error)
                 logger.error("could not read a message from worker process %s: %s", self._name, error)
@@ -317,3 +325,26 @@ class InFlightBook:
         where = f"{self._name}/{record.where}"
         self._errors.keep(ErrorRecord(where, record.summary, record.traceback, record.at_s))
         logger.error("%s raised in worker process %s:\n%s", where, self._name, record.traceback)
+
+
+def _resolve(future: asyncio.Future[bool] | None, healthy: bool) -> None:
+    """Answer a health question on its own loop (the server's, or a test client's)."""
+    if future is None:
+        return
+    loop = future.get_loop()
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        if not future.done():
+            future.set_result(healthy)
+    else:
+        call_in_loop(loop, _set_unless_done, future, healthy)
+
+
+def _set_unless_done(future: asyncio.Future[bool], healthy: bool) -> None:
+    if not future.done():
+        future.set_result(healthy)

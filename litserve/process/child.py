@@ -22,7 +22,6 @@ from typing import Any, final
 
 import cloudpickle
 
-from litserve.codec import decode_json
 from litserve.engine.health import all_healthy
 from litserve.engine.messages import STREAM_END, Cancellation, DropReason, InferenceRequest, Outcome, Reply, StreamItem
 from litserve.engine.observe import Observers
@@ -53,6 +52,7 @@ from litserve.process.messages import (
     Stop,
     Stopped,
     ToChild,
+    crossable,
     decode,
     encode,
 )
@@ -114,24 +114,6 @@ class ChildReply:
         room = self._room
         if room is not None:
             room.take()
-
-
-def crossable(outcome: Outcome) -> Outcome:
-    """`outcome` with a detail that pickles here and unpickles in the server: the JSON the client gets.
-
-    A hook's detail may be any object (an instance of a class defined in a notebook cell, or holding a
-    lock); the answer's body already holds it encoded, which is all the server needs of it.
-    """
-    detail = outcome.detail
-    if detail is None or type(detail) is str:
-        return outcome
-    try:
-        detail = decode_json(outcome.body)["detail"]
-    except Exception:  # not built by Outcome.failure (none is today): no detail to show but the generic one
-        detail = INTERNAL_ERROR.detail
-    return Outcome(
-        outcome.status, outcome.body, outcome.content_type, outcome.headers, detail, outcome.reason, error=outcome.error
-    )
 
 
 def _request_id(reply: Reply) -> int:

@@ -17,7 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, final
 
+from litserve.codec import decode_json
 from litserve.engine.messages import DropReason, Outcome, StreamItem
+from litserve.exceptions import INTERNAL_ERROR
 from litserve.process.wire import BadFrame
 from litserve.process.wire import encode as encode_frame
 from litserve.request_context import RequestContext
@@ -43,6 +45,7 @@ __all__ = [
     "Stop",
     "Stopped",
     "ToChild",
+    "crossable",
     "decode",
     "encode",
 ]
@@ -251,6 +254,24 @@ def encode(message: ToChild | FromChild) -> list[bytes | memoryview]:
     kind = type(message)
     wire_form = (_NUMBERS[kind], *_FIELDS[kind](message))
     return encode_frame(wire_form, tag=message.request_id if isinstance(message, Request) else 0)
+
+
+def crossable(outcome: Outcome) -> Outcome:
+    """`outcome` with a detail that pickles here and unpickles in the server: the JSON the client gets.
+
+    A hook's detail may be any object (an instance of a class defined in a notebook cell, or holding a
+    lock); the answer's body already holds it encoded, which is all the server needs of it.
+    """
+    detail = outcome.detail
+    if detail is None or type(detail) is str:
+        return outcome
+    try:
+        detail = decode_json(outcome.body)["detail"]
+    except Exception:  # not built by Outcome.failure (none is today): no detail to show but the generic one
+        detail = INTERNAL_ERROR.detail
+    return Outcome(
+        outcome.status, outcome.body, outcome.content_type, outcome.headers, detail, outcome.reason, error=outcome.error
+    )
 
 
 def decode(wire_form: Any) -> ToChild | FromChild | BadFrame:

@@ -124,7 +124,7 @@ class ProcessWorker:
         """Serving, and the LitAPI's own `health()` agrees in the process (asked over the socket)."""
         if self.state is not ChildState.SERVING:
             return False
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()  # on the HTTP loop
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()  # the caller's loop
         token = self.book.ask_health(future)
         if token is None:
             return False

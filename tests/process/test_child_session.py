@@ -4,7 +4,6 @@ pickled loses none of them."""
 from __future__ import annotations
 
 import socket
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,15 +15,7 @@ from litserve.hooks import plan_with_model
 from litserve.process.child import _Session
 from litserve.process.messages import Answer, Answers, Batches, ChildInit, Chunk, decode
 from litserve.process.wire import Link
-
-
-class LockedBytes(bytes):
-    """A body that cannot be pickled."""
-
-    def __new__(cls, data: bytes) -> LockedBytes:
-        body = super().__new__(cls, data)
-        body.lock = threading.Lock()  # type: ignore[attr-defined]
-        return body
+from tests.process.test_process_hardening import LockedBytes  # a body that cannot be pickled
 
 
 class EchoAPI(LitAPI):
