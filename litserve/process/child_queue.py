@@ -194,7 +194,7 @@ class ChildQueue:
     def _catch_up(self) -> None:
         """Before a worker takes a request read earlier, handle what came since: a `Cancel` for it (its
         client reset while every worker was busy) must drop it, not lose the race to the worker."""
-        if self._items and self._link.has_pending():
+        if self._items:  # through the read lock: a read another thread is handling finishes first
             self._read(keep_one=False)
 
     def _take(self, me: _Waiter) -> InferenceRequest | None:
