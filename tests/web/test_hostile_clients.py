@@ -23,6 +23,7 @@ import requests
 from litserve import LitServer
 from litserve.exceptions import HOST_NOT_ALLOWED
 from litserve.request_context import RequestContext
+from litserve.runtime.thread import EVENT_LOOP_ENV
 from litserve.testing import serving
 from litserve.web.guard import HostPolicy
 from tests.apis import GatedPredictAPI, SquareAPI
@@ -404,11 +405,17 @@ def test_two_host_headers_are_400(start_server: Start) -> None:
     assert answer is not None and answer[0] == 400  # h11 refuses it before any app runs (an empty body)
 
 
+@pytest.mark.parametrize("event_loop", ["auto", "asyncio"])  # uvloop's handles name the callback differently
 def test_stop_past_the_graceful_period_is_quiet(
-    worker_mode: str, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+    worker_mode: str,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    event_loop: str,
 ) -> None:
     # A predict outlives shutdown_timeout: Hypercorn cancels its connection, which Python 3.11 and 3.12
     # report as an "Exception in callback" (a CPython bug); the server must not print it.
+    monkeypatch.setenv(EVENT_LOOP_ENV, event_loop)
     caplog.set_level(logging.WARNING)
     api = GatedPredictAPI()
     server = LitServer(api, accelerator="cpu", worker_mode=worker_mode, shutdown_timeout=0.2).start(port=0)
