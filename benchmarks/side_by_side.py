@@ -12,7 +12,10 @@ Servers (each its own subprocess, started fresh for every cell, stopped by PID):
   ours        this checkout, in the configuration the README recommends for the workload (ROWS below)
   ls-default  LitServe 0.2.19 as installed from the package index, default arguments
   ls-best     LitServe 0.2.19 with `fast_queue=True, workers_per_device=2`, its best documented CPU setting
-  bare        Quart on Hypercorn answering inline (json and stream only): the framework's floor
+  bare        Quart on Hypercorn answering inline (json and stream only): the framework's floor, on
+              Hypercorn's default asyncio loop
+  bare-uv     the same on uvloop, the loop ours runs on when uvloop is installed (as it is with litserve):
+              the floor of the very stack ours runs on
 
 LitServe runs from a virtual environment of its own (`upstream_env.py`, made on first use under
 ~/.cache/litserve-bench, or `--venv DIR`). The load generator is pinned to the second core; the servers
@@ -62,7 +65,8 @@ OURS = {
     "mlp-unbatched": {"server": {"worker_mode": "process"}},  # unbatched CPU-bound hooks: processes (README)
     "stream": {},
 }
-SERVERS = ["ours", "ls-default", "ls-best", "bare"]
+SERVERS = ["ours", "ls-default", "ls-best", "bare", "bare-uv"]
+OTHERS = SERVERS[1:]
 
 
 def config(server: str, workload: str) -> dict[str, Any]:
@@ -73,8 +77,8 @@ def config(server: str, workload: str) -> dict[str, Any]:
 
 
 def command(server: str, workload: str, port: int, upstream_python: Path) -> list[str]:
-    if server == "bare":
-        return [sys.executable, str(BARE[workload]), str(port)]
+    if server.startswith("bare"):
+        return [sys.executable, str(BARE[workload]), str(port), *(["--uvloop"] if server == "bare-uv" else [])]
     kind = workload.split("-")[0]
     conf = json.dumps(config(server, workload))
     if server == "ours":
@@ -123,7 +127,7 @@ def cells(args: argparse.Namespace) -> list[tuple[str, int, str]]:
         for concurrency in CONCURRENCY[workload]:
             if args.concurrency and concurrency not in args.concurrency:
                 continue
-            names = [s for s in args.servers if s != "bare" or workload in BARE]
+            names = [s for s in args.servers if not s.startswith("bare") or workload in BARE]
             order.append((workload, concurrency, names))
     # Each cell's order flips from one round to the next. (Flipping after every cell, as before, gave a
     # cell the same order in every round whenever a round had an even number of cells: ours always ran
@@ -199,7 +203,7 @@ def ratios(results: dict[tuple[str, int, str], list[dict[str, Any]]]) -> dict[st
         if name != "ours":
             continue
         ours = rate(workload, concurrency, "ours")
-        for other in ("ls-best", "ls-default", "bare"):
+        for other in OTHERS:
             theirs = rate(workload, concurrency, other)
             if ours is not None and theirs:
                 found[f"{workload} c={concurrency}: ours/{other}"] = ours / theirs
@@ -221,7 +225,7 @@ def paired_ratios(results: dict[tuple[str, int, str], list[dict[str, Any]]]) -> 
     for (workload, concurrency, name), runs in sorted(results.items()):
         if name != "ours":
             continue
-        for other in ("ls-best", "ls-default", "bare"):
+        for other in OTHERS:
             theirs = results.get((workload, concurrency, other))
             if not theirs:
                 continue
@@ -235,8 +239,10 @@ TARGETS = {
     "ours/ls-best": 1.0,
     "json c=16: ours/ls-default": 3.0,
     "json c=16: ours/bare": 1.3,
+    "json c=16: ours/bare-uv": 1.3,
     "stream c=16: ours/ls-default": 5.0,
     "stream c=16: ours/bare": 1.0,
+    "stream c=16: ours/bare-uv": 1.0,
 }
 
 

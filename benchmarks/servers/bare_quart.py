@@ -1,7 +1,7 @@
 """Benchmark server "bare": the ceiling, a bare Quart app on Hypercorn answering inline.
 
-Same stack as litserve (Quart on Hypercorn, default asyncio loop, no access log) without the
-queue, the worker thread and the thread-to-loop hop. Usage: python bare_quart.py PORT.
+Same stack as litserve (Quart on Hypercorn, default asyncio loop, or uvloop with --uvloop; no access log) without the
+queue, the worker thread and the thread-to-loop hop. Usage: python bare_quart.py PORT [--uvloop].
 Stops on SIGINT or SIGTERM.
 """
 
@@ -46,8 +46,11 @@ async def _serve(port: int) -> None:
 
 
 def main(argv: list[str]) -> None:
-    port = int(argv[1]) if len(argv) > 1 else 8000
-    asyncio.run(_serve(port))
+    args = [a for a in argv[1:] if a != "--uvloop"]
+    port = int(args[0]) if args else 8000
+    new_loop = __import__("uvloop").new_event_loop if "--uvloop" in argv else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(_serve(port))
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
 """Benchmark server: the streaming ceiling, a bare Quart app on Hypercorn streaming inline.
 
-Usage: python bare_quart_stream.py PORT [TOKENS]
+Usage: python bare_quart_stream.py PORT [TOKENS] [--uvloop]
 
 `POST /predict` parses the body and returns a streamed response from an async generator yielding
 TOKENS NDJSON lines, `{"token":0}` ... `{"token":TOKENS-1}`, one chunk each, with no work between
-them. Same stack as litserve (Quart on Hypercorn, default asyncio loop, no access log) without the
-queue, the worker thread and the hops between threads. Stops on SIGINT or SIGTERM.
+them. Same stack as litserve (Quart on Hypercorn, default asyncio loop, or uvloop with --uvloop; no access
+log) without the queue, the worker thread and the hops between threads. Stops on SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
@@ -58,9 +58,12 @@ async def _serve(port: int) -> None:
 
 def main(argv: list[str]) -> None:
     global TOKENS
-    port = int(argv[1]) if len(argv) > 1 else 8000
-    TOKENS = int(argv[2]) if len(argv) > 2 else 32
-    asyncio.run(_serve(port))
+    args = [a for a in argv[1:] if a != "--uvloop"]
+    port = int(args[0]) if args else 8000
+    TOKENS = int(args[1]) if len(args) > 1 else 32
+    new_loop = __import__("uvloop").new_event_loop if "--uvloop" in argv else asyncio.new_event_loop
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(_serve(port))
 
 
 if __name__ == "__main__":
