@@ -42,9 +42,10 @@ def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEven
     """What makes the HTTP thread's loop: uvloop where it is installed, else asyncio's own.
 
     `choice` (default: the LITSERVE_EVENT_LOOP variable, else "auto") is "auto", "uvloop" (an error if it
-    is not installed) or "asyncio". uvloop earns its place: with our own per-request work small, Hypercorn's
-    and h11's share runs on the loop, and uvloop made trivial JSON at 16 connections 1.21x faster at 0.82x
-    the CPU per request (`benchmarks/`, 6 interleaved rounds). LitServe's uvicorn picks uvloop the same way.
+    is not installed) or "asyncio". uvloop earns its place modestly: with our own per-request work small,
+    most of the loop's time is Hypercorn's and h11's, and uvloop runs it faster (32-token streams 1.11x
+    at 0.90x the CPU per stream; trivial JSON 0.97x to 1.21x over four runs, at 0.82x to 1.02x the CPU per
+    request: benchmarks/README.md). LitServe's uvicorn picks uvloop the same way.
     """
     picked = (os.environ.get(EVENT_LOOP_ENV, "auto") if choice is None else choice).strip().lower() or "auto"
     if picked not in _LOOP_CHOICES:
