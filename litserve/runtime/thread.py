@@ -113,6 +113,7 @@ class HttpThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._shutdown: asyncio.Event | None = None  # set: Hypercorn stops accepting and drains
         self._release: asyncio.Event | None = None  # set: the loop may end once Hypercorn has stopped
+        self._servers: list[asyncio.AbstractServer] = []  # Hypercorn's listening servers (on the loop only)
         self._thread = threading.Thread(target=self._main, name="litserve-http", daemon=True)
         self._new_loop = asyncio.new_event_loop
 
@@ -160,13 +161,13 @@ class HttpThread:
         return True
 
     def _begin_shutdown(self, loop: asyncio.AbstractEventLoop, shutdown: asyncio.Event) -> None:
-        # On the loop. Stop accepting first: an accept already queued in this loop iteration would
-        # otherwise open a connection that Hypercorn, shutting down, neither serves nor closes until
-        # the graceful period ends. Connections still in the backlog are reset when Hypercorn closes
-        # the socket, so a client connecting now is refused at once.
-        fd = -1 if self._sock is None else self._sock.fileno()
-        if fd != -1:  # -1: already closed
-            loop.remove_reader(fd)
+        # On the loop. Stop listening first: an accept in the loop turns before Hypercorn closes its
+        # servers would open a connection that Hypercorn, shutting down, neither serves nor closes until
+        # the graceful period ends. Closing the servers closes the listening socket, so a client
+        # connecting from now on is refused at once (its backlog is reset), on asyncio's loop and uvloop's
+        # alike (uvloop listens through libuv: taking the socket's reader away, as this did, does nothing there).
+        for server in self._servers:
+            server.close()  # Hypercorn closes them again: a no-op
         if self._on_shutdown is not None and not shutdown.is_set():
             self._on_shutdown()
         shutdown.set()
@@ -217,6 +218,7 @@ class HttpThread:
         app, self._app = self._app, None
         assert app is not None
         app.before_serving(mark_ready)
+        _keep_servers(loop, self._servers)
         sockets = Sockets(secure_sockets=[], insecure_sockets=[self._sock], quic_sockets=[])
         await worker_serve(
             wrap_app(self._asgi, self._config.wsgi_max_body_size, "asgi"),
@@ -225,6 +227,21 @@ class HttpThread:
             shutdown_trigger=self._shutdown.wait,
         )
         await self._release.wait()
+
+
+def _keep_servers(loop: asyncio.AbstractEventLoop, servers: list[asyncio.AbstractServer]) -> None:
+    """Add each server made on `loop` to `servers`: Hypercorn keeps its own out of reach, and stopping closes them.
+
+    (`asyncio.start_server`, which Hypercorn calls, makes its server with the running loop's `create_server`.)
+    """
+    create_server = loop.create_server
+
+    async def create_and_keep(*args: Any, **kwargs: Any) -> asyncio.AbstractServer:
+        server = await create_server(*args, **kwargs)
+        servers.append(server)
+        return server
+
+    loop.create_server = create_and_keep  # type: ignore[method-assign,assignment]
 
 
 def _report_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
