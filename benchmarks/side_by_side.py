@@ -17,6 +17,9 @@ Servers (each its own subprocess, started fresh for every cell, stopped by PID):
   bare-uv     the same on uvloop, the loop ours runs on when uvloop is installed (as it is with litserve):
               the floor of the very stack ours runs on
 
+and, only when named in --servers, ours-asyncio: this checkout on asyncio's own loop (LITSERVE_EVENT_LOOP=asyncio),
+for what uvloop is worth to ours (`--servers ours,ours-asyncio --workloads json,stream --concurrency 16`).
+
 LitServe runs from a virtual environment of its own (`upstream_env.py`, made on first use under
 ~/.cache/litserve-bench, or `--venv DIR`). The load generator is pinned to the second core; the servers
 are not pinned, so multi-process servers may use both cores, as they would in use. Rounds interleave the
@@ -66,12 +69,12 @@ OURS = {
     "stream": {},
 }
 SERVERS = ["ours", "ls-default", "ls-best", "bare", "bare-uv"]
-OTHERS = SERVERS[1:]
+OTHERS = [*SERVERS[1:], "ours-asyncio"]  # what ours is compared with, where measured
 
 
 def config(server: str, workload: str) -> dict[str, Any]:
     api = BATCHED if workload == "mlp-batched" else {}
-    if server == "ours":
+    if server.startswith("ours"):
         return OURS[workload]
     return {"api": api, "server": BEST if server == "ls-best" else {}}
 
@@ -83,6 +86,8 @@ def command(server: str, workload: str, port: int, upstream_python: Path) -> lis
     conf = json.dumps(config(server, workload))
     if server == "ours":
         return [sys.executable, str(SIDE_SERVER), kind, str(port), conf]
+    if server == "ours-asyncio":
+        return ["env", "LITSERVE_EVENT_LOOP=asyncio", sys.executable, str(SIDE_SERVER), kind, str(port), conf]
     # -E: no PYTHONPATH, so LitServe is the environment's own even when this checkout's is on the path.
     return [str(upstream_python), "-E", str(SIDE_SERVER), kind, str(port), conf]
 
@@ -180,17 +185,18 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float:
 
 def table(results: dict[tuple[str, int, str], list[dict[str, Any]]], args: argparse.Namespace) -> str:
     rows = []
+    columns = [name for name in ["ours", *OTHERS] if any(key[2] == name for key in results)]
     for workload in args.workloads:
         for concurrency in CONCURRENCY[workload]:
             if args.concurrency and concurrency not in args.concurrency:
                 continue
             row = [workload, str(concurrency)]
-            for name in SERVERS:
+            for name in columns:
                 runs = results.get((workload, concurrency, name))
                 row.append("—" if not runs else f"{median_of(runs, 'rate'):,.0f} ({median_of(runs, 'p50_ms'):.2f})")
             rows.append(row)
     unit = "req/s or streams/s (p50 ms; streams: time to first token)"
-    return markdown_table(["workload", "c", *SERVERS], rows) + f"\n\nfigures: {unit}, medians of {args.rounds} rounds"
+    return markdown_table(["workload", "c", *columns], rows) + f"\n\nfigures: {unit}, medians of {args.rounds} rounds"
 
 
 def ratios(results: dict[tuple[str, int, str], list[dict[str, Any]]]) -> dict[str, float]:
