@@ -14,11 +14,10 @@ Servers (each its own subprocess, started fresh for every cell, stopped by PID):
   ls-best     LitServe 0.2.19 with `fast_queue=True, workers_per_device=2`, its best documented CPU setting
   bare        Quart on Hypercorn answering inline (json and stream only): the framework's floor, on
               Hypercorn's default asyncio loop
-  bare-uv     the same on uvloop, the loop ours runs on when uvloop is installed (as it is with litserve):
-              the floor of the very stack ours runs on
+  bare-uv     the same on uvloop (LitServe's uvicorn runs on uvloop; ours can, with LITSERVE_EVENT_LOOP=uvloop)
 
-and, only when named in --servers, ours-asyncio: this checkout on asyncio's own loop (LITSERVE_EVENT_LOOP=asyncio),
-for what uvloop is worth to ours (`--servers ours,ours-asyncio --workloads json,stream --concurrency 16`).
+and, only when named in --servers, ours-uvloop: this checkout with LITSERVE_EVENT_LOOP=uvloop, for what uvloop
+is worth to ours (`--servers ours,ours-uvloop --workloads json,stream --concurrency 16 --rounds 6`).
 
 LitServe runs from a virtual environment of its own (`upstream_env.py`, made on first use under
 ~/.cache/litserve-bench, or `--venv DIR`). The load generator is pinned to the second core; the servers
@@ -69,7 +68,7 @@ OURS = {
     "stream": {},
 }
 SERVERS = ["ours", "ls-default", "ls-best", "bare", "bare-uv"]
-OTHERS = [*SERVERS[1:], "ours-asyncio"]  # what ours is compared with, where measured
+OTHERS = [*SERVERS[1:], "ours-uvloop"]  # what ours is compared with, where measured
 
 
 def config(server: str, workload: str) -> dict[str, Any]:
@@ -86,8 +85,8 @@ def command(server: str, workload: str, port: int, upstream_python: Path) -> lis
     conf = json.dumps(config(server, workload))
     if server == "ours":
         return [sys.executable, str(SIDE_SERVER), kind, str(port), conf]
-    if server == "ours-asyncio":
-        return ["env", "LITSERVE_EVENT_LOOP=asyncio", sys.executable, str(SIDE_SERVER), kind, str(port), conf]
+    if server == "ours-uvloop":
+        return ["env", "LITSERVE_EVENT_LOOP=uvloop", sys.executable, str(SIDE_SERVER), kind, str(port), conf]
     # -E: no PYTHONPATH, so LitServe is the environment's own even when this checkout's is on the path.
     return [str(upstream_python), "-E", str(SIDE_SERVER), kind, str(port), conf]
 
@@ -245,10 +244,8 @@ TARGETS = {
     "ours/ls-best": 1.0,
     "json c=16: ours/ls-default": 3.0,
     "json c=16: ours/bare": 1.3,
-    "json c=16: ours/bare-uv": 1.3,
     "stream c=16: ours/ls-default": 5.0,
     "stream c=16: ours/bare": 1.0,
-    "stream c=16: ours/bare-uv": 1.0,
 }
 
 

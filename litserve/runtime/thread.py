@@ -35,19 +35,19 @@ __all__ = ["EVENT_LOOP_ENV", "HttpThread", "loop_factory"]
 logger = logging.getLogger(__name__)
 
 EVENT_LOOP_ENV = "LITSERVE_EVENT_LOOP"
-_LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+_LOOP_CHOICES = ("asyncio", "uvloop")
 
 
 def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop]:
-    """What makes the HTTP thread's loop: uvloop where it is installed, else asyncio's own.
+    """What makes the HTTP thread's loop: asyncio's own, or uvloop when asked.
 
-    `choice` (default: the LITSERVE_EVENT_LOOP variable, else "auto") is "auto", "uvloop" (an error if it
-    is not installed) or "asyncio". uvloop earns its place modestly: with our own per-request work small,
-    most of the loop's time is Hypercorn's and h11's, and uvloop runs it faster (32-token streams 1.11x
-    at 0.90x the CPU per stream; trivial JSON 0.97x to 1.21x over four runs, at 0.82x to 1.02x the CPU per
-    request: benchmarks/README.md). LitServe's uvicorn picks uvloop the same way.
+    `choice` (default: the LITSERVE_EVENT_LOOP variable, else "asyncio") is "asyncio" or "uvloop" (an error
+    if it is not installed). uvloop is not the default: it has not shown a consistent win here. Hypercorn
+    and h11 run on it a little cheaper (server CPU per request 0.82x to 1.02x), but requests per second
+    moved 0.97x to 1.21x for trivial JSON and 1.00x to 1.11x for streams over five interleaved runs, inside
+    this machine's noise (benchmarks/README.md).
     """
-    picked = (os.environ.get(EVENT_LOOP_ENV, "auto") if choice is None else choice).strip().lower() or "auto"
+    picked = (os.environ.get(EVENT_LOOP_ENV, "") if choice is None else choice).strip().lower() or "asyncio"
     if picked not in _LOOP_CHOICES:
         raise ValueError(f"{EVENT_LOOP_ENV}={picked!r}: choose one of {', '.join(_LOOP_CHOICES)}")
     if picked == "asyncio":
@@ -55,9 +55,7 @@ def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEven
     try:
         uvloop = importlib.import_module("uvloop")
     except ImportError as exc:
-        if picked == "uvloop":
-            raise RuntimeError(f"{EVENT_LOOP_ENV}=uvloop, but uvloop is not installed: pip install uvloop") from exc
-        return asyncio.new_event_loop
+        raise RuntimeError(f"{EVENT_LOOP_ENV}=uvloop, but uvloop is not installed: pip install uvloop") from exc
     new_loop: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return new_loop
 

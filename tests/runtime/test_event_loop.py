@@ -1,4 +1,4 @@
-"""The HTTP thread's event loop: uvloop where installed, asyncio's when asked (LITSERVE_EVENT_LOOP), on a real socket.
+"""The HTTP thread's event loop: asyncio's own, or uvloop when asked (LITSERVE_EVENT_LOOP), on a real socket.
 
 A plain ASGI middleware runs on the HTTP loop, so it reports the loop the server really serves on.
 """
@@ -24,7 +24,7 @@ from litserve.status import ServerState
 from tests.apis import SquareAPI
 from tests.helpers import free_port, port_is_free, post
 
-# A dependency wherever it builds (not on Windows); the fallback without it is the last test, which fakes its absence.
+# In the test extra wherever it builds (not on Windows).
 uvloop = pytest.importorskip("uvloop", reason="uvloop is not installed on this platform")
 
 
@@ -49,7 +49,12 @@ def probe() -> type[LoopProbe]:
 
 @pytest.mark.parametrize(
     ("choice", "expected"),
-    [(None, uvloop.Loop), ("auto", uvloop.Loop), ("uvloop", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)],
+    [
+        (None, asyncio.BaseEventLoop),
+        ("", asyncio.BaseEventLoop),
+        ("asyncio", asyncio.BaseEventLoop),
+        ("uvloop", uvloop.Loop),
+    ],
 )
 def test_the_server_serves_on_the_chosen_loop(
     monkeypatch: pytest.MonkeyPatch, worker_mode: str, probe: type[LoopProbe], choice: str | None, expected: type
@@ -67,7 +72,7 @@ def test_the_server_serves_on_the_chosen_loop(
         server.stop()
     assert len(probe.seen) == 32
     assert all(issubclass(kind, expected) for kind in probe.seen), probe.seen
-    if choice == "asyncio":
+    if expected is not uvloop.Loop:
         assert not any(issubclass(kind, uvloop.Loop) for kind in probe.seen)
 
 
@@ -109,11 +114,11 @@ def test_an_unknown_loop_choice_fails_start_with_a_clear_error_and_frees_the_por
     port = free_port()
     monkeypatch.setenv(EVENT_LOOP_ENV, "tokio")
     server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode)
-    with pytest.raises(ValueError, match=r"LITSERVE_EVENT_LOOP='tokio': choose one of auto, uvloop, asyncio"):
+    with pytest.raises(ValueError, match=r"LITSERVE_EVENT_LOOP='tokio': choose one of asyncio, uvloop"):
         server.start(port=port)
     assert server.state is ServerState.FAILED
     assert port_is_free(port)
-    monkeypatch.setenv(EVENT_LOOP_ENV, "  AsyncIO ")  # case and blanks do not matter
+    monkeypatch.setenv(EVENT_LOOP_ENV, "  UVLoop ")  # case and blanks do not matter
     server.start(port=port)
     try:
         assert post(server, {"input": 3}).json() == {"output": 9}
@@ -121,11 +126,9 @@ def test_an_unknown_loop_choice_fails_start_with_a_clear_error_and_frees_the_por
         server.stop()
 
 
-def test_without_uvloop_auto_falls_back_to_asyncio_and_uvloop_is_a_clear_error(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_without_uvloop_asking_for_it_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "uvloop", None)  # what `import uvloop` meets where it is not installed
-    assert loop_factory("auto") is asyncio.new_event_loop
+    assert loop_factory("asyncio") is asyncio.new_event_loop
     assert loop_factory("") is asyncio.new_event_loop
     with pytest.raises(RuntimeError, match=r"LITSERVE_EVENT_LOOP=uvloop, but uvloop is not installed"):
         loop_factory("uvloop")
