@@ -39,7 +39,7 @@ _LOOP_CHOICES = ("asyncio", "uvloop")
 
 
 def loop_factory(choice: str | None = None) -> Callable[[], asyncio.AbstractEventLoop]:
-    """What makes the HTTP thread's loop: asyncio's own, or uvloop when asked.
+    """What makes the HTTP thread's loop: asyncio's (what its installed event loop policy makes), or uvloop.
 
     `choice` (default: the LITSERVE_EVENT_LOOP variable, else "asyncio") is "asyncio" or "uvloop" (an error
     if it is not installed). uvloop is not the default: it has not shown a consistent win here. Hypercorn

@@ -109,11 +109,11 @@ def test_once_stop_begins_a_new_connection_is_refused_before_the_loop_turns_agai
 
 
 def test_an_unknown_loop_choice_fails_start_with_a_clear_error_and_frees_the_port(
-    monkeypatch: pytest.MonkeyPatch, worker_mode: str
+    monkeypatch: pytest.MonkeyPatch, worker_mode: str, probe: type[LoopProbe]
 ) -> None:
     port = free_port()
     monkeypatch.setenv(EVENT_LOOP_ENV, "tokio")
-    server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode)
+    server = LitServer(SquareAPI(), accelerator="cpu", worker_mode=worker_mode, middlewares=[probe])
     with pytest.raises(ValueError, match=r"LITSERVE_EVENT_LOOP='tokio': choose one of asyncio, uvloop"):
         server.start(port=port)
     assert server.state is ServerState.FAILED
@@ -124,6 +124,7 @@ def test_an_unknown_loop_choice_fails_start_with_a_clear_error_and_frees_the_por
         assert post(server, {"input": 3}).json() == {"output": 9}
     finally:
         server.stop()
+    assert probe.seen == [uvloop.Loop]
 
 
 def test_without_uvloop_asking_for_it_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
