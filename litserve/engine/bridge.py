@@ -29,7 +29,16 @@ from litserve.engine.stream_window import StreamWindow
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FutureReply", "LoopHandle", "LoopInbox", "LoopReply", "StreamReply", "call_in_loop", "deliver_all"]
+__all__ = [
+    "FutureReply",
+    "LoopHandle",
+    "LoopInbox",
+    "LoopReply",
+    "StreamReply",
+    "call_in_loop",
+    "deliver_all",
+    "set_if_pending",
+]
 
 
 @final
@@ -131,10 +140,10 @@ class LoopReply:
 
     def deliver(self, outcome: Outcome) -> None:
         if threading.get_ident() != self.thread_id:
-            self._inbox.call(_set_if_pending, self.future, outcome)
+            self._inbox.call(set_if_pending, self.future, outcome)
             return
         try:
-            _set_if_pending(self.future, outcome)
+            set_if_pending(self.future, outcome)
         except RuntimeError:
             pass  # the loop is closed: the server stopped and the request is gone with it
 
@@ -266,9 +275,9 @@ def deliver_all(answers: Sequence[tuple[Reply, Outcome]]) -> None:
         group[0][0].deliver_batch(group)
 
 
-def _set_if_pending(future: asyncio.Future[Outcome], value: Outcome) -> None:
-    # Runs on the loop. If the request timed out or its client left while predict ran,
-    # the future is already done and the late result is dropped here.
+def set_if_pending(future: asyncio.Future[Any], value: Any) -> None:
+    """On the future's loop: resolve it unless it is done (a request that timed out or whose client left
+    while predict ran, a health question given up on): the late value is dropped here."""
     if not future.done():
         future.set_result(value)
 

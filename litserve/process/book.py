@@ -20,7 +20,7 @@ import queue
 import time
 from typing import final
 
-from litserve.engine.bridge import LoopHandle, call_in_loop
+from litserve.engine.bridge import LoopHandle, call_in_loop, set_if_pending
 from litserve.engine.messages import DropReason, InferenceRequest, Outcome, StreamEnd, StreamItem
 from litserve.engine.request_queue import RequestQueue
 from litserve.engine.stream_window import StreamWindow
@@ -339,12 +339,6 @@ def _resolve(future: asyncio.Future[bool] | None, healthy: bool) -> None:
     except RuntimeError:
         running = None
     if running is loop:
-        if not future.done():
-            future.set_result(healthy)
+        set_if_pending(future, healthy)
     else:
-        call_in_loop(loop, _set_unless_done, future, healthy)
-
-
-def _set_unless_done(future: asyncio.Future[bool], healthy: bool) -> None:
-    if not future.done():
-        future.set_result(healthy)
+        call_in_loop(loop, set_if_pending, future, healthy)
